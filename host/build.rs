@@ -1,0 +1,89 @@
+//! Builds every stock plugin in `../plugins` for wasm32-wasip2 and embeds the
+//! components, plus the stock workflows in `../workflows`, so that one
+//! `imsflow` binary carries them all.
+use std::{env, fs, path::PathBuf, process::Command};
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    for watched in ["plugins", "wit", "workflows"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let plugins = stock_plugin_crates(&root.join("plugins"));
+    // A shared target dir outside OUT_DIR: plugin builds are reused across
+    // profiles and by the test harness, which builds the test plugins there.
+    let wasm_target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("wasm");
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+    ])
+    .arg(root.join("plugins/Cargo.toml"))
+    .env("CARGO_TARGET_DIR", &wasm_target);
+    // Flags meant for the host build must not leak into the wasm build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .expect("running cargo to build the stock plugins");
+    assert!(
+        status.success(),
+        "building the stock plugins (plugins/) failed"
+    );
+
+    let mut table = String::from("pub static STOCK_PLUGINS: &[(&str, &[u8])] = &[\n");
+    for name in &plugins {
+        let built = wasm_target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let copy = out.join(format!("{name}.wasm"));
+        fs::copy(&built, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+        table.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", copy));
+    }
+    table.push_str("];\n\npub static STOCK_WORKFLOWS: &[(&str, &str)] = &[\n");
+    let mut workflows: Vec<_> = fs::read_dir(root.join("workflows"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    workflows.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    workflows.sort();
+    for path in workflows {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        table.push_str(&format!("    ({stem:?}, include_str!({path:?})),\n"));
+    }
+    table.push_str("];\n");
+    fs::write(out.join("stock.rs"), table).unwrap();
+}
+
+/// Plugin crates are the directories of `plugins/` whose Cargo.toml builds a
+/// `cdylib` (the SDK is a plain library and is not embedded).
+fn stock_plugin_crates(dir: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).expect("reading plugins/") {
+        let path = entry.unwrap().path();
+        let Ok(manifest) = fs::read_to_string(path.join("Cargo.toml")) else {
+            continue;
+        };
+        if manifest.contains("cdylib") {
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    names
+}

@@ -1,0 +1,18 @@
+//! imsflow: a workflow engine whose steps are sandboxed WebAssembly component
+//! plugins. Plugins compute and return typed effects; this host executes them.
+//! See ARCHITECTURE.md for the code map and invariants.
+
+pub mod archive;
+pub mod backends;
+pub mod bindings;
+pub mod effect;
+pub mod engine;
+pub mod plugin;
+pub mod runtime;
+pub mod units;
+pub mod workflow;
+
+/// Stock plugins and workflows, embedded by build.rs.
+pub mod stock {
+    include!(concat!(env!("OUT_DIR"), "/stock.rs"));
+}

@@ -1,0 +1,682 @@
+//! Workflow files: parsing, validation (with file:line errors) and the
+//! validated model the engine runs.
+pub mod expr;
+mod model;
+
+pub use model::ParamType;
+
+use crate::plugin::PluginRef;
+use crate::runtime::{Grants, Limits, LoadedPlugin, Runtime};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+/// One problem in a workflow file, at a line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// All problems found in a workflow file.
+#[derive(Debug, thiserror::Error)]
+pub struct WorkflowError(pub Vec<Diagnostic>);
+
+impl fmt::Display for WorkflowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub ty: ParamType,
+    pub default: Option<serde_json::Value>,
+    pub description: String,
+}
+
+/// Templates of the `[archive]` table.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveSpec {
+    pub output_dir: Option<String>,
+    pub name: Option<String>,
+    pub format: Option<String>,
+    pub input: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    pub id: String,
+    pub plugin: PluginRef,
+    pub needs: Vec<String>,
+    pub when: Option<String>,
+    pub with: BTreeMap<String, toml::Value>,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub retries: u32,
+    /// Position of the step's `plugin` key, for errors found later.
+    pub plugin_at: (usize, usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub description: String,
+    /// File path, or `stock:<name>` for an embedded workflow.
+    pub file: String,
+    pub params: Vec<Param>,
+    pub archive: ArchiveSpec,
+    /// In file order, which is also the order effects are applied in.
+    pub steps: Vec<StepSpec>,
+}
+
+/// Resolves a workflow argument: an existing file path, else a stock name.
+pub fn load(name_or_path: &str) -> Result<Workflow, WorkflowError> {
+    let path = Path::new(name_or_path);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            WorkflowError(vec![Diagnostic {
+                file: name_or_path.into(),
+                line: 1,
+                column: 1,
+                message: e.to_string(),
+            }])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        return parse(name_or_path, &text, &base);
+    }
+    match crate::stock::STOCK_WORKFLOWS
+        .iter()
+        .find(|(n, _)| *n == name_or_path)
+    {
+        Some((name, text)) => parse(&format!("stock:{name}"), text, Path::new(".")),
+        None => Err(WorkflowError(vec![Diagnostic {
+            file: name_or_path.into(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "no such workflow file, and no stock workflow named `{name_or_path}` (see `imsflow workflows list`)"
+            ),
+        }])),
+    }
+}
+
+/// Parses and validates a workflow. `base` resolves relative plugin paths.
+pub fn parse(file: &str, text: &str, base: &Path) -> Result<Workflow, WorkflowError> {
+    let mut v = Validator {
+        file,
+        lines: LineIndex::new(text),
+        errors: Vec::new(),
+    };
+    let raw: model::File = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let at = e.span().map(|s| s.start).unwrap_or(0);
+            v.error(at, e.message().trim().to_string());
+            return Err(WorkflowError(v.errors));
+        }
+    };
+    let workflow = v.workflow(raw, base);
+    if v.errors.is_empty() {
+        Ok(workflow)
+    } else {
+        Err(WorkflowError(v.errors))
+    }
+}
+
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    /// 1-based line and column of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|&s| s <= offset);
+        (line, offset - self.starts[line - 1] + 1)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    lines: LineIndex,
+    errors: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, offset: usize, message: String) {
+        let (line, column) = self.lines.position(offset);
+        self.errors.push(Diagnostic {
+            file: self.file.to_string(),
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn workflow(&mut self, raw: model::File, base: &Path) -> Workflow {
+        if *raw.version.get_ref() != 1 {
+            self.error(
+                raw.version.span().start,
+                format!(
+                    "unsupported workflow version {}; this imsflow reads version 1",
+                    raw.version.get_ref()
+                ),
+            );
+        }
+        let params = self.params(&raw.params);
+        let param_names: BTreeSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
+        let archive = raw
+            .archive
+            .map(|a| self.archive(a, &param_names))
+            .unwrap_or_default();
+        let steps = self.steps(raw.steps, base);
+        self.check_graph(&steps);
+        self.check_references(&steps, &param_names);
+        Workflow {
+            name: raw.name.into_inner(),
+            description: raw.description,
+            file: self.file.to_string(),
+            params,
+            archive,
+            steps: steps.into_iter().map(|(spec, _)| spec).collect(),
+        }
+    }
+
+    fn params(&mut self, raw: &BTreeMap<String, Spanned<model::Param>>) -> Vec<Param> {
+        let mut out = Vec::new();
+        for (name, p) in raw {
+            let default = p.get_ref().default.as_ref().and_then(|d| {
+                match param_value(p.get_ref().ty, d.get_ref()) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.error(d.span().start, format!("param `{name}`: default {e}"));
+                        None
+                    }
+                }
+            });
+            out.push(Param {
+                name: name.clone(),
+                ty: p.get_ref().ty,
+                default,
+                description: p.get_ref().description.clone(),
+            });
+        }
+        out
+    }
+
+    fn archive(&mut self, raw: Spanned<model::Archive>, params: &BTreeSet<&str>) -> ArchiveSpec {
+        let raw = raw.into_inner();
+        let mut take = |field: Option<Spanned<String>>| {
+            let field = field?;
+            self.check_template(
+                field.get_ref(),
+                field.span().start,
+                false,
+                params,
+                None,
+                "archive",
+            );
+            Some(field.into_inner())
+        };
+        ArchiveSpec {
+            output_dir: take(raw.output_dir),
+            name: take(raw.name),
+            format: take(raw.format),
+            input: take(raw.input),
+        }
+    }
+
+    /// Steps with the raw spans that later checks point at.
+    fn steps(
+        &mut self,
+        raw: Vec<Spanned<model::Step>>,
+        base: &Path,
+    ) -> Vec<(StepSpec, Spanned<model::Step>)> {
+        let mut out = Vec::new();
+        let mut seen = HashMap::new();
+        for step in raw {
+            let s = step.get_ref();
+            let id = s.id.get_ref().clone();
+            if !valid_id(&id) {
+                self.error(
+                    s.id.span().start,
+                    format!(
+                        "step id `{id}` must be letters, digits, `_` or `-`, starting with a letter"
+                    ),
+                );
+            }
+            if seen.insert(id.clone(), ()).is_some() {
+                self.error(s.id.span().start, format!("duplicate step id `{id}`"));
+            }
+            let plugin = PluginRef::parse(
+                s.plugin.get_ref(),
+                s.sha256.as_ref().map(|h| h.get_ref().as_str()),
+                base,
+            );
+            match &plugin {
+                PluginRef::Stock(name) if !crate::plugin::is_stock(name) => self.error(
+                    s.plugin.span().start,
+                    format!("step `{id}`: unknown plugin `{name}`; stock plugins are: {}", crate::plugin::stock_names().collect::<Vec<_>>().join(", ")),
+                ),
+                PluginRef::File { path, .. } if !path.is_file() => self.error(
+                    s.plugin.span().start,
+                    format!("step `{id}`: plugin file {} does not exist", path.display()),
+                ),
+                PluginRef::Stock(_) if s.sha256.is_some() => self.error(
+                    s.sha256.as_ref().unwrap().span().start,
+                    format!("step `{id}`: `sha256` pins a plugin file; stock plugins are pinned by the binary"),
+                ),
+                _ => {}
+            }
+            if let Some(h) = &s.sha256
+                && !(h.get_ref().len() == 64 && h.get_ref().chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                self.error(
+                    h.span().start,
+                    format!("step `{id}`: sha256 must be 64 hex digits"),
+                );
+            }
+            let mut limits = Limits::DEFAULT;
+            if let Some(t) = &s.timeout {
+                match humantime::parse_duration(t.get_ref()) {
+                    Ok(d) if d > Duration::ZERO => limits.timeout = d,
+                    _ => self.error(
+                        t.span().start,
+                        format!(
+                            "step `{id}`: timeout `{}` is not a duration like \"90s\" or \"5m\"",
+                            t.get_ref()
+                        ),
+                    ),
+                }
+            }
+            if let Some(m) = s.limits.memory_mib {
+                limits.memory = m << 20;
+            }
+            if let Some(m) = s.limits.max_output_mib {
+                limits.max_output = m << 20;
+            }
+            let grants = self.grants(&id, &s.grants);
+            let plugin_at = self.lines.position(s.plugin.span().start);
+            out.push((
+                StepSpec {
+                    id,
+                    plugin,
+                    needs: s.needs.iter().map(|n| n.get_ref().clone()).collect(),
+                    when: s.when.as_ref().map(|w| w.get_ref().clone()),
+                    with: s
+                        .with
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                        .collect(),
+                    grants,
+                    limits,
+                    retries: s.retries,
+                    plugin_at,
+                },
+                step,
+            ));
+        }
+        out
+    }
+
+    fn grants(&mut self, id: &str, raw: &model::Grants) -> Grants {
+        for s in &raw.services {
+            if !crate::backends::is_known_service(s.get_ref()) {
+                let known: Vec<_> = crate::backends::SERVICES.iter().map(|(n, _)| *n).collect();
+                self.error(
+                    s.span().start,
+                    format!(
+                        "step `{id}`: unknown service `{}` in grants; known services: {}",
+                        s.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        Grants {
+            services: raw.services.iter().map(|s| s.get_ref().clone()).collect(),
+            buckets: raw.buckets.iter().map(|b| b.get_ref().clone()).collect(),
+            archive: raw.archive,
+        }
+    }
+
+    /// Unknown `needs` and cycles.
+    fn check_graph(&mut self, steps: &[(StepSpec, Spanned<model::Step>)]) {
+        let ids: BTreeSet<&str> = steps.iter().map(|(s, _)| s.id.as_str()).collect();
+        for (spec, raw) in steps {
+            for need in &raw.get_ref().needs {
+                if need.get_ref() == &spec.id {
+                    self.error(
+                        need.span().start,
+                        format!("step `{}` needs itself", spec.id),
+                    );
+                } else if !ids.contains(need.get_ref().as_str()) {
+                    self.error(
+                        need.span().start,
+                        format!("step `{}` needs unknown step `{}`", spec.id, need.get_ref()),
+                    );
+                }
+            }
+        }
+        let specs: Vec<&StepSpec> = steps.iter().map(|(s, _)| s).collect();
+        if let Some(cycle) = find_cycle(&specs) {
+            let first = steps.iter().find(|(s, _)| s.id == cycle[0]).unwrap();
+            self.error(
+                first.1.get_ref().id.span().start,
+                format!("steps form a cycle: {}", cycle.join(" -> ")),
+            );
+        }
+    }
+
+    /// Every expression's variables must be params, run facts, or outputs of steps it needs.
+    fn check_references(
+        &mut self,
+        steps: &[(StepSpec, Spanned<model::Step>)],
+        params: &BTreeSet<&str>,
+    ) {
+        let specs: Vec<&StepSpec> = steps.iter().map(|(s, _)| s).collect();
+        for (spec, raw) in steps {
+            let ancestors = ancestors(&specs, &spec.id);
+            let scope = Some((spec.id.as_str(), &ancestors));
+            if let Some(w) = &raw.get_ref().when {
+                self.check_template(w.get_ref(), w.span().start, true, params, scope, "when");
+            }
+            for (key, value) in &raw.get_ref().with {
+                let mut strings = Vec::new();
+                collect_strings(value.get_ref(), &mut strings);
+                for s in strings {
+                    self.check_template(
+                        s,
+                        value.span().start,
+                        false,
+                        params,
+                        scope,
+                        &format!("with.{key}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_template(
+        &mut self,
+        text: &str,
+        at: usize,
+        is_expression: bool,
+        params: &BTreeSet<&str>,
+        step: Option<(&str, &BTreeSet<String>)>,
+        what: &str,
+    ) {
+        let refs = match expr::references(text, is_expression) {
+            Ok(r) => r,
+            Err(e) => return self.error(at, format!("{what}: invalid expression `{text}`: {e}")),
+        };
+        let mut refs: Vec<_> = refs.into_iter().collect();
+        refs.sort();
+        for r in refs {
+            let mut parts = r.split('.');
+            let root = parts.next().unwrap_or_default();
+            let name = parts.next();
+            let problem = match (root, name, step) {
+                ("run", _, _) => None,
+                ("params", Some(p), _) if params.contains(p) => None,
+                ("params", Some(p), _) => Some(format!("unknown param `{p}`")),
+                ("steps", Some(s), Some((_, ancestors))) if ancestors.contains(s) => None,
+                ("steps", Some(s), Some((me, _))) => Some(format!(
+                    "step `{me}` uses `steps.{s}` but does not need it (add \"{s}\" to its `needs`)"
+                )),
+                ("steps", _, None) => Some("step outputs are not available here".into()),
+                _ => Some(format!(
+                    "unknown variable `{r}` (use `params.*`, `steps.<id>.output` or `run.*`)"
+                )),
+            };
+            if let Some(p) = problem {
+                self.error(at, format!("{what}: {p}"));
+            }
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    id.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn collect_strings<'v>(value: &'v toml::Value, out: &mut Vec<&'v str>) {
+    match value {
+        toml::Value::String(s) => out.push(s),
+        toml::Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
+        toml::Value::Table(t) => t.values().for_each(|v| collect_strings(v, out)),
+        _ => {}
+    }
+}
+
+/// All steps `id` transitively needs.
+pub fn ancestors(steps: &[&StepSpec], id: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![id.to_string()];
+    while let Some(cur) = stack.pop() {
+        if let Some(step) = steps.iter().find(|s| s.id == cur) {
+            for n in &step.needs {
+                if seen.insert(n.clone()) {
+                    stack.push(n.clone());
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// A dependency cycle, as the ids along it (first repeated at the end).
+fn find_cycle(steps: &[&StepSpec]) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    fn visit(
+        i: usize,
+        steps: &[&StepSpec],
+        marks: &mut [Mark],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        marks[i] = Mark::Active;
+        path.push(i);
+        for need in &steps[i].needs {
+            let Some(j) = steps.iter().position(|s| &s.id == need) else {
+                continue;
+            };
+            match marks[j] {
+                Mark::Active => {
+                    let from = path.iter().position(|&p| p == j).unwrap();
+                    let mut ids: Vec<String> =
+                        path[from..].iter().map(|&k| steps[k].id.clone()).collect();
+                    ids.push(steps[j].id.clone());
+                    return Some(ids);
+                }
+                Mark::New => {
+                    if let Some(c) = visit(j, steps, marks, path) {
+                        return Some(c);
+                    }
+                }
+                Mark::Done => {}
+            }
+        }
+        path.pop();
+        marks[i] = Mark::Done;
+        None
+    }
+    let mut marks = vec![Mark::New; steps.len()];
+    (0..steps.len()).find_map(|i| {
+        if marks[i] == Mark::New {
+            visit(i, steps, &mut marks, &mut Vec::new())
+        } else {
+            None
+        }
+    })
+}
+
+/// Converts a TOML value to a param value of the declared type.
+fn param_value(ty: ParamType, v: &toml::Value) -> Result<serde_json::Value, String> {
+    match (ty, v) {
+        (ParamType::String, toml::Value::String(s)) => Ok(s.clone().into()),
+        (ParamType::Bool, toml::Value::Boolean(b)) => Ok((*b).into()),
+        (ParamType::Integer, toml::Value::Integer(i)) => Ok((*i).into()),
+        (ParamType::List, toml::Value::Array(items)) => items
+            .iter()
+            .map(|i| expr::render(i, &minijinja::Value::UNDEFINED))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Into::into),
+        _ => Err(format!(
+            "must be of type {}",
+            serde_json::to_value(ty).unwrap().as_str().unwrap()
+        )),
+    }
+}
+
+/// Parses a `--param` value given on the command line.
+pub fn param_from_cli(param: &Param, text: &str) -> Result<serde_json::Value, String> {
+    match param.ty {
+        ParamType::String => Ok(text.into()),
+        ParamType::Bool => match text {
+            "true" | "yes" | "1" => Ok(true.into()),
+            "false" | "no" | "0" => Ok(false.into()),
+            _ => Err(format!(
+                "param `{}` is a bool: use true or false, not `{text}`",
+                param.name
+            )),
+        },
+        ParamType::Integer => text
+            .parse::<i64>()
+            .map(Into::into)
+            .map_err(|_| format!("param `{}` is an integer, not `{text}`", param.name)),
+        ParamType::List => Ok(text
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim().to_string())
+            .collect::<Vec<_>>()
+            .into()),
+    }
+}
+
+impl Workflow {
+    /// Loads every step's plugin and checks that the services each plugin
+    /// declares are granted to its step.
+    pub async fn load_plugins(
+        &self,
+        runtime: &Runtime,
+    ) -> Result<Vec<Arc<LoadedPlugin>>, WorkflowError> {
+        let mut loaded = Vec::new();
+        let mut errors = Vec::new();
+        for step in &self.steps {
+            let (line, column) = step.plugin_at;
+            let mut err = |message: String| {
+                errors.push(Diagnostic {
+                    file: self.file.clone(),
+                    line,
+                    column,
+                    message,
+                })
+            };
+            let bytes = match crate::plugin::load(&step.plugin) {
+                Ok(b) => b,
+                Err(e) => {
+                    err(format!("step `{}`: {e}", step.id));
+                    continue;
+                }
+            };
+            match runtime.load(&bytes).await {
+                Ok(plugin) => {
+                    for service in &plugin.info.services {
+                        if !step.grants.services.contains(service) {
+                            err(format!(
+                                "step `{}`: plugin `{}` reads service `{service}`, which the step does not grant; add it to the step's `grants.services`",
+                                step.id, plugin.info.name
+                            ));
+                        }
+                    }
+                    loaded.push(plugin);
+                }
+                Err(e) => err(format!("step `{}`: {e}", step.id)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(WorkflowError(errors))
+        }
+    }
+
+    /// Params from defaults and `name=value` overrides; all must be known and set.
+    pub fn resolve_params(
+        &self,
+        overrides: &[(String, String)],
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let mut values = serde_json::Map::new();
+        for (name, text) in overrides {
+            let param = self
+                .params
+                .iter()
+                .find(|p| &p.name == name)
+                .ok_or_else(|| {
+                    let known: Vec<_> = self.params.iter().map(|p| p.name.as_str()).collect();
+                    format!(
+                        "workflow `{}` has no param `{name}` (params: {})",
+                        self.name,
+                        known.join(", ")
+                    )
+                })?;
+            values.insert(name.clone(), param_from_cli(param, text)?);
+        }
+        for p in &self.params {
+            if !values.contains_key(&p.name) {
+                let default = p.default.clone().ok_or_else(|| {
+                    format!(
+                        "param `{}` has no default; give it with --param {}=VALUE",
+                        p.name, p.name
+                    )
+                })?;
+                values.insert(p.name.clone(), default);
+            }
+        }
+        Ok(values)
+    }
+
+    pub fn source_dir(&self) -> PathBuf {
+        Path::new(&self.file)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}

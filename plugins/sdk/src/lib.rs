@@ -1,0 +1,121 @@
+//! imsflow plugin development kit.
+//!
+//! A plugin implements [`Step`] and calls [`export_step!`]. The kit handles the
+//! JSON envelope (`{"with": ..., "context": ...}`) so a plugin deals in typed
+//! Rust values.
+//!
+//! ```ignore
+//! struct MyStep;
+//! impl imsflow_pdk::Step for MyStep { ... }
+//! imsflow_pdk::export_step!(MyStep);
+//! ```
+// In a module: `pub_export_macro` puts the export macro at the crate root,
+// which would clash with the generated `pub use` if generated at the root.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "step",
+        pub_export_macro: true,
+        export_macro_name: "export_component",
+        default_bindings_module: "imsflow_pdk::bindings",
+    });
+}
+
+pub use bindings::Guest;
+pub use bindings::imsflow::plugin::types::*;
+pub use bindings::imsflow::plugin::{archive, log, s3, services};
+pub use serde_json;
+
+use serde::de::DeserializeOwned;
+
+/// The decoded step input.
+pub struct Input<W> {
+    /// The step's resolved `with` values.
+    pub with: W,
+    /// The run context (run id, workflow name, params).
+    pub context: serde_json::Value,
+}
+
+/// What a plugin implements.
+pub trait Step {
+    /// The shape of the step's `with` table.
+    type With: DeserializeOwned;
+    fn describe() -> PluginInfo;
+    fn run(input: Input<Self::With>) -> Result<StepOutput, StepError>;
+}
+
+#[doc(hidden)]
+pub fn run_step<S: Step>(input: String) -> Result<StepOutput, StepError> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        with: serde_json::Value,
+        #[serde(default)]
+        context: serde_json::Value,
+    }
+    let env: Envelope = serde_json::from_str(&input)
+        .map_err(|e| StepError::InvalidInput(format!("input is not a step envelope: {e}")))?;
+    let with = serde_json::from_value(env.with)
+        .map_err(|e| StepError::InvalidInput(format!("`with`: {e}")))?;
+    S::run(Input { with, context: env.context })
+}
+
+/// Builds a [`StepOutput`] from any serialisable output and a list of effects.
+pub fn output(value: &impl serde::Serialize, effects: Vec<Effect>) -> StepOutput {
+    StepOutput {
+        output: serde_json::to_string(value).expect("output is serialisable"),
+        effects,
+    }
+}
+
+/// Turns a host error into a step error, keeping `denied` distinct.
+pub fn host_err(context: &str, e: HostError) -> StepError {
+    match e {
+        HostError::Denied(m) => StepError::Denied(format!("{context}: {m}")),
+        HostError::NotFound(m) => StepError::Failed(format!("{context}: not found: {m}")),
+        HostError::TooLarge(n) => StepError::Failed(format!("{context}: larger than {n} bytes")),
+        HostError::Failed(m) => StepError::Failed(format!("{context}: {m}")),
+    }
+}
+
+/// Log at info level, attributed to this step by the host.
+pub fn info(msg: &str) {
+    log::log(log::Level::Info, msg);
+}
+
+/// Log at warn level.
+pub fn warn(msg: &str) {
+    log::log(log::Level::Warn, msg);
+}
+
+/// Plugin info from the crate's Cargo metadata.
+#[macro_export]
+macro_rules! plugin_info {
+    ($($service:expr),* $(,)?) => {
+        $crate::PluginInfo {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: env!("CARGO_PKG_DESCRIPTION").into(),
+            services: vec![$($service.into()),*],
+        }
+    };
+}
+
+/// Exports a [`Step`] implementation as the component's `describe`/`run`.
+#[macro_export]
+macro_rules! export_step {
+    ($ty:ident) => {
+        const _: () = {
+            struct __ImsflowStep;
+            impl $crate::Guest for __ImsflowStep {
+                fn describe() -> $crate::PluginInfo {
+                    <$ty as $crate::Step>::describe()
+                }
+                fn run(input: String) -> Result<$crate::StepOutput, $crate::StepError> {
+                    $crate::run_step::<$ty>(input)
+                }
+            }
+            $crate::bindings::export_component!(__ImsflowStep with_types_in $crate::bindings);
+        };
+    };
+}
