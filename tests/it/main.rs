@@ -1,1 +1,8 @@
-fn main() {}
+//! The integration test binary: one binary, one module per capability.
+mod support;
+
+mod cli;
+mod dag;
+mod dry_run;
+mod sandbox;
+mod workflow_ui;

@@ -139,6 +139,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Workflow, WorkflowEr
         }
     };
     let workflow = v.workflow(raw, base);
+    v.errors.sort_by_key(|d| (d.line, d.column));
     if v.errors.is_empty() {
         Ok(workflow)
     } else {
@@ -288,7 +289,10 @@ impl Validator<'_> {
                 ),
                 PluginRef::File { path, .. } if !path.is_file() => self.error(
                     s.plugin.span().start,
-                    format!("step `{id}`: plugin file {} does not exist", path.display()),
+                    format!(
+                        "step `{id}`: plugin file `{}` does not exist (paths are relative to the workflow file)",
+                        s.plugin.get_ref()
+                    ),
                 ),
                 PluginRef::Stock(_) if s.sha256.is_some() => self.error(
                     s.sha256.as_ref().unwrap().span().start,

@@ -1,0 +1,120 @@
+//! The `imsflow` binary: commands, --json and the documented exit codes.
+use crate::support::*;
+use std::process::{Command, Output};
+
+fn imsflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imsflow"))
+        .args(args)
+        .current_dir(repo_root())
+        .env(
+            "IMSFLOW_CACHE_DIR",
+            repo_root().join("target/test-compile-cache"),
+        )
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn stock_workflows_validate() {
+    let mut args = vec!["validate"];
+    let files: Vec<String> = std::fs::read_dir(repo_root().join("workflows"))
+        .unwrap()
+        .map(|e| format!("workflows/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    args.extend(files.iter().map(String::as_str));
+    let out = imsflow(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn dry_run_exits_2_with_pending_effects_and_0_without() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = format!("target_dir={}", tmp.path().display());
+    let out = imsflow(&["run", "hello", "--param", &target, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("+ archive-add-json"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+
+    let s = Scratch::new();
+    s.workflow("version = 1\nname = \"quiet\"\ndescription = \"\"\n[[steps]]\nid = \"a\"\nplugin = \"@PLUGINS@/sleep.wasm\"\nwith = { ms = 1 }\n");
+    let wf = s.path().join("wf.toml");
+    let out = imsflow(&["run", wf.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn real_run_reports_the_archive_as_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = format!("target_dir={}", tmp.path().display());
+    let out = imsflow(&[
+        "--json",
+        "run",
+        "hello",
+        "-p",
+        &target,
+        "-p",
+        "message=hi there",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["applied"], 1);
+    let archive = std::path::PathBuf::from(report["archive"].as_str().unwrap());
+    let note = std::fs::read_to_string(archive.join("note.json")).unwrap();
+    assert_eq!(note, r#"{"message":"hi there"}"#);
+}
+
+#[test]
+fn a_failed_step_exits_1_and_names_the_step() {
+    let s = Scratch::new();
+    s.workflow("version = 1\nname = \"boom\"\ndescription = \"\"\n[[steps]]\nid = \"explode\"\nplugin = \"@PLUGINS@/trap.wasm\"\n");
+    let out = imsflow(&["run", s.path().join("wf.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("step `explode`: plugin `trap` crashed"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_exit_64_and_unknown_params_exit_1() {
+    assert_eq!(imsflow(&["run"]).status.code(), Some(64));
+    assert_eq!(imsflow(&["frobnicate"]).status.code(), Some(64));
+    let out = imsflow(&["run", "hello", "-p", "nope=1", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("has no param `nope`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn plugins_list_shows_embedded_plugins_with_their_hashes() {
+    let out = imsflow(&["--json", "plugins", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let write_json = list
+        .iter()
+        .find(|p| p["name"] == "write-json")
+        .expect("write-json is embedded");
+    let built =
+        std::fs::read(repo_root().join("target/wasm/wasm32-wasip2/release/write_json.wasm"))
+            .unwrap();
+    assert_eq!(write_json["sha256"], imsflow::plugin::sha256_hex(&built));
+    assert!(
+        write_json["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| !i.as_str().unwrap().starts_with("wasi:filesystem"))
+    );
+}

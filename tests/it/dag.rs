@@ -1,0 +1,111 @@
+//! Independent steps overlap in time; dependent steps wait and see outputs.
+use crate::support::*;
+use imsflow::engine::StepStatus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_steps_overlap_and_dependents_wait() {
+    let s = Scratch::new();
+    let wf = s.workflow(
+        r#"version = 1
+name = "dag"
+description = "two parallel sleeps, then a join"
+
+[[steps]]
+id = "a"
+plugin = "@PLUGINS@/sleep.wasm"
+with = { ms = 400, echo = "from-a" }
+
+[[steps]]
+id = "b"
+plugin = "@PLUGINS@/sleep.wasm"
+with = { ms = 400, echo = ["from", "b"] }
+
+[[steps]]
+id = "join"
+plugin = "@PLUGINS@/sleep.wasm"
+needs = ["a", "b"]
+with = { ms = 1, echo = { a = "{{ steps.a.output.echo }}", b = "{{ steps.b.output.echo }}", text = "a said {{ steps.a.output.echo }}" } }
+"#,
+    );
+    let report = run(&wf, &[], false).await.unwrap();
+    let step = |id: &str| report.steps.iter().find(|s| s.id == id).unwrap();
+    let (a, b, join) = (step("a"), step("b"), step("join"));
+    for s in [a, b, join] {
+        assert_eq!(s.status, StepStatus::Done);
+    }
+    let (a0, a1) = (a.started_ms.unwrap(), a.finished_ms.unwrap());
+    let (b0, b1) = (b.started_ms.unwrap(), b.finished_ms.unwrap());
+    assert!(
+        a0 < b1 && b0 < a1,
+        "a [{a0}, {a1}] and b [{b0}, {b1}] must overlap"
+    );
+    assert!(
+        join.started_ms.unwrap() >= a1.max(b1),
+        "join starts after both"
+    );
+    // Outputs flow with their types through sole expressions, and as text in templates.
+    assert_eq!(join.output["echo"]["a"], "from-a");
+    assert_eq!(join.output["echo"]["b"], serde_json::json!(["from", "b"]));
+    assert_eq!(join.output["echo"]["text"], "a said from-a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_false_skips_a_step_and_its_output_is_null() {
+    let s = Scratch::new();
+    let wf = s.workflow(
+        r#"version = 1
+name = "when"
+description = ""
+
+[params.include]
+type = "bool"
+default = false
+description = "run the optional step"
+
+[[steps]]
+id = "optional"
+plugin = "@PLUGINS@/sleep.wasm"
+when = "params.include"
+with = { ms = 1, echo = "ran" }
+
+[[steps]]
+id = "after"
+plugin = "@PLUGINS@/sleep.wasm"
+needs = ["optional"]
+with = { ms = 1, echo = "{{ steps.optional.output }}" }
+"#,
+    );
+    let report = run(&wf, &[], false).await.unwrap();
+    assert_eq!(report.steps[0].status, StepStatus::Skipped);
+    assert_eq!(report.steps[1].output["echo"], serde_json::Value::Null);
+    let report = run(&wf, &[("include", "true")], false).await.unwrap();
+    assert_eq!(report.steps[0].status, StepStatus::Done);
+    assert_eq!(report.steps[1].output["echo"]["echo"], "ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_stops_its_dependents() {
+    let s = Scratch::new();
+    let wf = s.workflow(
+        r#"version = 1
+name = "fail"
+description = ""
+
+[[steps]]
+id = "broken"
+plugin = "@PLUGINS@/trap.wasm"
+
+[[steps]]
+id = "downstream"
+plugin = "@PLUGINS@/sleep.wasm"
+needs = ["broken"]
+with = { ms = 1, write = "x.json" }
+"#,
+    );
+    let Err(imsflow::engine::RunError::StepsFailed { report, .. }) = run(&wf, &[], false).await
+    else {
+        panic!("must fail")
+    };
+    assert_eq!(report.steps[1].status, StepStatus::NotRun);
+    assert_eq!(report.applied, 0);
+}

@@ -1,0 +1,122 @@
+//! Shared test helpers: building the test plugins, a runtime with a shared
+//! compile cache, and running a workflow written inline.
+use imsflow::backends::Backends;
+use imsflow::engine::{Engine, RunError, RunOptions, RunReport};
+use imsflow::runtime::Runtime;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Builds `tests/plugins` once per test process and returns the directory of the `.wasm` files.
+pub fn test_plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let wasm_target = target_dir().join("wasm");
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(repo_root().join("tests/plugins/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &wasm_target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("running cargo to build the test plugins");
+        assert!(status.success(), "building tests/plugins failed");
+        wasm_target.join("wasm32-wasip2/release")
+    })
+}
+
+/// Path of a built test plugin, e.g. `test_plugin("spin")`.
+pub fn test_plugin(name: &str) -> PathBuf {
+    test_plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// A runtime sharing one on-disk compile cache across tests.
+pub fn runtime() -> Arc<Runtime> {
+    Arc::new(Runtime::new(Some(target_dir().join("test-compile-cache"))).unwrap())
+}
+
+/// A scratch directory with a workflow file written into it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `wf.toml`; `@PLUGINS@` in the text is replaced by the test plugin directory.
+    pub fn workflow(&self, text: &str) -> imsflow::workflow::Workflow {
+        let text = text.replace("@PLUGINS@", test_plugin_dir().to_str().unwrap());
+        let path = self.path().join("wf.toml");
+        std::fs::write(&path, text).unwrap();
+        imsflow::workflow::load(path.to_str().unwrap())
+            .unwrap_or_else(|e| panic!("invalid test workflow:\n{e}"))
+    }
+}
+
+pub async fn run(
+    wf: &imsflow::workflow::Workflow,
+    params: &[(&str, &str)],
+    dry_run: bool,
+) -> Result<RunReport, RunError> {
+    run_with(runtime(), Backends::default(), wf, params, dry_run).await
+}
+
+pub async fn run_with(
+    runtime: Arc<Runtime>,
+    backends: Backends,
+    wf: &imsflow::workflow::Workflow,
+    params: &[(&str, &str)],
+    dry_run: bool,
+) -> Result<RunReport, RunError> {
+    let opts = RunOptions {
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        dry_run,
+        progress: false,
+    };
+    Engine::new(runtime, backends).run(wf, &opts).await
+}
+
+/// The error message of the single failed step of a run that must fail.
+pub fn failure_of(result: Result<RunReport, RunError>) -> String {
+    match result {
+        Err(RunError::StepsFailed { failed, .. }) => {
+            assert_eq!(failed.len(), 1, "expected one failed step, got {failed:?}");
+            failed[0].1.clone()
+        }
+        Err(other) => panic!("expected a failed step, got error: {other}"),
+        Ok(report) => panic!(
+            "expected a failed step, the run succeeded: {:?}",
+            report.steps
+        ),
+    }
+}
