@@ -1,0 +1,88 @@
+//! Test support, shared by this crate's and imsflow's tests: a Ceph RGW
+//! found through the environment, a fresh RGW tenant per test (tenants have
+//! their own bucket namespace, so every test can own `boot-images` and `ims`),
+//! and a seeded simulator serving it.
+use crate::s3::S3Config;
+use crate::seed::{Expected, SeedSpec};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const HOW: &str = "start one with `scripts/ceph-micro.sh target/ceph` and `source target/ceph/env.sh` \
+                   (scripts/test does both)";
+
+/// The Ceph cluster the tests use.
+pub struct Ceph {
+    pub endpoint: String,
+    pub conf: String,
+}
+
+impl Ceph {
+    /// From `IMSFLOW_TEST_S3_ENDPOINT` and `IMSFLOW_TEST_CEPH_CONF`; panics
+    /// with instructions when they are not set: tests never skip silently.
+    pub fn from_env() -> Ceph {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: these tests need a real Ceph RGW; {HOW}"))
+        };
+        Ceph { endpoint: var("IMSFLOW_TEST_S3_ENDPOINT"), conf: var("IMSFLOW_TEST_CEPH_CONF") }
+    }
+
+    /// Creates an RGW user in a new tenant and returns its S3 settings.
+    pub fn tenant(&self) -> S3Config {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tenant = format!("t{}x{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), fastrand::u32(..));
+        let access_key = format!("AK{}", tenant.to_uppercase());
+        let secret_key = format!("SK{tenant}{}", fastrand::u64(..));
+        let out = Command::new("radosgw-admin")
+            .args(["-c", &self.conf, "user", "create", "--tenant", &tenant, "--uid", "sim", "--display-name", "sim"])
+            .args(["--access-key", &access_key, "--secret-key", &secret_key])
+            .output()
+            .unwrap_or_else(|e| panic!("running radosgw-admin: {e}; {HOW}"));
+        assert!(out.status.success(), "radosgw-admin user create failed: {}", String::from_utf8_lossy(&out.stderr));
+        S3Config { endpoint: self.endpoint.clone(), access_key, secret_key }
+    }
+}
+
+/// A seeded, running simulator in a temporary directory.
+pub struct System {
+    pub data: tempfile::TempDir,
+    pub s3: S3Config,
+    pub expected: Expected,
+    pub running: crate::Running,
+}
+
+impl System {
+    pub async fn start(spec: &SeedSpec) -> System {
+        let s3 = Ceph::from_env().tenant();
+        let data = tempfile::tempdir().unwrap();
+        let expected = crate::seed::seed(data.path(), &s3, spec).await.expect("seeding");
+        let running = crate::serve(data.path(), 0).await.expect("serving");
+        System { data, s3, expected, running }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.base_url)
+    }
+
+    /// A gateway token from the simulated Keycloak.
+    pub async fn token(&self, http: &reqwest::Client) -> String {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", "admin-client"),
+            ("client_secret", self.expected.client_secret.as_str()),
+        ];
+        let resp = http
+            .post(self.url("/keycloak/realms/shasta/protocol/openid-connect/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+/// The default small seed most tests use.
+pub fn small_spec() -> SeedSpec {
+    SeedSpec { seed: 7, images: 3, recipes: 2, public_keys: 2, deleted: 1, jobs: 2, running_jobs: 1, rootfs_size: 64 << 10 }
+}
