@@ -20,6 +20,14 @@ fi
 # a cluster may still run from DIR: stop it (by its pid files) before wiping DIR
 if compgen -G "$D/run/*.pid" >/dev/null; then "$HERE/ceph-micro-stop.sh" "$D"; fi
 
+# fail clearly, before touching DIR, if another process holds our ports
+for p in "$PORT" "$MON_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "ceph-micro: port $p is in use (another cluster?). Stop it, or choose other ports: ceph-micro.sh DIR RGW_PORT with MON_PORT=..." >&2
+    exit 1
+  fi
+done
+
 rm -rf "$D"; mkdir -p "$D"/{run,log,mon,osd/ceph-0,rgw,crash}
 FSID=$(cat /proc/sys/kernel/random/uuid)
 cat > "$D/ceph.conf" <<CONF

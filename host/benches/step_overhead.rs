@@ -36,11 +36,17 @@ async fn bench() {
         backends: Arc::new(Backends::default()),
     };
     for _ in 0..100 {
-        runtime.run_step(&plugin, input, access.clone(), &Limits::DEFAULT).await.unwrap();
+        runtime
+            .run_step(&plugin, input, access.clone(), &Limits::DEFAULT)
+            .await
+            .unwrap();
     }
     let t = Instant::now();
     for _ in 0..CALLS {
-        runtime.run_step(&plugin, input, access.clone(), &Limits::DEFAULT).await.unwrap();
+        runtime
+            .run_step(&plugin, input, access.clone(), &Limits::DEFAULT)
+            .await
+            .unwrap();
     }
     let warm = t.elapsed() / CALLS;
 
@@ -49,14 +55,30 @@ async fn bench() {
     for _ in 0..CALLS {
         let v: serde_json::Value = serde_json::from_str(input).unwrap();
         let json = v["with"]["document"].to_string();
-        std::hint::black_box(serde_json::json!({ "path": v["with"]["path"], "bytes": json.len() }).to_string());
+        std::hint::black_box(
+            serde_json::json!({ "path": v["with"]["path"], "bytes": json.len() }).to_string(),
+        );
     }
     let native = t.elapsed() / CALLS;
 
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
     println!("plugin: write-json ({} bytes)", bytes.bytes.len());
-    println!("cold, compile (Cranelift):        {:>10.1} us", us(cold_compile));
-    println!("cold, from the on-disk cache:     {:>10.1} us  ({:.3}x of compile)", us(cold_cached), us(cold_cached) / us(cold_compile));
-    println!("warm step (instantiate + call):   {:>10.1} us  (goal <= 1000 us)", us(warm));
-    println!("native baseline (same JSON work): {:>10.1} us  (warm step = {:.0}x native)", us(native), us(warm) / us(native));
+    println!(
+        "cold, compile (Cranelift):        {:>10.1} us",
+        us(cold_compile)
+    );
+    println!(
+        "cold, from the on-disk cache:     {:>10.1} us  ({:.3}x of compile)",
+        us(cold_cached),
+        us(cold_cached) / us(cold_compile)
+    );
+    println!(
+        "warm step (instantiate + call):   {:>10.1} us  (goal <= 1000 us)",
+        us(warm)
+    );
+    println!(
+        "native baseline (same JSON work): {:>10.1} us  (warm step = {:.0}x native)",
+        us(native),
+        us(warm) / us(native)
+    );
 }

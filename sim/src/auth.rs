@@ -18,7 +18,10 @@ pub fn keycloak_router() -> Router<Arc<SimState>> {
     Router::new().route("/realms/shasta/protocol/openid-connect/token", post(token))
 }
 
-async fn token(State(s): State<Arc<SimState>>, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn token(
+    State(s): State<Arc<SimState>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let secret = crate::k8s::admin_client_secret(&*s.k8s.lock().await);
     let valid = form.get("grant_type").map(String::as_str) == Some("client_credentials")
         && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
@@ -39,10 +42,14 @@ pub async fn require_token(State(s): State<Arc<SimState>>, req: Request, next: N
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     let ok = presented.is_some_and(|t| s.tokens.lock().unwrap().contains(t));
     if !ok {
-        return Problem::new(StatusCode::UNAUTHORIZED, "Missing or invalid bearer token").into_response();
+        return Problem::new(StatusCode::UNAUTHORIZED, "Missing or invalid bearer token")
+            .into_response();
     }
     next.run(req).await
 }

@@ -16,10 +16,22 @@ pub fn empty() -> Value {
     json!({ "tenants": [], "sessiontemplates": [] })
 }
 
-const FIELDS: &[&str] = &["name", "tenant", "description", "enable_cfs", "cfs", "boot_sets", "links"];
+const FIELDS: &[&str] = &[
+    "name",
+    "tenant",
+    "description",
+    "enable_cfs",
+    "cfs",
+    "boot_sets",
+    "links",
+];
 
 fn tenant(headers: &HeaderMap) -> Option<String> {
-    headers.get("Cray-Tenant-Name").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty()).map(String::from)
+    headers
+        .get("Cray-Tenant-Name")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
+        .map(String::from)
 }
 
 fn same_owner(t: &Value, tenant: &Option<String>) -> bool {
@@ -32,7 +44,10 @@ fn same_owner(t: &Value, tenant: &Option<String>) -> bool {
 pub fn router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/v2/sessiontemplates", get(list))
-        .route("/v2/sessiontemplates/{name}", get(one).put(put).delete(delete))
+        .route(
+            "/v2/sessiontemplates/{name}",
+            get(one).put(put).delete(delete),
+        )
 }
 
 async fn list(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
@@ -47,7 +62,11 @@ async fn list(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
     Json(items).into_response()
 }
 
-async fn one(State(s): State<Arc<SimState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, Problem> {
+async fn one(
+    State(s): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
     let tenant = tenant(&headers);
     let bos = s.bos.lock().await;
     bos.value["sessiontemplates"]
@@ -67,22 +86,39 @@ fn valid_name(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-async fn put(State(s): State<Arc<SimState>>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Result<Response, Problem> {
+async fn put(
+    State(s): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
     let tenant = tenant(&headers);
-    let mut body: Value = serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("Invalid JSON: {e}")))?;
-    let Some(obj) = body.as_object_mut() else { return Err(Problem::bad_request("The template must be a JSON object")) };
+    let mut body: Value = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("Invalid JSON: {e}")))?;
+    let Some(obj) = body.as_object_mut() else {
+        return Err(Problem::bad_request("The template must be a JSON object"));
+    };
     if !valid_name(&name) {
-        return Err(Problem::bad_request(format!("Invalid session template name {name}")));
+        return Err(Problem::bad_request(format!(
+            "Invalid session template name {name}"
+        )));
     }
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(Problem::bad_request(format!("Additional properties are not allowed ('{k}' was unexpected)")));
+        return Err(Problem::bad_request(format!(
+            "Additional properties are not allowed ('{k}' was unexpected)"
+        )));
     }
-    if !obj.get("boot_sets").is_some_and(|b| b.as_object().is_some_and(|m| !m.is_empty())) {
+    if !obj
+        .get("boot_sets")
+        .is_some_and(|b| b.as_object().is_some_and(|m| !m.is_empty()))
+    {
         return Err(Problem::bad_request("'boot_sets' is a required property"));
     }
     let mut bos = s.bos.lock().await;
     if let Some(t) = &tenant
-        && !bos.value["tenants"].as_array().is_some_and(|ts| ts.iter().any(|x| x == t.as_str()))
+        && !bos.value["tenants"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|x| x == t.as_str()))
     {
         return Err(Problem::bad_request(format!("Invalid tenant {t}")));
     }
@@ -104,14 +140,20 @@ async fn put(State(s): State<Arc<SimState>>, headers: HeaderMap, Path(name): Pat
     Ok(Json(body).into_response())
 }
 
-async fn delete(State(s): State<Arc<SimState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, Problem> {
+async fn delete(
+    State(s): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
     let tenant = tenant(&headers);
     let mut bos = s.bos.lock().await;
     let templates = bos.value["sessiontemplates"].as_array_mut().unwrap();
     let before = templates.len();
     templates.retain(|t| !(t["name"] == name.as_str() && same_owner(t, &tenant)));
     if templates.len() == before {
-        return Err(Problem::not_found(format!("Session template {name} could not be found")));
+        return Err(Problem::not_found(format!(
+            "Session template {name} could not be found"
+        )));
     }
     bos.save().map_err(Problem::internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -13,22 +13,36 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<SimState>> {
-    Router::new().route("/boot/v1/bootparameters", get(list).post(create).put(replace).delete(remove))
+    Router::new().route(
+        "/boot/v1/bootparameters",
+        get(list).post(create).put(replace).delete(remove),
+    )
 }
 
 fn hosts(v: &Value) -> Vec<String> {
-    v["hosts"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(String::from)).collect()
+    v["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str().map(String::from))
+        .collect()
 }
 
 fn parse(body: &Bytes) -> Result<Value, Problem> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("Invalid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("Invalid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(Problem::bad_request("Boot parameters must be a JSON object"));
+        return Err(Problem::bad_request(
+            "Boot parameters must be a JSON object",
+        ));
     }
     Ok(v)
 }
 
-async fn list(State(s): State<Arc<SimState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn list(
+    State(s): State<Arc<SimState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let bss = s.bss.lock().await;
     let wanted: Option<Vec<&str>> = q.get("name").map(|n| n.split(',').collect());
     let items: Vec<&Value> = bss
@@ -36,7 +50,11 @@ async fn list(State(s): State<Arc<SimState>>, Query(q): Query<HashMap<String, St
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| wanted.as_ref().is_none_or(|w| hosts(e).iter().any(|h| w.contains(&h.as_str()))))
+        .filter(|e| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| hosts(e).iter().any(|h| w.contains(&h.as_str())))
+        })
         .collect();
     Json(items).into_response()
 }
@@ -45,8 +63,16 @@ async fn create(State(s): State<Arc<SimState>>, body: Bytes) -> Result<Response,
     let entry = parse(&body)?;
     let mut bss = s.bss.lock().await;
     let new_hosts = hosts(&entry);
-    if bss.value.as_array().unwrap().iter().any(|e| hosts(e).iter().any(|h| new_hosts.contains(h))) {
-        return Err(Problem::bad_request("A host already has boot parameters; use PUT or PATCH"));
+    if bss
+        .value
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| hosts(e).iter().any(|h| new_hosts.contains(h)))
+    {
+        return Err(Problem::bad_request(
+            "A host already has boot parameters; use PUT or PATCH",
+        ));
     }
     bss.value.as_array_mut().unwrap().push(entry);
     bss.save().map_err(Problem::internal)?;
@@ -68,7 +94,10 @@ async fn remove(State(s): State<Arc<SimState>>, body: Bytes) -> Result<Response,
     let entry = parse(&body)?;
     let gone = hosts(&entry);
     let mut bss = s.bss.lock().await;
-    bss.value.as_array_mut().unwrap().retain(|e| !hosts(e).iter().any(|h| gone.contains(h)));
+    bss.value
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| !hosts(e).iter().any(|h| gone.contains(h)));
     bss.save().map_err(Problem::internal)?;
     Ok(StatusCode::OK.into_response())
 }

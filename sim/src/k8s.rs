@@ -22,12 +22,17 @@ pub fn empty() -> Value {
 pub fn admin_client_secret(k8s: &JsonFile) -> Option<String> {
     let secret = find(&k8s.value, "secrets", "default", "admin-client-auth")?;
     let encoded = secret["data"]["client-secret"].as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
     String::from_utf8(bytes).ok()
 }
 
 fn find<'a>(root: &'a Value, kind: &str, ns: &str, name: &str) -> Option<&'a Value> {
-    root[kind].as_array()?.iter().find(|o| o["metadata"]["namespace"] == ns && o["metadata"]["name"] == name)
+    root[kind]
+        .as_array()?
+        .iter()
+        .find(|o| o["metadata"]["namespace"] == ns && o["metadata"]["name"] == name)
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> Response {
@@ -38,8 +43,17 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
 
 async fn require_kube_token(State(s): State<Arc<SimState>>, req: Request, next: Next) -> Response {
     let expected = format!("Bearer {}", s.config.kube_token);
-    if req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
+    if req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized".into(),
+        );
     }
     next.run(req).await
 }
@@ -47,14 +61,24 @@ async fn require_kube_token(State(s): State<Arc<SimState>>, req: Request, next: 
 /// `key=value` selectors, comma-separated (all must match).
 fn selector_matches(obj: &Value, selector: Option<&String>) -> bool {
     selector.is_none_or(|sel| {
-        sel.split(',').filter(|c| !c.is_empty()).all(|cond| match cond.split_once('=') {
-            Some((k, v)) => obj["metadata"]["labels"][k.trim()] == v.trim(),
-            None => obj["metadata"]["labels"].get(cond.trim()).is_some(),
-        })
+        sel.split(',')
+            .filter(|c| !c.is_empty())
+            .all(|cond| match cond.split_once('=') {
+                Some((k, v)) => obj["metadata"]["labels"][k.trim()] == v.trim(),
+                None => obj["metadata"]["labels"].get(cond.trim()).is_some(),
+            })
     })
 }
 
-fn list_kind(kind: &'static str, list: &'static str) -> impl Fn(State<Arc<SimState>>, Path<String>, Query<HashMap<String, String>>) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Clone {
+fn list_kind(
+    kind: &'static str,
+    list: &'static str,
+) -> impl Fn(
+    State<Arc<SimState>>,
+    Path<String>,
+    Query<HashMap<String, String>>,
+) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
++ Clone {
     move |State(s), Path(ns), Query(q)| {
         Box::pin(async move {
             let k8s = s.k8s.lock().await;
@@ -62,21 +86,35 @@ fn list_kind(kind: &'static str, list: &'static str) -> impl Fn(State<Arc<SimSta
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|o| o["metadata"]["namespace"] == ns.as_str() && selector_matches(o, q.get("labelSelector")))
+                .filter(|o| {
+                    o["metadata"]["namespace"] == ns.as_str()
+                        && selector_matches(o, q.get("labelSelector"))
+                })
                 .cloned()
                 .collect();
-            Json(json!({ "kind": list, "apiVersion": "v1", "metadata": {}, "items": items })).into_response()
+            Json(json!({ "kind": list, "apiVersion": "v1", "metadata": {}, "items": items }))
+                .into_response()
         })
     }
 }
 
-fn get_kind(kind: &'static str) -> impl Fn(State<Arc<SimState>>, Path<(String, String)>) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Clone {
+fn get_kind(
+    kind: &'static str,
+) -> impl Fn(
+    State<Arc<SimState>>,
+    Path<(String, String)>,
+) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
++ Clone {
     move |State(s), Path((ns, name))| {
         Box::pin(async move {
             let k8s = s.k8s.lock().await;
             match find(&k8s.value, kind, &ns, &name) {
                 Some(o) => Json(o.clone()).into_response(),
-                None => status(StatusCode::NOT_FOUND, "NotFound", format!("{kind} \"{name}\" not found")),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{kind} \"{name}\" not found"),
+                ),
             }
         })
     }
@@ -84,9 +122,21 @@ fn get_kind(kind: &'static str) -> impl Fn(State<Arc<SimState>>, Path<(String, S
 
 pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
     Router::new()
-        .route("/namespaces/{ns}/configmaps", get(list_kind("configmaps", "ConfigMapList")))
-        .route("/namespaces/{ns}/configmaps/{name}", get(get_kind("configmaps")))
-        .route("/namespaces/{ns}/secrets", get(list_kind("secrets", "SecretList")))
+        .route(
+            "/namespaces/{ns}/configmaps",
+            get(list_kind("configmaps", "ConfigMapList")),
+        )
+        .route(
+            "/namespaces/{ns}/configmaps/{name}",
+            get(get_kind("configmaps")),
+        )
+        .route(
+            "/namespaces/{ns}/secrets",
+            get(list_kind("secrets", "SecretList")),
+        )
         .route("/namespaces/{ns}/secrets/{name}", get(get_kind("secrets")))
-        .layer(axum::middleware::from_fn_with_state(state, require_kube_token))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            require_kube_token,
+        ))
 }

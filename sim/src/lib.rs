@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bos;
 pub mod bss;
+pub mod demo;
 pub mod ims;
 pub mod k8s;
 pub mod problem;
@@ -36,8 +37,12 @@ impl SimConfig {
     }
 
     pub fn load(data: &Path) -> anyhow::Result<SimConfig> {
-        let text = std::fs::read_to_string(Self::path(data))
-            .map_err(|e| anyhow::anyhow!("{}: {e} (run `csm-sim seed` first)", Self::path(data).display()))?;
+        let text = std::fs::read_to_string(Self::path(data)).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e} (run `csm-sim seed` first)",
+                Self::path(data).display()
+            )
+        })?;
         Ok(serde_json::from_str(&text)?)
     }
 
@@ -57,7 +62,8 @@ pub struct JsonFile {
 impl JsonFile {
     pub fn load(path: PathBuf, empty: Value) -> anyhow::Result<JsonFile> {
         let value = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => empty,
             Err(e) => anyhow::bail!("{}: {e}", path.display()),
         };
@@ -90,7 +96,10 @@ impl SimState {
             s3: s3::S3::new(&config.s3),
             ims: Mutex::new(ims::store::Store::load(&data.join("ims"))?),
             bos: Mutex::new(JsonFile::load(data.join("bos.json"), bos::empty())?),
-            bss: Mutex::new(JsonFile::load(data.join("bss.json"), serde_json::json!([]))?),
+            bss: Mutex::new(JsonFile::load(
+                data.join("bss.json"),
+                serde_json::json!([]),
+            )?),
             k8s: Mutex::new(JsonFile::load(data.join("k8s.json"), k8s::empty())?),
             config,
             tokens: Default::default(),
@@ -118,7 +127,14 @@ pub fn random_uuid(rng: &mut fastrand::Rng) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 pub fn router(state: Arc<SimState>) -> Router {
@@ -127,7 +143,10 @@ pub fn router(state: Arc<SimState>) -> Router {
         .nest("/bos", bos::router())
         .nest("/bss", bss::router())
         .nest("/sts", auth::sts_router())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .nest("/apis", apis)
         .nest("/keycloak", auth::keycloak_router())
@@ -162,7 +181,11 @@ pub async fn serve(data: &Path, port: u16) -> anyhow::Result<Running> {
             tracing::error!("csm-sim server stopped: {e}");
         }
     });
-    Ok(Running { base_url, state, task })
+    Ok(Running {
+        base_url,
+        state,
+        task,
+    })
 }
 
 fn write_client_files(data: &Path, base_url: &str, config: &SimConfig) -> anyhow::Result<()> {

@@ -5,7 +5,11 @@ use csm_sim::s3::S3Config;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "csm-sim", version, about = "A simulated HPE CSM (IMS, BOS, BSS, STS, Keycloak, Kubernetes subset) over a real S3")]
+#[command(
+    name = "csm-sim",
+    version,
+    about = "A simulated HPE CSM (IMS, BOS, BSS, STS, Keycloak, Kubernetes subset) over a real S3"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,6 +24,16 @@ struct S3Args {
     s3_access_key: String,
     #[arg(long, env = "CSM_SIM_S3_SECRET_KEY", hide_env_values = true)]
     s3_secret_key: String,
+}
+
+impl S3Args {
+    fn config(self) -> S3Config {
+        S3Config {
+            endpoint: self.s3_endpoint,
+            access_key: self.s3_access_key,
+            secret_key: self.s3_secret_key,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -41,6 +55,13 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// Seed a system into a temporary directory, serve it, and show what it serves.
+    Demo {
+        #[command(flatten)]
+        s3: S3Args,
+        #[command(flatten)]
+        spec: csm_sim::seed::SeedSpec,
+    },
     /// Print the seeder's expected answers for a data directory.
     Expected {
         #[arg(long)]
@@ -51,13 +72,18 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CSM_SIM_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CSM_SIM_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Seed { data, s3, spec } => {
-            let cfg = S3Config { endpoint: s3.s3_endpoint, access_key: s3.s3_access_key, secret_key: s3.s3_secret_key };
-            let expected = csm_sim::seed::seed(&data, &cfg, &spec).await.context("seeding")?;
+            let cfg = s3.config();
+            let expected = csm_sim::seed::seed(&data, &cfg, &spec)
+                .await
+                .context("seeding")?;
             println!(
                 "seeded {}: {} images, {} recipes, {} public keys, {} jobs, {} S3 objects",
                 data.display(),
@@ -69,13 +95,25 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Serve { data, port } => {
-            let running = csm_sim::serve(&data, port).await.with_context(|| format!("serving {}", data.display()))?;
-            println!("csm-sim ready: {} (kubeconfig: {}, imsflow config: {})", running.base_url,
-                data.join("kubeconfig").display(), data.join("imsflow.toml").display());
+            let running = csm_sim::serve(&data, port)
+                .await
+                .with_context(|| format!("serving {}", data.display()))?;
+            println!(
+                "csm-sim ready: {} (kubeconfig: {}, imsflow config: {})",
+                running.base_url,
+                data.join("kubeconfig").display(),
+                data.join("imsflow.toml").display()
+            );
             tokio::signal::ctrl_c().await?;
         }
+        Command::Demo { s3, spec } => {
+            let cfg = s3.config();
+            let dir = tempfile::tempdir()?;
+            csm_sim::demo::run(dir.path(), &cfg, &spec).await?;
+        }
         Command::Expected { data } => {
-            let text = std::fs::read_to_string(data.join("expected.json")).context("reading expected.json")?;
+            let text = std::fs::read_to_string(data.join("expected.json"))
+                .context("reading expected.json")?;
             println!("{text}");
         }
     }

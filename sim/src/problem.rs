@@ -13,7 +13,11 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
-        Problem { status, detail: detail.into(), errors: None }
+        Problem {
+            status,
+            detail: detail.into(),
+            errors: None,
+        }
     }
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, detail)
@@ -26,7 +30,11 @@ impl Problem {
     }
     /// 422 with an `errors` object keyed by field.
     pub fn invalid(errors: Value) -> Problem {
-        Problem { status: StatusCode::UNPROCESSABLE_ENTITY, detail: "Error validating input".into(), errors: Some(errors) }
+        Problem {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: "Error validating input".into(),
+            errors: Some(errors),
+        }
     }
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Problem {
         Problem::invalid(json!({ field: [message.into()] }))
@@ -53,6 +61,11 @@ impl IntoResponse for Problem {
         if let Some(errors) = self.errors {
             body["errors"] = errors;
         }
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }

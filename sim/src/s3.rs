@@ -1,5 +1,7 @@
 //! The simulator's own S3 client (IMS holds static S3 credentials too).
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::primitives::ByteStream;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -37,12 +39,20 @@ impl S3 {
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&cfg.endpoint)
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(&cfg.access_key, &cfg.secret_key, None, None, "csm-sim"))
+            .credentials_provider(Credentials::new(
+                &cfg.access_key,
+                &cfg.secret_key,
+                None,
+                None,
+                "csm-sim",
+            ))
             .force_path_style(true)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
-        S3 { client: aws_sdk_s3::Client::from_conf(conf) }
+        S3 {
+            client: aws_sdk_s3::Client::from_conf(conf),
+        }
     }
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
@@ -50,19 +60,36 @@ impl S3 {
     }
 
     fn err(op: &'static str, bucket: &str, key: &str, e: impl std::fmt::Display) -> S3Error {
-        S3Error { op, bucket: bucket.into(), key: key.into(), message: e.to_string() }
+        S3Error {
+            op,
+            bucket: bucket.into(),
+            key: key.into(),
+            message: e.to_string(),
+        }
     }
 
     /// `None` when the object does not exist.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<Head>, S3Error> {
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(h) => Ok(Some(Head {
                 size: h.content_length().unwrap_or(0) as u64,
                 etag: h.e_tag().unwrap_or_default().trim_matches('"').to_string(),
             })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(Self::err("HEAD", bucket, key, aws_sdk_s3::error::DisplayErrorContext(e))),
+            Err(e) => Err(Self::err(
+                "HEAD",
+                bucket,
+                key,
+                aws_sdk_s3::error::DisplayErrorContext(e),
+            )),
         }
     }
 
@@ -74,8 +101,19 @@ impl S3 {
             .key(key)
             .send()
             .await
-            .map_err(|e| Self::err("GET", bucket, key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        let bytes = out.body.collect().await.map_err(|e| Self::err("GET", bucket, key, e))?;
+            .map_err(|e| {
+                Self::err(
+                    "GET",
+                    bucket,
+                    key,
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )
+            })?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Self::err("GET", bucket, key, e))?;
         Ok(bytes.to_vec())
     }
 
@@ -88,12 +126,29 @@ impl S3 {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| Self::err("PUT", bucket, key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_string())
+            .map_err(|e| {
+                Self::err(
+                    "PUT",
+                    bucket,
+                    key,
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )
+            })?;
+        Ok(out
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string())
     }
 
     /// A multipart upload in parts of `part_size` (ETag `<md5>-<parts>`).
-    pub async fn put_multipart(&self, bucket: &str, key: &str, body: &[u8], part_size: usize) -> Result<String, S3Error> {
+    pub async fn put_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        part_size: usize,
+    ) -> Result<String, S3Error> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let fail = |e: &dyn std::fmt::Display| Self::err("MULTIPART PUT", bucket, key, e);
         let upload = self
@@ -119,7 +174,12 @@ impl S3 {
                 .send()
                 .await
                 .map_err(|e| fail(&aws_sdk_s3::error::DisplayErrorContext(e)))?;
-            parts.push(CompletedPart::builder().part_number(n).e_tag(part.e_tag().unwrap_or_default()).build());
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(part.e_tag().unwrap_or_default())
+                    .build(),
+            );
         }
         let done = self
             .client
@@ -127,11 +187,19 @@ impl S3 {
             .bucket(bucket)
             .key(key)
             .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| fail(&aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        Ok(done.e_tag().unwrap_or_default().trim_matches('"').to_string())
+        Ok(done
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string())
     }
 
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
@@ -141,7 +209,14 @@ impl S3 {
             .key(key)
             .send()
             .await
-            .map_err(|e| Self::err("DELETE", bucket, key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                Self::err(
+                    "DELETE",
+                    bucket,
+                    key,
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )
+            })?;
         Ok(())
     }
 
@@ -155,27 +230,65 @@ impl S3 {
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Copy)
             .send()
             .await
-            .map_err(|e| Self::err("COPY", bucket, from, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                Self::err(
+                    "COPY",
+                    bucket,
+                    from,
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )
+            })?;
         self.delete(bucket, from).await
     }
 
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), S3Error> {
         match self.client.create_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
-            Err(e) => Err(Self::err("CREATE BUCKET", bucket, "", aws_sdk_s3::error::DisplayErrorContext(e))),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Self::err(
+                "CREATE BUCKET",
+                bucket,
+                "",
+                aws_sdk_s3::error::DisplayErrorContext(e),
+            )),
         }
     }
 
     /// All objects under a prefix: key, size, etag.
-    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64, String)>, S3Error> {
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, String)>, S3Error> {
         let mut out = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Self::err("LIST", bucket, prefix, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let page = page.map_err(|e| {
+                Self::err(
+                    "LIST",
+                    bucket,
+                    prefix,
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )
+            })?;
             for o in page.contents() {
                 let etag = o.e_tag().unwrap_or_default().trim_matches('"').to_string();
-                out.push((o.key().unwrap_or_default().to_string(), o.size().unwrap_or(0) as u64, etag));
+                out.push((
+                    o.key().unwrap_or_default().to_string(),
+                    o.size().unwrap_or(0) as u64,
+                    etag,
+                ));
             }
         }
         Ok(out)
@@ -186,7 +299,9 @@ impl S3 {
 fn encode_key(key: &str) -> String {
     key.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

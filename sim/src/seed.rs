@@ -83,10 +83,16 @@ struct Seeder<'a> {
 /// Seeds `data` (which must not hold a system yet) and returns what it made.
 pub async fn seed(data: &Path, s3cfg: &S3Config, spec: &SeedSpec) -> anyhow::Result<Expected> {
     if data.join("sim.json").exists() {
-        anyhow::bail!("{} already holds a simulated system; use an empty directory", data.display());
+        anyhow::bail!(
+            "{} already holds a simulated system; use an empty directory",
+            data.display()
+        );
     }
     let mut rng = fastrand::Rng::with_seed(spec.seed);
-    let config = SimConfig { s3: s3cfg.clone(), kube_token: format!("kube-{}", random_uuid(&mut rng)) };
+    let config = SimConfig {
+        s3: s3cfg.clone(),
+        kube_token: format!("kube-{}", random_uuid(&mut rng)),
+    };
     let s3 = S3::new(s3cfg);
     for bucket in [BOOT, IMS] {
         s3.create_bucket(bucket).await?;
@@ -101,21 +107,33 @@ pub async fn seed(data: &Path, s3cfg: &S3Config, spec: &SeedSpec) -> anyhow::Res
     };
     let keys = s.public_keys(spec.public_keys + spec.deleted)?;
     let recipes = s.recipes(spec.recipes + spec.deleted).await?;
-    let images = s.images(spec.images + spec.deleted, spec.rootfs_size).await?;
+    let images = s
+        .images(spec.images + spec.deleted, spec.rootfs_size)
+        .await?;
     s.jobs(spec, &recipes, &images, &keys)?;
-    for (kind, ids, name) in [(Kind::PublicKey, &keys, "public_keys"), (Kind::Recipe, &recipes, "recipes"), (Kind::Image, &images, "images")] {
+    for (kind, ids, name) in [
+        (Kind::PublicKey, &keys, "public_keys"),
+        (Kind::Recipe, &recipes, "recipes"),
+        (Kind::Image, &images, "images"),
+    ] {
         let (deleted, live) = ids.split_at(spec.deleted);
         for id in deleted {
             s.soft_delete(kind, id).await?;
         }
-        s.expected.ims.insert(name.into(), live.iter().cloned().collect());
-        s.expected.deleted.insert(name.into(), deleted.iter().cloned().collect());
+        s.expected
+            .ims
+            .insert(name.into(), live.iter().cloned().collect());
+        s.expected
+            .deleted
+            .insert(name.into(), deleted.iter().cloned().collect());
     }
     let live_images: Vec<String> = images[spec.deleted..].to_vec();
     let bos = s.bos(&live_images);
     let bss = s.bss(&live_images).await?;
     let secret = format!("secret-{}", random_uuid(&mut s.rng));
-    let k8s = s.k8s(&live_images, &recipes[spec.deleted..], &secret).await?;
+    let k8s = s
+        .k8s(&live_images, &recipes[spec.deleted..], &secret)
+        .await?;
     s.expected.client_secret = secret;
     for (name, value) in [("bos.json", bos), ("bss.json", bss), ("k8s.json", k8s)] {
         std::fs::write(data.join(name), serde_json::to_vec_pretty(&value)?)?;
@@ -123,7 +141,10 @@ pub async fn seed(data: &Path, s3cfg: &S3Config, spec: &SeedSpec) -> anyhow::Res
     s.record_objects().await?;
     config.save(data)?;
     let expected = s.expected;
-    std::fs::write(data.join("expected.json"), serde_json::to_vec_pretty(&expected)?)?;
+    std::fs::write(
+        data.join("expected.json"),
+        serde_json::to_vec_pretty(&expected)?,
+    )?;
     Ok(expected)
 }
 
@@ -135,8 +156,13 @@ impl Seeder<'_> {
     /// Creation times an hour apart from a fixed date, so output is stable.
     fn created(&mut self) -> String {
         self.hour += 1;
-        let base = chrono::NaiveDate::from_ymd_opt(2024, 5, 14).unwrap().and_hms_micro_opt(9, 0, 0, 0).unwrap();
-        let t = base + chrono::Duration::hours(self.hour) + chrono::Duration::microseconds(self.rng.i64(0..999_999));
+        let base = chrono::NaiveDate::from_ymd_opt(2024, 5, 14)
+            .unwrap()
+            .and_hms_micro_opt(9, 0, 0, 0)
+            .unwrap();
+        let t = base
+            + chrono::Duration::hours(self.hour)
+            + chrono::Duration::microseconds(self.rng.i64(0..999_999));
         t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
     }
 
@@ -146,10 +172,21 @@ impl Seeder<'_> {
         b
     }
 
-    async fn put(&mut self, bucket: &str, key: &str, body: Vec<u8>, multipart: bool) -> anyhow::Result<String> {
-        self.hashes.insert(format!("s3://{bucket}/{key}"), hex::encode(sha2::Sha256::digest(&body)));
+    async fn put(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        multipart: bool,
+    ) -> anyhow::Result<String> {
+        self.hashes.insert(
+            format!("s3://{bucket}/{key}"),
+            hex::encode(sha2::Sha256::digest(&body)),
+        );
         Ok(if multipart {
-            self.s3.put_multipart(bucket, key, &body, MULTIPART_PART).await?
+            self.s3
+                .put_multipart(bucket, key, &body, MULTIPART_PART)
+                .await?
         } else {
             self.s3.put(bucket, key, body).await?
         })
@@ -164,7 +201,10 @@ impl Seeder<'_> {
             r.insert("created".into(), json!(self.created()));
             r.insert("name".into(), json!(format!("admin@ncn-m00{}", i + 1)));
             let key = base64::engine::general_purpose::STANDARD.encode(self.bytes(32));
-            r.insert("public_key".into(), json!(format!("ssh-ed25519 {key} admin@ncn-m00{}", i + 1)));
+            r.insert(
+                "public_key".into(),
+                json!(format!("ssh-ed25519 {key} admin@ncn-m00{}", i + 1)),
+            );
             self.store.put(Table::PublicKeys, r)?;
             ids.push(id);
         }
@@ -181,13 +221,25 @@ impl Seeder<'_> {
             let mut r = Record::new();
             r.insert("id".into(), json!(id));
             r.insert("created".into(), json!(self.created()));
-            r.insert("name".into(), json!(format!("cray-shasta-csm-sles15sp5-barebones-{i}")));
+            r.insert(
+                "name".into(),
+                json!(format!("cray-shasta-csm-sles15sp5-barebones-{i}")),
+            );
             r.insert("recipe_type".into(), json!("kiwi-ng"));
             r.insert("linux_distribution".into(), json!("sles15"));
-            r.insert("arch".into(), json!(if i % 3 == 2 { "aarch64" } else { "x86_64" }));
+            r.insert(
+                "arch".into(),
+                json!(if i % 3 == 2 { "aarch64" } else { "x86_64" }),
+            );
             r.insert("require_dkms".into(), json!(i % 2 == 0));
-            r.insert("template_dictionary".into(), json!([{ "key": "CSM_RELEASE_VERSION", "value": format!("1.6.{i}") }]));
-            r.insert("link".into(), json!({ "path": format!("s3://{IMS}/{key}"), "etag": etag, "type": "s3" }));
+            r.insert(
+                "template_dictionary".into(),
+                json!([{ "key": "CSM_RELEASE_VERSION", "value": format!("1.6.{i}") }]),
+            );
+            r.insert(
+                "link".into(),
+                json!({ "path": format!("s3://{IMS}/{key}"), "etag": etag, "type": "s3" }),
+            );
             self.store.put(Table::Recipes, r)?;
             ids.push(id);
         }
@@ -199,7 +251,11 @@ impl Seeder<'_> {
         for i in 0..n {
             let id = self.id();
             let multipart = i % 2 == 1;
-            let rootfs_len = if multipart { rootfs_size + MULTIPART_PART } else { rootfs_size };
+            let rootfs_len = if multipart {
+                rootfs_size + MULTIPART_PART
+            } else {
+                rootfs_size
+            };
             let mut artifacts = Vec::new();
             for (name, len, mime) in [
                 ("rootfs", rootfs_len, ROOTFS),
@@ -209,18 +265,40 @@ impl Seeder<'_> {
                 let key = format!("{id}/{name}");
                 let body = self.bytes(len);
                 let md5 = hex::encode(md5::Md5::digest(&body));
-                let etag = self.put(BOOT, &key, body, multipart && name == "rootfs").await?;
+                let etag = self
+                    .put(BOOT, &key, body, multipart && name == "rootfs")
+                    .await?;
                 artifacts.push(json!({ "link": { "path": format!("s3://{BOOT}/{key}"), "etag": etag, "type": "s3" }, "md5": md5, "type": mime }));
             }
             let manifest = json!({ "version": "1.0", "created": "2024-05-14 12:00:00", "artifacts": artifacts });
             let manifest_key = format!("{id}/manifest.json");
-            let etag = self.put(BOOT, &manifest_key, serde_json::to_vec_pretty(&manifest)?, false).await?;
+            let etag = self
+                .put(
+                    BOOT,
+                    &manifest_key,
+                    serde_json::to_vec_pretty(&manifest)?,
+                    false,
+                )
+                .await?;
             let mut r = Record::new();
             r.insert("id".into(), json!(id));
             r.insert("created".into(), json!(self.created()));
-            r.insert("name".into(), json!(format!("compute-csm-1.6-6.1.{}-{}", 90 + i, if i % 3 == 2 { "aarch64" } else { "x86_64" })));
-            r.insert("arch".into(), json!(if i % 3 == 2 { "aarch64" } else { "x86_64" }));
-            r.insert("metadata".into(), json!({ "cfs_configuration": format!("compute-24.{i}") }));
+            r.insert(
+                "name".into(),
+                json!(format!(
+                    "compute-csm-1.6-6.1.{}-{}",
+                    90 + i,
+                    if i % 3 == 2 { "aarch64" } else { "x86_64" }
+                )),
+            );
+            r.insert(
+                "arch".into(),
+                json!(if i % 3 == 2 { "aarch64" } else { "x86_64" }),
+            );
+            r.insert(
+                "metadata".into(),
+                json!({ "cfs_configuration": format!("compute-24.{i}") }),
+            );
             r.insert("link".into(), json!({ "path": format!("s3://{BOOT}/{manifest_key}"), "etag": etag, "type": "s3" }));
             self.store.put(Table::Images, r)?;
             ids.push(id);
@@ -228,10 +306,22 @@ impl Seeder<'_> {
         Ok(ids)
     }
 
-    fn jobs(&mut self, spec: &SeedSpec, recipes: &[String], images: &[String], keys: &[String]) -> anyhow::Result<()> {
+    fn jobs(
+        &mut self,
+        spec: &SeedSpec,
+        recipes: &[String],
+        images: &[String],
+        keys: &[String],
+    ) -> anyhow::Result<()> {
         let statuses = (0..spec.jobs)
             .map(|i| if i % 2 == 0 { "success" } else { "error" })
-            .chain((0..spec.running_jobs).map(|i| if i % 2 == 0 { "building_image" } else { "waiting_on_user" }));
+            .chain((0..spec.running_jobs).map(|i| {
+                if i % 2 == 0 {
+                    "building_image"
+                } else {
+                    "waiting_on_user"
+                }
+            }));
         for (i, status) in statuses.enumerate() {
             let id = self.id();
             let (job_type, artifact) = if i % 2 == 0 {
@@ -245,9 +335,15 @@ impl Seeder<'_> {
             r.insert("job_type".into(), json!(job_type));
             r.insert("artifact_id".into(), json!(artifact));
             r.insert("public_key_id".into(), json!(keys.first()));
-            r.insert("image_root_archive_name".into(), json!(format!("job-image-{i}")));
+            r.insert(
+                "image_root_archive_name".into(),
+                json!(format!("job-image-{i}")),
+            );
             r.insert("status".into(), json!(status));
-            r.insert("kubernetes_job".into(), json!(format!("cray-ims-{id}-create")));
+            r.insert(
+                "kubernetes_job".into(),
+                json!(format!("cray-ims-{id}-create")),
+            );
             r.insert("kubernetes_namespace".into(), json!("ims"));
             r.insert("arch".into(), json!("x86_64"));
             self.store.put(Table::Jobs, r)?;
@@ -267,7 +363,9 @@ impl Seeder<'_> {
             Kind::Image => Table::Images,
         };
         let mut record = self.store.get(table, id).cloned().expect("seeded record");
-        artifacts::soft_delete(self.s3, kind, &mut record).await.map_err(|p| anyhow::anyhow!("{}", p.detail))?;
+        artifacts::soft_delete(self.s3, kind, &mut record)
+            .await
+            .map_err(|p| anyhow::anyhow!("{}", p.detail))?;
         record.insert("deleted".into(), json!(self.created()));
         self.store.put(table.deleted().unwrap(), record)?;
         self.store.remove(table, id)?;
@@ -276,7 +374,11 @@ impl Seeder<'_> {
 
     fn link(&mut self, source: &str, url: String, exists: bool) {
         if exists {
-            self.expected.links.entry(source.into()).or_default().insert(url);
+            self.expected
+                .links
+                .entry(source.into())
+                .or_default()
+                .insert(url);
         } else {
             self.expected.dangling.insert(url);
         }
@@ -299,7 +401,11 @@ impl Seeder<'_> {
             );
             self.link("bos", manifest.clone(), true);
             self.link("bos", rootfs, true);
-            let tenant = if i == 1 { json!("vcluster-blue") } else { Value::Null };
+            let tenant = if i == 1 {
+                json!("vcluster-blue")
+            } else {
+                Value::Null
+            };
             templates.push(json!({
                 "name": format!("compute-24.{i}.0"), "tenant": tenant, "description": format!("Compute nodes, image {i}"),
                 "enable_cfs": true, "cfs": { "configuration": format!("compute-24.{i}") },
@@ -324,7 +430,8 @@ impl Seeder<'_> {
         let ver = "6.1.94";
         for name in ["kernel", "initrd", "rootfs"] {
             let body = self.bytes(32 << 10);
-            self.put(BOOT, &format!("k8s/{ver}/{name}"), body, false).await?;
+            self.put(BOOT, &format!("k8s/{ver}/{name}"), body, false)
+                .await?;
         }
         let ncn = |n: &str| format!("s3://{BOOT}/k8s/{ver}/{n}");
         let mut entries = vec![json!({
@@ -352,9 +459,16 @@ impl Seeder<'_> {
         Ok(Value::Array(entries))
     }
 
-    async fn k8s(&mut self, images: &[String], recipes: &[String], secret: &str) -> anyhow::Result<Value> {
-        let mut s3_of = |product: &str, n: usize| {
-            (0..n).map(|i| format!("{product}/2.{i}/artifact-{i}.tgz")).collect::<Vec<_>>()
+    async fn k8s(
+        &mut self,
+        images: &[String],
+        recipes: &[String],
+        secret: &str,
+    ) -> anyhow::Result<Value> {
+        let s3_of = |product: &str, n: usize| {
+            (0..n)
+                .map(|i| format!("{product}/2.{i}/artifact-{i}.tgz"))
+                .collect::<Vec<_>>()
         };
         let (csm_keys, cos_keys) = (s3_of("csm", 2), s3_of("cos", 2));
         for key in csm_keys.iter().chain(&cos_keys) {
@@ -364,11 +478,21 @@ impl Seeder<'_> {
         }
         let dangling = "cos/9.9/missing.tgz".to_string();
         self.link("product_catalog", format!("s3://{BOOT}/{dangling}"), false);
-        let s3_list = |keys: &[String]| keys.iter().map(|k| json!({ "bucket": BOOT, "key": k })).collect::<Vec<_>>();
-        let image_map: serde_json::Map<String, Value> =
-            images.iter().enumerate().map(|(i, id)| (format!("compute-image-{i}"), json!({ "id": id }))).collect();
-        let recipe_map: serde_json::Map<String, Value> =
-            recipes.iter().enumerate().map(|(i, id)| (format!("barebones-recipe-{i}"), json!({ "id": id }))).collect();
+        let s3_list = |keys: &[String]| {
+            keys.iter()
+                .map(|k| json!({ "bucket": BOOT, "key": k }))
+                .collect::<Vec<_>>()
+        };
+        let image_map: serde_json::Map<String, Value> = images
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (format!("compute-image-{i}"), json!({ "id": id })))
+            .collect();
+        let recipe_map: serde_json::Map<String, Value> = recipes
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (format!("barebones-recipe-{i}"), json!({ "id": id })))
+            .collect();
         // Main ConfigMap: csm keeps its component_versions inline (pre-split
         // style); cos is split into its own ConfigMap, as catalog >= 2.3 does.
         let csm = json!({ "1.6.0": { "active": true, "images": image_map, "recipes": recipe_map,
@@ -378,9 +502,7 @@ impl Seeder<'_> {
         cos_split_s3.push(json!({ "bucket": BOOT, "key": dangling }));
         let cos_split = json!({ "2.5.0": { "component_versions": { "s3": cos_split_s3 } } });
         let label = json!({ "type": "cray-product-catalog" });
-        let cm = |name: &str, data: Value| {
-            json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name, "namespace": "services", "labels": label }, "data": data })
-        };
+        let cm = |name: &str, data: Value| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name, "namespace": "services", "labels": label }, "data": data });
         Ok(json!({
             "configmaps": [
                 cm("cray-product-catalog", json!({ "csm": serde_yaml::to_string(&csm)?, "cos": serde_yaml::to_string(&cos_main)? })),
@@ -399,12 +521,17 @@ impl Seeder<'_> {
         for bucket in [BOOT, IMS] {
             for (key, size, etag) in self.s3.list(bucket, "").await? {
                 let url = format!("s3://{bucket}/{key}");
-                let original = format!("s3://{bucket}/{}", key.strip_prefix("deleted/").unwrap_or(&key));
+                let original = format!(
+                    "s3://{bucket}/{}",
+                    key.strip_prefix("deleted/").unwrap_or(&key)
+                );
                 let sha256 = match self.hashes.get(&url).or_else(|| self.hashes.get(&original)) {
                     Some(h) => h.clone(),
                     None => hex::encode(sha2::Sha256::digest(self.s3.get(bucket, &key).await?)),
                 };
-                self.expected.objects.insert(url, ObjectFacts { size, sha256, etag });
+                self.expected
+                    .objects
+                    .insert(url, ObjectFacts { size, sha256, etag });
             }
         }
         Ok(())

@@ -21,24 +21,53 @@ impl Ceph {
     /// with instructions when they are not set: tests never skip silently.
     pub fn from_env() -> Ceph {
         let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: these tests need a real Ceph RGW; {HOW}"))
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: these tests need a real Ceph RGW; {HOW}")
+            })
         };
-        Ceph { endpoint: var("IMSFLOW_TEST_S3_ENDPOINT"), conf: var("IMSFLOW_TEST_CEPH_CONF") }
+        Ceph {
+            endpoint: var("IMSFLOW_TEST_S3_ENDPOINT"),
+            conf: var("IMSFLOW_TEST_CEPH_CONF"),
+        }
     }
 
     /// Creates an RGW user in a new tenant and returns its S3 settings.
     pub fn tenant(&self) -> S3Config {
         static N: AtomicU32 = AtomicU32::new(0);
-        let tenant = format!("t{}x{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), fastrand::u32(..));
+        let tenant = format!(
+            "t{}x{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            fastrand::u32(..)
+        );
         let access_key = format!("AK{}", tenant.to_uppercase());
         let secret_key = format!("SK{tenant}{}", fastrand::u64(..));
         let out = Command::new("radosgw-admin")
-            .args(["-c", &self.conf, "user", "create", "--tenant", &tenant, "--uid", "sim", "--display-name", "sim"])
+            .args([
+                "-c",
+                &self.conf,
+                "user",
+                "create",
+                "--tenant",
+                &tenant,
+                "--uid",
+                "sim",
+                "--display-name",
+                "sim",
+            ])
             .args(["--access-key", &access_key, "--secret-key", &secret_key])
             .output()
             .unwrap_or_else(|e| panic!("running radosgw-admin: {e}; {HOW}"));
-        assert!(out.status.success(), "radosgw-admin user create failed: {}", String::from_utf8_lossy(&out.stderr));
-        S3Config { endpoint: self.endpoint.clone(), access_key, secret_key }
+        assert!(
+            out.status.success(),
+            "radosgw-admin user create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        S3Config {
+            endpoint: self.endpoint.clone(),
+            access_key,
+            secret_key,
+        }
     }
 }
 
@@ -54,9 +83,16 @@ impl System {
     pub async fn start(spec: &SeedSpec) -> System {
         let s3 = Ceph::from_env().tenant();
         let data = tempfile::tempdir().unwrap();
-        let expected = crate::seed::seed(data.path(), &s3, spec).await.expect("seeding");
+        let expected = crate::seed::seed(data.path(), &s3, spec)
+            .await
+            .expect("seeding");
         let running = crate::serve(data.path(), 0).await.expect("serving");
-        System { data, s3, expected, running }
+        System {
+            data,
+            s3,
+            expected,
+            running,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -84,5 +120,14 @@ impl System {
 
 /// The default small seed most tests use.
 pub fn small_spec() -> SeedSpec {
-    SeedSpec { seed: 7, images: 3, recipes: 2, public_keys: 2, deleted: 1, jobs: 2, running_jobs: 1, rootfs_size: 64 << 10 }
+    SeedSpec {
+        seed: 7,
+        images: 3,
+        recipes: 2,
+        public_keys: 2,
+        deleted: 1,
+        jobs: 2,
+        running_jobs: 1,
+        rootfs_size: 64 << 10,
+    }
 }

@@ -17,18 +17,33 @@ impl Client {
         let http = reqwest::Client::new();
         let token = sys.token(&http).await;
         let s3 = S3::new(&sys.s3);
-        Client { http, token, sys, s3 }
+        Client {
+            http,
+            token,
+            sys,
+            s3,
+        }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, self.sys.url(path)).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method, self.sys.url(path))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        )
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -50,26 +65,52 @@ impl Client {
     }
 
     fn a_live_image(&self) -> String {
-        self.sys.expected.ims["images"].iter().next().unwrap().clone()
+        self.sys.expected.ims["images"]
+            .iter()
+            .next()
+            .unwrap()
+            .clone()
     }
 }
 
 fn ids(list: &Value) -> std::collections::BTreeSet<String> {
-    list.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apis_need_a_keycloak_token() {
     let c = Client::new().await;
-    let resp = c.http.get(c.sys.url("/apis/ims/v3/images")).send().await.unwrap();
+    let resp = c
+        .http
+        .get(c.sys.url("/apis/ims/v3/images"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    let resp = c.http.get(c.sys.url("/apis/ims/v3/images")).bearer_auth("forged").send().await.unwrap();
+    let resp = c
+        .http
+        .get(c.sys.url("/apis/ims/v3/images"))
+        .bearer_auth("forged")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     let bad = c
         .http
-        .post(c.sys.url("/keycloak/realms/shasta/protocol/openid-connect/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", "admin-client"), ("client_secret", "wrong")])
+        .post(
+            c.sys
+                .url("/keycloak/realms/shasta/protocol/openid-connect/token"),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "admin-client"),
+            ("client_secret", "wrong"),
+        ])
         .send()
         .await
         .unwrap();
@@ -81,7 +122,11 @@ async fn apis_need_a_keycloak_token() {
 async fn seeded_answers_match_what_the_apis_serve() {
     let c = Client::new().await;
     let e = &c.sys.expected;
-    for (path, kind) in [("images", "images"), ("recipes", "recipes"), ("public-keys", "public_keys")] {
+    for (path, kind) in [
+        ("images", "images"),
+        ("recipes", "recipes"),
+        ("public-keys", "public_keys"),
+    ] {
         for prefix in ["/apis/ims/v3/", "/apis/ims/v2/", "/apis/ims/"] {
             let (status, list) = c.get(&format!("{prefix}{path}")).await;
             assert_eq!(status, 200);
@@ -95,17 +140,33 @@ async fn seeded_answers_match_what_the_apis_serve() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|j| (j["id"].as_str().unwrap().into(), j["status"].as_str().unwrap().into()))
+        .map(|j| {
+            (
+                j["id"].as_str().unwrap().into(),
+                j["status"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(served, e.jobs);
     assert!(!e.running_jobs.is_empty());
     // Every expected object exists with the expected etag; some are multipart.
     for (url, facts) in &e.objects {
         let (b, k) = csm_sim::s3::parse_url(url).unwrap();
-        let head = c.s3.head(b, k).await.unwrap().unwrap_or_else(|| panic!("{url} missing"));
-        assert_eq!((head.size, head.etag.as_str()), (facts.size, facts.etag.as_str()), "{url}");
+        let head =
+            c.s3.head(b, k)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{url} missing"));
+        assert_eq!(
+            (head.size, head.etag.as_str()),
+            (facts.size, facts.etag.as_str()),
+            "{url}"
+        );
     }
-    assert!(e.objects.values().any(|f| f.etag.ends_with("-2")), "a multipart object is seeded");
+    assert!(
+        e.objects.values().any(|f| f.etag.ends_with("-2")),
+        "a multipart object is seeded"
+    );
     // Every live image's manifest and artifacts exist; dangling links do not.
     let (_, images) = c.get("/apis/ims/v3/images").await;
     for image in images.as_array().unwrap() {
@@ -130,31 +191,61 @@ async fn seeded_answers_match_what_the_apis_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ims_status_codes_and_problem_bodies() {
     let c = Client::new().await;
-    let (status, body) = c.get("/apis/ims/v3/images/00000000-0000-4000-8000-000000000000").await;
+    let (status, body) = c
+        .get("/apis/ims/v3/images/00000000-0000-4000-8000-000000000000")
+        .await;
     assert_eq!(status, 404);
     assert_eq!(body["status"], 404);
     assert_eq!(body["title"], "Not Found");
 
-    let (status, body) = c.post("/apis/ims/v3/public-keys", json!({ "id": "x", "created": "y", "name": "k", "public_key": "ssh-ed25519 AAA" })).await;
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/public-keys",
+            json!({ "id": "x", "created": "y", "name": "k", "public_key": "ssh-ed25519 AAA" }),
+        )
+        .await;
     assert_eq!(status, 422);
     assert_eq!(body["errors"]["id"], json!(["Unknown field."]));
     assert_eq!(body["errors"]["created"], json!(["Unknown field."]));
 
-    let (status, body) = c.post("/apis/ims/v3/recipes", json!({ "name": "r", "recipe_type": "kiwi-ng", "linux_distribution": "rhel9" })).await;
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/recipes",
+            json!({ "name": "r", "recipe_type": "kiwi-ng", "linux_distribution": "rhel9" }),
+        )
+        .await;
     assert_eq!(status, 422);
-    assert!(body["errors"]["linux_distribution"].to_string().contains("Must be one of"));
+    assert!(
+        body["errors"]["linux_distribution"]
+            .to_string()
+            .contains("Must be one of")
+    );
 
-    let empty = c.http.post(c.sys.url("/apis/ims/v3/images")).bearer_auth(&c.token).send().await.unwrap();
+    let empty = c
+        .http
+        .post(c.sys.url("/apis/ims/v3/images"))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(empty.status(), 400);
 
-    let (status, key) = c.post("/apis/ims/v3/public-keys", json!({ "name": "k", "public_key": "ssh-ed25519 AAA" })).await;
+    let (status, key) = c
+        .post(
+            "/apis/ims/v3/public-keys",
+            json!({ "name": "k", "public_key": "ssh-ed25519 AAA" }),
+        )
+        .await;
     assert_eq!(status, 201);
     assert!(key["id"].as_str().unwrap().len() == 36 && key["created"].is_string());
 
     // Recipe links must exist.
     let (status, _) = c
-        .post("/apis/ims/v3/recipes", json!({ "name": "r", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
-            "link": { "type": "s3", "path": "s3://ims/recipes/nope/recipe.tar.gz" } }))
+        .post(
+            "/apis/ims/v3/recipes",
+            json!({ "name": "r", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
+            "link": { "type": "s3", "path": "s3://ims/recipes/nope/recipe.tar.gz" } }),
+        )
         .await;
     assert_eq!(status, 422);
 
@@ -162,22 +253,54 @@ async fn ims_status_codes_and_problem_bodies() {
     let image = c.a_live_image();
     let (_, record) = c.get(&format!("/apis/ims/v3/images/{image}")).await;
     let link = record["link"].clone();
-    let (status, _) = c.post("/apis/ims/v3/images", json!({ "name": "dup", "link": link })).await;
+    let (status, _) = c
+        .post(
+            "/apis/ims/v3/images",
+            json!({ "name": "dup", "link": link }),
+        )
+        .await;
     assert_eq!(status, 422, "a link path is unique among live images");
-    c.s3.put("boot-images", "hand/manifest.json", serde_json::to_vec(&json!({ "version": "1.0", "artifacts": [] })).unwrap()).await.unwrap();
+    c.s3.put(
+        "boot-images",
+        "hand/manifest.json",
+        serde_json::to_vec(&json!({ "version": "1.0", "artifacts": [] })).unwrap(),
+    )
+    .await
+    .unwrap();
     let (status, _) = c.post("/apis/ims/v3/images", json!({ "name": "n", "link": { "type": "s3", "path": "s3://boot-images/hand/manifest.json" } })).await;
     assert_eq!(status, 400);
-    c.s3.put("boot-images", "hand2/manifest.json", serde_json::to_vec(&json!({ "version": "2.0", "artifacts": [] })).unwrap()).await.unwrap();
+    c.s3.put(
+        "boot-images",
+        "hand2/manifest.json",
+        serde_json::to_vec(&json!({ "version": "2.0", "artifacts": [] })).unwrap(),
+    )
+    .await
+    .unwrap();
     let (status, _) = c.post("/apis/ims/v3/images", json!({ "name": "n", "link": { "type": "s3", "path": "s3://boot-images/hand2/manifest.json" } })).await;
     assert_eq!(status, 422);
 
     // A set link: the same again is a no-op, a different one is a 409.
-    let (status, _) = c.patch(&format!("/apis/ims/v3/images/{image}"), json!({ "link": link })).await;
+    let (status, _) = c
+        .patch(
+            &format!("/apis/ims/v3/images/{image}"),
+            json!({ "link": link }),
+        )
+        .await;
     assert_eq!(status, 200);
     let other = json!({ "type": "s3", "path": "s3://boot-images/hand/manifest.json" });
-    let (status, body) = c.patch(&format!("/apis/ims/v3/images/{image}"), json!({ "link": other })).await;
+    let (status, body) = c
+        .patch(
+            &format!("/apis/ims/v3/images/{image}"),
+            json!({ "link": other }),
+        )
+        .await;
     assert_eq!(status, 409, "{body}");
-    let (status, _) = c.patch(&format!("/apis/ims/v3/images/{image}"), json!({ "name": "renamed" })).await;
+    let (status, _) = c
+        .patch(
+            &format!("/apis/ims/v3/images/{image}"),
+            json!({ "name": "renamed" }),
+        )
+        .await;
     assert_eq!(status, 422, "name is immutable");
 
     // Jobs: list and delete.
@@ -197,46 +320,107 @@ async fn soft_delete_undelete_and_purge_move_the_s3_objects() {
     assert_eq!(c.get(&format!("/apis/ims/v3/images/{image}")).await.0, 404);
     let (status, deleted) = c.get(&format!("/apis/ims/v3/deleted/images/{image}")).await;
     assert_eq!(status, 200);
-    assert_eq!(deleted["link"]["path"], format!("s3://boot-images/deleted/{image}/deleted_manifest.json"));
+    assert_eq!(
+        deleted["link"]["path"],
+        format!("s3://boot-images/deleted/{image}/deleted_manifest.json")
+    );
     assert_eq!(deleted["link"]["etag"], "");
     assert!(deleted["deleted"].is_string());
     for a in artifacts {
-        assert!(!c.exists(&format!("s3://boot-images/{image}/{a}")).await, "{a} moved away");
-        assert!(c.exists(&format!("s3://boot-images/deleted/{image}/{a}")).await, "{a} under deleted/");
+        assert!(
+            !c.exists(&format!("s3://boot-images/{image}/{a}")).await,
+            "{a} moved away"
+        );
+        assert!(
+            c.exists(&format!("s3://boot-images/deleted/{image}/{a}"))
+                .await,
+            "{a} under deleted/"
+        );
     }
 
-    let (status, _) = c.patch(&format!("/apis/ims/v3/deleted/images/{image}"), json!({ "operation": "undelete" })).await;
+    let (status, _) = c
+        .patch(
+            &format!("/apis/ims/v3/deleted/images/{image}"),
+            json!({ "operation": "undelete" }),
+        )
+        .await;
     assert_eq!(status, 204);
     let (_, after) = c.get(&format!("/apis/ims/v3/images/{image}")).await;
-    assert_eq!(after, before, "undelete restores the record, link and etag included");
+    assert_eq!(
+        after, before,
+        "undelete restores the record, link and etag included"
+    );
     for a in artifacts {
-        assert!(c.exists(&format!("s3://boot-images/{image}/{a}")).await, "{a} restored");
+        assert!(
+            c.exists(&format!("s3://boot-images/{image}/{a}")).await,
+            "{a} restored"
+        );
     }
-    assert!(!c.exists(&format!("s3://boot-images/deleted/{image}/deleted_manifest.json")).await);
+    assert!(
+        !c.exists(&format!(
+            "s3://boot-images/deleted/{image}/deleted_manifest.json"
+        ))
+        .await
+    );
 
     // Recipe: soft delete moves the archive under deleted/, purge removes it.
     let recipe = c.sys.expected.ims["recipes"].iter().next().unwrap().clone();
     let key = format!("s3://ims/recipes/{recipe}/recipe.tar.gz");
-    assert_eq!(c.delete(&format!("/apis/ims/v3/recipes/{recipe}")).await, 204);
+    assert_eq!(
+        c.delete(&format!("/apis/ims/v3/recipes/{recipe}")).await,
+        204
+    );
     let moved = format!("s3://ims/deleted/recipes/{recipe}/recipe.tar.gz");
     assert!(!c.exists(&key).await && c.exists(&moved).await);
-    assert_eq!(c.delete(&format!("/apis/ims/v3/deleted/recipes/{recipe}")).await, 204);
+    assert_eq!(
+        c.delete(&format!("/apis/ims/v3/deleted/recipes/{recipe}"))
+            .await,
+        204
+    );
     assert!(!c.exists(&moved).await);
-    assert_eq!(c.get(&format!("/apis/ims/v3/deleted/recipes/{recipe}")).await.0, 404);
+    assert_eq!(
+        c.get(&format!("/apis/ims/v3/deleted/recipes/{recipe}"))
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_delete_cascades_unless_told_not_to() {
     let c = Client::new().await;
     let mut images = c.sys.expected.ims["images"].iter();
-    let (first, second) = (images.next().unwrap().clone(), images.next().unwrap().clone());
-    assert_eq!(c.delete(&format!("/apis/ims/v2/images/{first}?cascade=false")).await, 204);
-    assert!(c.exists(&format!("s3://boot-images/{first}/rootfs")).await, "cascade=false keeps S3");
-    assert_eq!(c.delete(&format!("/apis/ims/images/{second}")).await, 204, "un-versioned alias is v2");
+    let (first, second) = (
+        images.next().unwrap().clone(),
+        images.next().unwrap().clone(),
+    );
+    assert_eq!(
+        c.delete(&format!("/apis/ims/v2/images/{first}?cascade=false"))
+            .await,
+        204
+    );
+    assert!(
+        c.exists(&format!("s3://boot-images/{first}/rootfs")).await,
+        "cascade=false keeps S3"
+    );
+    assert_eq!(
+        c.delete(&format!("/apis/ims/images/{second}")).await,
+        204,
+        "un-versioned alias is v2"
+    );
     for a in ["manifest.json", "rootfs", "kernel", "initrd"] {
-        assert!(!c.exists(&format!("s3://boot-images/{second}/{a}")).await, "cascade removes {a}");
+        assert!(
+            !c.exists(&format!("s3://boot-images/{second}/{a}")).await,
+            "cascade removes {a}"
+        );
     }
-    assert_eq!(c.get(&format!("/apis/ims/v3/deleted/images/{second}")).await.0, 404, "hard delete is not soft");
+    assert_eq!(
+        c.get(&format!("/apis/ims/v3/deleted/images/{second}"))
+            .await
+            .0,
+        404,
+        "hard delete is not soft"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,15 +433,30 @@ async fn a_restart_reloads_hand_edited_data_files() {
     let id = records[0]["id"].as_str().unwrap().to_string();
     std::fs::write(&file, serde_json::to_vec(&records).unwrap()).unwrap();
     let (_, before) = c.get(&format!("/apis/ims/v3/images/{id}")).await;
-    assert_ne!(before["name"], "edited-by-hand", "IMS serves from memory until restarted");
-    let restart = c.http.post(c.sys.url("/sim/ims/restart")).send().await.unwrap();
+    assert_ne!(
+        before["name"], "edited-by-hand",
+        "IMS serves from memory until restarted"
+    );
+    let restart = c
+        .http
+        .post(c.sys.url("/sim/ims/restart"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(restart.status(), 204);
     let (_, after) = c.get(&format!("/apis/ims/v3/images/{id}")).await;
     assert_eq!(after["name"], "edited-by-hand");
     assert!(after.get("unknown_field").is_none());
     // The data files keep real IMS's names.
-    for name in ["v2.1_images.json", "v2_public_keys.json", "v2.2_recipes.json", "v2.4_jobs.json",
-        "v3.1_deleted_images.json", "v3_deleted_public_keys.json", "v3.2_deleted_recipes.json"] {
+    for name in [
+        "v2.1_images.json",
+        "v2_public_keys.json",
+        "v2.2_recipes.json",
+        "v2.4_jobs.json",
+        "v3.1_deleted_images.json",
+        "v3_deleted_public_keys.json",
+        "v3.2_deleted_recipes.json",
+    ] {
         assert!(c.sys.data.path().join("ims").join(name).is_file(), "{name}");
     }
 }
@@ -265,27 +464,88 @@ async fn a_restart_reloads_hand_edited_data_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn product_catalog_main_and_split_configmaps() {
     let c = Client::new().await;
-    let kubeconfig: Value = serde_yaml::from_str(&std::fs::read_to_string(c.sys.data.path().join("kubeconfig")).unwrap()).unwrap();
+    let kubeconfig: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(c.sys.data.path().join("kubeconfig")).unwrap(),
+    )
+    .unwrap();
     let token = kubeconfig["users"][0]["user"]["token"].as_str().unwrap();
-    let server = kubeconfig["clusters"][0]["cluster"]["server"].as_str().unwrap();
-    let get = |path: String| c.http.get(format!("{server}{path}")).bearer_auth(token).send();
-    let list: Value = get("/api/v1/namespaces/services/configmaps?labelSelector=type%3Dcray-product-catalog".into())
-        .await.unwrap().json().await.unwrap();
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["cray-product-catalog", "cray-product-catalog-cos"]);
-    let main: Value = get("/api/v1/namespaces/services/configmaps/cray-product-catalog".into()).await.unwrap().json().await.unwrap();
+    let server = kubeconfig["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap();
+    let get = |path: String| {
+        c.http
+            .get(format!("{server}{path}"))
+            .bearer_auth(token)
+            .send()
+    };
+    let list: Value = get(
+        "/api/v1/namespaces/services/configmaps?labelSelector=type%3Dcray-product-catalog".into(),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["cray-product-catalog", "cray-product-catalog-cos"]
+    );
+    let main: Value = get("/api/v1/namespaces/services/configmaps/cray-product-catalog".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let csm: Value = serde_yaml::from_str(main["data"]["csm"].as_str().unwrap()).unwrap();
-    assert_eq!(csm["1.6.0"]["component_versions"]["s3"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        csm["1.6.0"]["component_versions"]["s3"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let cos_main: Value = serde_yaml::from_str(main["data"]["cos"].as_str().unwrap()).unwrap();
-    assert!(cos_main["2.5.0"].get("component_versions").is_none(), "split product keeps them elsewhere");
-    let split: Value = get("/api/v1/namespaces/services/configmaps/cray-product-catalog-cos".into()).await.unwrap().json().await.unwrap();
+    assert!(
+        cos_main["2.5.0"].get("component_versions").is_none(),
+        "split product keeps them elsewhere"
+    );
+    let split: Value =
+        get("/api/v1/namespaces/services/configmaps/cray-product-catalog-cos".into())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     let cos: Value = serde_yaml::from_str(split["data"]["cos"].as_str().unwrap()).unwrap();
-    assert_eq!(cos["2.5.0"]["component_versions"]["s3"].as_array().unwrap().len(), 3);
-    let secret = get("/api/v1/namespaces/default/secrets/admin-client-auth".into()).await.unwrap();
+    assert_eq!(
+        cos["2.5.0"]["component_versions"]["s3"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let secret = get("/api/v1/namespaces/default/secrets/admin-client-auth".into())
+        .await
+        .unwrap();
     assert_eq!(secret.status(), 200);
-    let missing = get("/api/v1/namespaces/services/configmaps/nope".into()).await.unwrap();
+    let missing = get("/api/v1/namespaces/services/configmaps/nope".into())
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
-    let anonymous = c.http.get(format!("{server}/api/v1/namespaces/default/secrets/admin-client-auth")).send().await.unwrap();
+    let anonymous = c
+        .http
+        .get(format!(
+            "{server}/api/v1/namespaces/default/secrets/admin-client-auth"
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
 
@@ -302,17 +562,44 @@ async fn sts_hands_out_the_s3_credentials() {
 async fn bos_templates_are_scoped_by_tenant() {
     let c = Client::new().await;
     let tenant_list = |tenant: &'static str| {
-        c.http.get(c.sys.url("/apis/bos/v2/sessiontemplates")).bearer_auth(&c.token).header("Cray-Tenant-Name", tenant).send()
+        c.http
+            .get(c.sys.url("/apis/bos/v2/sessiontemplates"))
+            .bearer_auth(&c.token)
+            .header("Cray-Tenant-Name", tenant)
+            .send()
     };
     let all = c.get("/apis/bos/v2/sessiontemplates").await.1;
-    let blue: Value = tenant_list("vcluster-blue").await.unwrap().json().await.unwrap();
+    let blue: Value = tenant_list("vcluster-blue")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(all.as_array().unwrap().len() > blue.as_array().unwrap().len());
-    assert!(blue.as_array().unwrap().iter().all(|t| t["tenant"] == "vcluster-blue"));
+    assert!(
+        blue.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["tenant"] == "vcluster-blue")
+    );
     let body = json!({ "boot_sets": { "b": { "type": "s3", "path": "s3://boot-images/x/manifest.json", "node_list": ["x1"] } } });
-    let bad = c.http.put(c.sys.url("/apis/bos/v2/sessiontemplates/t1")).bearer_auth(&c.token)
-        .header("Cray-Tenant-Name", "no-such-tenant").json(&body).send().await.unwrap();
+    let bad = c
+        .http
+        .put(c.sys.url("/apis/bos/v2/sessiontemplates/t1"))
+        .bearer_auth(&c.token)
+        .header("Cray-Tenant-Name", "no-such-tenant")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
-    let (status, stored) = c.call(reqwest::Method::PUT, "/apis/bos/v2/sessiontemplates/t1", Some(body)).await;
+    let (status, stored) = c
+        .call(
+            reqwest::Method::PUT,
+            "/apis/bos/v2/sessiontemplates/t1",
+            Some(body),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(stored["name"], "t1");
     assert_eq!(c.delete("/apis/bos/v2/sessiontemplates/t1").await, 204);

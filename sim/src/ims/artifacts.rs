@@ -18,14 +18,19 @@ pub fn link_path_value(link: &Value) -> Option<&str> {
 }
 
 fn split(url: &str) -> Result<(&str, &str), Problem> {
-    parse_url(url).ok_or_else(|| Problem::invalid_field("link", format!("{url} is not an s3://bucket/key URL")))
+    parse_url(url).ok_or_else(|| {
+        Problem::invalid_field("link", format!("{url} is not an s3://bucket/key URL"))
+    })
 }
 
 /// A recipe link must name an existing object.
 pub async fn check_recipe_link(s3: &S3, path: &str) -> Result<(), Problem> {
     let (bucket, key) = split(path)?;
     if s3.head(bucket, key).await?.is_none() {
-        return Err(Problem::invalid_field("link", format!("The S3 artifact {path} does not exist")));
+        return Err(Problem::invalid_field(
+            "link",
+            format!("The S3 artifact {path} does not exist"),
+        ));
     }
     Ok(())
 }
@@ -35,15 +40,28 @@ pub async fn check_recipe_link(s3: &S3, path: &str) -> Result<(), Problem> {
 pub async fn check_image_link(s3: &S3, path: &str) -> Result<(), Problem> {
     let (bucket, key) = split(path)?;
     if s3.head(bucket, key).await?.is_none() {
-        return Err(Problem::invalid_field("link", format!("The manifest {path} does not exist")));
+        return Err(Problem::invalid_field(
+            "link",
+            format!("The manifest {path} does not exist"),
+        ));
     }
-    let manifest: Value = serde_json::from_slice(&s3.get(bucket, key).await?)
-        .map_err(|e| Problem::invalid_field("link", format!("The manifest {path} is not valid JSON: {e}")))?;
+    let manifest: Value = serde_json::from_slice(&s3.get(bucket, key).await?).map_err(|e| {
+        Problem::invalid_field(
+            "link",
+            format!("The manifest {path} is not valid JSON: {e}"),
+        )
+    })?;
     if manifest.get("version").and_then(Value::as_str) != Some("1.0") {
-        return Err(Problem::invalid_field("link", format!("The manifest {path} is not version 1.0")));
+        return Err(Problem::invalid_field(
+            "link",
+            format!("The manifest {path} is not version 1.0"),
+        ));
     }
     let Some(artifacts) = manifest.get("artifacts").and_then(Value::as_array) else {
-        return Err(Problem::invalid_field("link", format!("The manifest {path} has no artifacts list")));
+        return Err(Problem::invalid_field(
+            "link",
+            format!("The manifest {path} has no artifacts list"),
+        ));
     };
     let mut rootfs = 0;
     for a in artifacts {
@@ -51,13 +69,22 @@ pub async fn check_image_link(s3: &S3, path: &str) -> Result<(), Problem> {
         let apath = link.and_then(|l| l.get("path")).and_then(Value::as_str);
         let atype = link.and_then(|l| l.get("type")).and_then(Value::as_str);
         let (Some(apath), Some("s3")) = (apath, atype) else {
-            return Err(Problem::invalid_field("link", format!("The manifest {path} has an artifact without an s3 link")));
+            return Err(Problem::invalid_field(
+                "link",
+                format!("The manifest {path} has an artifact without an s3 link"),
+            ));
         };
         let (b, k) = split(apath)?;
         if s3.head(b, k).await?.is_none() {
-            return Err(Problem::invalid_field("link", format!("The artifact {apath} in manifest {path} does not exist")));
+            return Err(Problem::invalid_field(
+                "link",
+                format!("The artifact {apath} in manifest {path} does not exist"),
+            ));
         }
-        if a.get("type").and_then(Value::as_str).is_some_and(|t| t.starts_with(ROOTFS)) {
+        if a.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.starts_with(ROOTFS))
+        {
             rootfs += 1;
         }
     }
@@ -70,11 +97,14 @@ pub async fn check_image_link(s3: &S3, path: &str) -> Result<(), Problem> {
 }
 
 async fn manifest_artifacts(s3: &S3, manifest_url: &str) -> Result<Option<Vec<Value>>, Problem> {
-    let Some((bucket, key)) = parse_url(manifest_url) else { return Ok(None) };
+    let Some((bucket, key)) = parse_url(manifest_url) else {
+        return Ok(None);
+    };
     if s3.head(bucket, key).await?.is_none() {
         return Ok(None);
     }
-    let manifest: Value = serde_json::from_slice(&s3.get(bucket, key).await?).unwrap_or(Value::Null);
+    let manifest: Value =
+        serde_json::from_slice(&s3.get(bucket, key).await?).unwrap_or(Value::Null);
     Ok(manifest.get("artifacts").and_then(Value::as_array).cloned())
 }
 
@@ -100,9 +130,15 @@ async fn move_object(s3: &S3, url: &str, to_deleted: bool) -> Result<String, Pro
 
 /// Soft delete: moves the artifacts under `deleted/` and points the record at
 /// its new location (images: a `deleted_manifest.json`, etag "").
-pub async fn soft_delete(s3: &S3, kind: super::schema::Kind, record: &mut Record) -> Result<(), Problem> {
+pub async fn soft_delete(
+    s3: &S3,
+    kind: super::schema::Kind,
+    record: &mut Record,
+) -> Result<(), Problem> {
     use super::schema::Kind;
-    let Some(path) = link_path(record).map(str::to_string) else { return Ok(()) };
+    let Some(path) = link_path(record).map(str::to_string) else {
+        return Ok(());
+    };
     match kind {
         Kind::PublicKey => {}
         Kind::Recipe => {
@@ -113,7 +149,9 @@ pub async fn soft_delete(s3: &S3, kind: super::schema::Kind, record: &mut Record
             let etag = record["link"].get("etag").cloned().unwrap_or(json!(""));
             let mut moved = Vec::new();
             for a in manifest_artifacts(s3, &path).await?.unwrap_or_default() {
-                let Some(url) = artifact_url(&a) else { continue };
+                let Some(url) = artifact_url(&a) else {
+                    continue;
+                };
                 let new = move_object(s3, url, true).await?;
                 let mut a = a.clone();
                 a["link"]["path"] = json!(new);
@@ -125,17 +163,25 @@ pub async fn soft_delete(s3: &S3, kind: super::schema::Kind, record: &mut Record
             let id = record["id"].as_str().unwrap_or_default().to_string();
             let key = format!("{DELETED}{id}/deleted_manifest.json");
             let doc = json!({ "version": "1.0", "created": super::now(), "artifacts": moved });
-            s3.put(bucket, &key, serde_json::to_vec(&doc).unwrap()).await?;
-            record["link"] = json!({ "path": format!("s3://{bucket}/{key}"), "etag": "", "type": "s3" });
+            s3.put(bucket, &key, serde_json::to_vec(&doc).unwrap())
+                .await?;
+            record["link"] =
+                json!({ "path": format!("s3://{bucket}/{key}"), "etag": "", "type": "s3" });
         }
     }
     Ok(())
 }
 
 /// Undelete: moves the artifacts back and restores the original link.
-pub async fn undelete(s3: &S3, kind: super::schema::Kind, record: &mut Record) -> Result<(), Problem> {
+pub async fn undelete(
+    s3: &S3,
+    kind: super::schema::Kind,
+    record: &mut Record,
+) -> Result<(), Problem> {
     use super::schema::Kind;
-    let Some(path) = link_path(record).map(str::to_string) else { return Ok(()) };
+    let Some(path) = link_path(record).map(str::to_string) else {
+        return Ok(());
+    };
     match kind {
         Kind::PublicKey => {}
         Kind::Recipe => {
@@ -145,7 +191,9 @@ pub async fn undelete(s3: &S3, kind: super::schema::Kind, record: &mut Record) -
         Kind::Image => {
             let mut link = None;
             for a in manifest_artifacts(s3, &path).await?.unwrap_or_default() {
-                let Some(url) = artifact_url(&a) else { continue };
+                let Some(url) = artifact_url(&a) else {
+                    continue;
+                };
                 let restored = move_object(s3, url, false).await?;
                 if a.get("type").and_then(Value::as_str) == Some(MANIFEST) {
                     let etag = a["link"].get("etag").cloned().unwrap_or(json!(""));
@@ -162,9 +210,15 @@ pub async fn undelete(s3: &S3, kind: super::schema::Kind, record: &mut Record) -
 
 /// Deletes the record's artifacts: cascading hard delete of a live record,
 /// or purge of a deleted one (whose link is the deleted manifest).
-pub async fn delete_artifacts(s3: &S3, kind: super::schema::Kind, record: &Record) -> Result<(), Problem> {
+pub async fn delete_artifacts(
+    s3: &S3,
+    kind: super::schema::Kind,
+    record: &Record,
+) -> Result<(), Problem> {
     use super::schema::Kind;
-    let Some(path) = link_path(record) else { return Ok(()) };
+    let Some(path) = link_path(record) else {
+        return Ok(());
+    };
     if kind == Kind::Image {
         for a in manifest_artifacts(s3, path).await?.unwrap_or_default() {
             if let Some((b, k)) = artifact_url(&a).and_then(parse_url) {

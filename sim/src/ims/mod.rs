@@ -29,7 +29,10 @@ enum Api {
 
 /// IMS timestamps: naive local time, ISO-8601 with microseconds.
 pub fn now() -> String {
-    chrono::Local::now().naive_local().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    chrono::Local::now()
+        .naive_local()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
 }
 
 fn table(kind: Kind) -> Table {
@@ -52,7 +55,8 @@ fn body_json(body: &Bytes) -> Result<Value, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::bad_request("No input provided"));
     }
-    serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("The request body is not JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("The request body is not JSON: {e}")))
 }
 
 fn ok(status: StatusCode, v: impl serde::Serialize) -> Reply {
@@ -69,29 +73,43 @@ fn missing(kind: Kind, id: &str) -> Problem {
 
 pub fn router() -> Router<Arc<SimState>> {
     let mut r = Router::new()
-        .route("/version", get(|| async { Json(json!({ "version": "3.24.0-csm-sim" })) }))
+        .route(
+            "/version",
+            get(|| async { Json(json!({ "version": "3.24.0-csm-sim" })) }),
+        )
         .route("/healthz/ready", get(|| async { Json(json!({})) }))
         .route("/healthz/live", get(|| async { Json(json!({})) }));
     for (prefix, api) in [("/v2", Api::V2), ("/v3", Api::V3), ("", Api::V2)] {
-        for (segment, kind) in [("public-keys", Kind::PublicKey), ("recipes", Kind::Recipe), ("images", Kind::Image)] {
+        for (segment, kind) in [
+            ("public-keys", Kind::PublicKey),
+            ("recipes", Kind::Recipe),
+            ("images", Kind::Image),
+        ] {
             r = r
                 .route(
                     &format!("{prefix}/{segment}"),
                     get(move |s: S| list(s, table(kind)))
                         .post(move |s: S, b: Bytes| create(s, kind, b))
-                        .delete(move |s: S, q: Query<HashMap<String, String>>| delete_all(s, api, kind, q)),
+                        .delete(move |s: S, q: Query<HashMap<String, String>>| {
+                            delete_all(s, api, kind, q)
+                        }),
                 )
                 .route(
                     &format!("{prefix}/{segment}/{{id}}"),
                     get(move |s: S, p: Path<String>| one(s, kind, table(kind), p))
                         .patch(move |s: S, p: Path<String>, b: Bytes| patch(s, kind, p, b))
-                        .delete(move |s: S, p: Path<String>, q: Query<HashMap<String, String>>| delete_one(s, api, kind, p, q)),
+                        .delete(
+                            move |s: S, p: Path<String>, q: Query<HashMap<String, String>>| {
+                                delete_one(s, api, kind, p, q)
+                            },
+                        ),
                 );
         }
         r = r
             .route(
                 &format!("{prefix}/jobs"),
-                get(|s: S| list(s, Table::Jobs)).delete(|s: S, q: Query<HashMap<String, String>>| delete_jobs(s, q)),
+                get(|s: S| list(s, Table::Jobs))
+                    .delete(|s: S, q: Query<HashMap<String, String>>| delete_jobs(s, q)),
             )
             .route(
                 &format!("{prefix}/jobs/{{id}}"),
@@ -111,7 +129,11 @@ pub fn router() -> Router<Arc<SimState>> {
                 }),
             );
     }
-    for (segment, kind) in [("public-keys", Kind::PublicKey), ("recipes", Kind::Recipe), ("images", Kind::Image)] {
+    for (segment, kind) in [
+        ("public-keys", Kind::PublicKey),
+        ("recipes", Kind::Recipe),
+        ("images", Kind::Image),
+    ] {
         let deleted = table(kind).deleted().unwrap();
         r = r
             .route(
@@ -149,13 +171,24 @@ async fn one(s: S, kind: Kind, t: Table, Path(id): Path<String>) -> Reply {
 }
 
 /// Link uniqueness among live records, then the S3 checks.
-async fn check_link(s: &SimState, ims: &store::Store, kind: Kind, link: &Value, except: Option<&str>) -> Result<(), Problem> {
-    let Some(path) = link.get("path").and_then(Value::as_str) else { return Ok(()) };
+async fn check_link(
+    s: &SimState,
+    ims: &store::Store,
+    kind: Kind,
+    link: &Value,
+    except: Option<&str>,
+) -> Result<(), Problem> {
+    let Some(path) = link.get("path").and_then(Value::as_str) else {
+        return Ok(());
+    };
     let taken = ims.all(table(kind)).iter().any(|r| {
         artifacts::link_path(r) == Some(path) && r.get("id").and_then(Value::as_str) != except
     });
     if taken {
-        return Err(Problem::invalid_field("link", format!("An {} already uses the link {path}", noun(kind))));
+        return Err(Problem::invalid_field(
+            "link",
+            format!("An {} already uses the link {path}", noun(kind)),
+        ));
     }
     match kind {
         Kind::Image => artifacts::check_image_link(&s.s3, path).await,
@@ -182,25 +215,39 @@ async fn create(s: S, kind: Kind, body: Bytes) -> Reply {
         // The single-pair form {"key": k, "value": v} means {k: v}.
         record.insert("metadata".into(), json!({ k: v }));
     }
-    ims.put(table(kind), record.clone()).map_err(Problem::internal)?;
+    ims.put(table(kind), record.clone())
+        .map_err(Problem::internal)?;
     ok(StatusCode::CREATED, record)
 }
 
 async fn patch(s: S, kind: Kind, Path(id): Path<String>, body: Bytes) -> Reply {
     let body = body_json(&body)?;
     if kind == Kind::PublicKey {
-        return Err(Problem::new(StatusCode::METHOD_NOT_ALLOWED, "Public keys cannot be changed"));
+        return Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Public keys cannot be changed",
+        ));
     }
     let changes = schema::patch(kind, &body)?;
     let mut ims = s.ims.lock().await;
-    let mut record = ims.get(table(kind), &id).cloned().ok_or_else(|| missing(kind, &id))?;
+    let mut record = ims
+        .get(table(kind), &id)
+        .cloned()
+        .ok_or_else(|| missing(kind, &id))?;
     for (field, value) in changes {
         match field.as_str() {
             "link" => {
-                let current = record.get("link").filter(|l| !l.is_null() && artifacts::link_path_value(l).is_some());
+                let current = record
+                    .get("link")
+                    .filter(|l| !l.is_null() && artifacts::link_path_value(l).is_some());
                 match current {
                     Some(cur) if same_link(cur, &value) => continue,
-                    Some(_) => return Err(Problem::conflict(format!("The {} {id} already has a link; it cannot be replaced", noun(kind)))),
+                    Some(_) => {
+                        return Err(Problem::conflict(format!(
+                            "The {} {id} already has a link; it cannot be replaced",
+                            noun(kind)
+                        )));
+                    }
                     None => {
                         if !value.is_null() {
                             check_link(&s, &ims, kind, &value, Some(&id)).await?;
@@ -226,7 +273,8 @@ async fn patch(s: S, kind: Kind, Path(id): Path<String>, body: Bytes) -> Reply {
             }
         }
     }
-    ims.put(table(kind), record.clone()).map_err(Problem::internal)?;
+    ims.put(table(kind), record.clone())
+        .map_err(Problem::internal)?;
     ok(StatusCode::OK, record)
 }
 
@@ -235,10 +283,17 @@ fn same_link(a: &Value, b: &Value) -> bool {
 }
 
 fn cascade(q: &HashMap<String, String>) -> bool {
-    !q.get("cascade").is_some_and(|v| v.eq_ignore_ascii_case("false"))
+    !q.get("cascade")
+        .is_some_and(|v| v.eq_ignore_ascii_case("false"))
 }
 
-async fn delete_one(s: S, api: Api, kind: Kind, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Reply {
+async fn delete_one(
+    s: S,
+    api: Api,
+    kind: Kind,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
     match api {
         Api::V2 => hard_delete(&s, kind, &id, cascade(&q)).await?,
         Api::V3 => soft_delete(&s, kind, &id).await?,
@@ -258,13 +313,22 @@ async fn delete_all(s: S, api: Api, kind: Kind, Query(q): Query<HashMap<String, 
 }
 
 async fn ids(s: &SimState, t: Table) -> Vec<String> {
-    s.ims.lock().await.all(t).iter().filter_map(|r| r["id"].as_str().map(String::from)).collect()
+    s.ims
+        .lock()
+        .await
+        .all(t)
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(String::from))
+        .collect()
 }
 
 /// v2 DELETE: the record goes; with `cascade` (default) its S3 artifacts too.
 async fn hard_delete(s: &SimState, kind: Kind, id: &str, cascade: bool) -> Result<(), Problem> {
     let mut ims = s.ims.lock().await;
-    let record = ims.get(table(kind), id).cloned().ok_or_else(|| missing(kind, id))?;
+    let record = ims
+        .get(table(kind), id)
+        .cloned()
+        .ok_or_else(|| missing(kind, id))?;
     if cascade {
         artifacts::delete_artifacts(&s.s3, kind, &record).await?;
     }
@@ -275,10 +339,14 @@ async fn hard_delete(s: &SimState, kind: Kind, id: &str, cascade: bool) -> Resul
 /// v3 DELETE: the record moves to the deleted store, its S3 objects under `deleted/`.
 async fn soft_delete(s: &SimState, kind: Kind, id: &str) -> Result<(), Problem> {
     let mut ims = s.ims.lock().await;
-    let mut record = ims.get(table(kind), id).cloned().ok_or_else(|| missing(kind, id))?;
+    let mut record = ims
+        .get(table(kind), id)
+        .cloned()
+        .ok_or_else(|| missing(kind, id))?;
     artifacts::soft_delete(&s.s3, kind, &mut record).await?;
     record.insert("deleted".into(), json!(now()));
-    ims.put(table(kind).deleted().unwrap(), record).map_err(Problem::internal)?;
+    ims.put(table(kind).deleted().unwrap(), record)
+        .map_err(Problem::internal)?;
     ims.remove(table(kind), id).map_err(Problem::internal)?;
     Ok(())
 }
@@ -287,14 +355,20 @@ fn check_undelete_body(body: &Bytes) -> Result<(), Problem> {
     let body = body_json(body)?;
     match body.get("operation").and_then(Value::as_str) {
         Some("undelete") if body.as_object().is_some_and(|o| o.len() == 1) => Ok(()),
-        _ => Err(Problem::invalid_field("operation", "Must be one of: undelete.")),
+        _ => Err(Problem::invalid_field(
+            "operation",
+            "Must be one of: undelete.",
+        )),
     }
 }
 
 async fn undelete_one(s: &SimState, kind: Kind, id: &str) -> Result<(), Problem> {
     let deleted = table(kind).deleted().unwrap();
     let mut ims = s.ims.lock().await;
-    let mut record = ims.get(deleted, id).cloned().ok_or_else(|| missing(kind, id))?;
+    let mut record = ims
+        .get(deleted, id)
+        .cloned()
+        .ok_or_else(|| missing(kind, id))?;
     artifacts::undelete(&s.s3, kind, &mut record).await?;
     record.remove("deleted");
     ims.put(table(kind), record).map_err(Problem::internal)?;
@@ -314,7 +388,10 @@ async fn undelete_all(s: S, kind: Kind, body: Bytes) -> Reply {
 async fn purge_one(s: &SimState, kind: Kind, id: &str) -> Result<(), Problem> {
     let deleted = table(kind).deleted().unwrap();
     let mut ims = s.ims.lock().await;
-    let record = ims.get(deleted, id).cloned().ok_or_else(|| missing(kind, id))?;
+    let record = ims
+        .get(deleted, id)
+        .cloned()
+        .ok_or_else(|| missing(kind, id))?;
     artifacts::delete_artifacts(&s.s3, kind, &record).await?;
     ims.remove(deleted, id).map_err(Problem::internal)?;
     Ok(())
@@ -330,7 +407,10 @@ async fn purge_all(s: S, kind: Kind) -> Reply {
 /// `DELETE /jobs` with optional `status` and `job_type` filters (comma lists).
 async fn delete_jobs(s: S, Query(q): Query<HashMap<String, String>>) -> Reply {
     let matches = |r: &Record, field: &str| {
-        q.get(field).is_none_or(|want| want.split(',').any(|w| r.get(field).and_then(Value::as_str) == Some(w)))
+        q.get(field).is_none_or(|want| {
+            want.split(',')
+                .any(|w| r.get(field).and_then(Value::as_str) == Some(w))
+        })
     };
     let mut ims = s.ims.lock().await;
     let doomed: Vec<String> = ims

@@ -19,10 +19,18 @@ struct Field {
 }
 
 const fn req(name: &'static str, check: Check) -> Field {
-    Field { name, required: true, check }
+    Field {
+        name,
+        required: true,
+        check,
+    }
 }
 const fn opt(name: &'static str, check: Check) -> Field {
-    Field { name, required: false, check }
+    Field {
+        name,
+        required: false,
+        check,
+    }
 }
 
 fn non_empty_string(v: &Value) -> Result<(), String> {
@@ -50,21 +58,33 @@ fn arch(v: &Value) -> Result<(), String> {
     one_of(v, &["x86_64", "aarch64"])
 }
 fn boolean(v: &Value) -> Result<(), String> {
-    v.is_boolean().then_some(()).ok_or_else(|| "Not a valid boolean.".into())
+    v.is_boolean()
+        .then_some(())
+        .ok_or_else(|| "Not a valid boolean.".into())
 }
 
 fn link(v: &Value) -> Result<(), String> {
     if v.is_null() {
         return Ok(());
     }
-    let Some(o) = v.as_object() else { return Err("Invalid input type.".into()) };
-    if let Some(k) = o.keys().find(|k| !["path", "type", "etag"].contains(&k.as_str())) {
+    let Some(o) = v.as_object() else {
+        return Err("Invalid input type.".into());
+    };
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["path", "type", "etag"].contains(&k.as_str()))
+    {
         return Err(format!("{k}: Unknown field."));
     }
-    match (o.get("path").and_then(Value::as_str), o.get("type").and_then(Value::as_str)) {
+    match (
+        o.get("path").and_then(Value::as_str),
+        o.get("type").and_then(Value::as_str),
+    ) {
         (Some(p), Some("s3")) if !p.is_empty() => {}
         (None, _) => return Err("path: Missing data for required field.".into()),
-        (_, Some(t)) if t != "s3" => return Err(format!("type: {t} is not a supported link type; use s3.")),
+        (_, Some(t)) if t != "s3" => {
+            return Err(format!("type: {t} is not a supported link type; use s3."));
+        }
         _ => return Err("type: Missing data for required field.".into()),
     }
     match o.get("etag") {
@@ -77,29 +97,45 @@ fn template_dictionary(v: &Value) -> Result<(), String> {
     let ok = v.as_array().is_some_and(|items| {
         items.iter().all(|i| {
             i.as_object().is_some_and(|o| {
-                o.len() == 2 && o.get("key").is_some_and(Value::is_string) && o.get("value").is_some_and(Value::is_string)
+                o.len() == 2
+                    && o.get("key").is_some_and(Value::is_string)
+                    && o.get("value").is_some_and(Value::is_string)
             })
         })
     });
-    ok.then_some(()).ok_or_else(|| "Must be a list of {key, value} strings.".into())
+    ok.then_some(())
+        .ok_or_else(|| "Must be a list of {key, value} strings.".into())
 }
 
 fn metadata_map(v: &Value) -> Result<(), String> {
-    let ok = v.as_object().is_some_and(|o| o.values().all(Value::is_string));
-    ok.then_some(()).ok_or_else(|| "Must be a map of strings.".into())
+    let ok = v
+        .as_object()
+        .is_some_and(|o| o.values().all(Value::is_string));
+    ok.then_some(())
+        .ok_or_else(|| "Must be a map of strings.".into())
 }
 
 fn metadata_patch(v: &Value) -> Result<(), String> {
-    let Some(o) = v.as_object() else { return Err("Invalid input type.".into()) };
+    let Some(o) = v.as_object() else {
+        return Err("Invalid input type.".into());
+    };
     match o.get("operation").and_then(Value::as_str) {
-        Some("set") if o.get("key").is_some_and(Value::is_string) && o.get("value").is_some_and(Value::is_string) => Ok(()),
+        Some("set")
+            if o.get("key").is_some_and(Value::is_string)
+                && o.get("value").is_some_and(Value::is_string) =>
+        {
+            Ok(())
+        }
         Some("remove") if o.get("key").is_some_and(Value::is_string) => Ok(()),
         _ => Err("Must be {operation: set|remove, key, value}.".into()),
     }
 }
 
 fn post_fields(kind: Kind) -> &'static [Field] {
-    const KEY: &[Field] = &[req("name", non_empty_string), req("public_key", non_empty_string)];
+    const KEY: &[Field] = &[
+        req("name", non_empty_string),
+        req("public_key", non_empty_string),
+    ];
     const RECIPE: &[Field] = &[
         req("name", non_empty_string),
         req("recipe_type", recipe_type),
@@ -109,8 +145,12 @@ fn post_fields(kind: Kind) -> &'static [Field] {
         opt("require_dkms", boolean),
         opt("arch", arch),
     ];
-    const IMAGE: &[Field] =
-        &[req("name", non_empty_string), opt("link", link), opt("arch", arch), opt("metadata", metadata_map)];
+    const IMAGE: &[Field] = &[
+        req("name", non_empty_string),
+        opt("link", link),
+        opt("arch", arch),
+        opt("metadata", metadata_map),
+    ];
     match kind {
         Kind::PublicKey => KEY,
         Kind::Recipe => RECIPE,
@@ -119,9 +159,17 @@ fn post_fields(kind: Kind) -> &'static [Field] {
 }
 
 fn patch_fields(kind: Kind) -> &'static [Field] {
-    const RECIPE: &[Field] =
-        &[opt("link", link), opt("arch", arch), opt("require_dkms", boolean), opt("template_dictionary", template_dictionary)];
-    const IMAGE: &[Field] = &[opt("link", link), opt("arch", arch), opt("metadata", metadata_patch)];
+    const RECIPE: &[Field] = &[
+        opt("link", link),
+        opt("arch", arch),
+        opt("require_dkms", boolean),
+        opt("template_dictionary", template_dictionary),
+    ];
+    const IMAGE: &[Field] = &[
+        opt("link", link),
+        opt("arch", arch),
+        opt("metadata", metadata_patch),
+    ];
     match kind {
         Kind::PublicKey => &[],
         Kind::Recipe => RECIPE,
@@ -152,7 +200,11 @@ fn check(body: &Value, fields: &[Field]) -> Result<Map<String, Value>, Problem> 
             }
         }
     }
-    if errors.is_empty() { Ok(obj.clone()) } else { Err(Problem::invalid(Value::Object(errors))) }
+    if errors.is_empty() {
+        Ok(obj.clone())
+    } else {
+        Err(Problem::invalid(Value::Object(errors)))
+    }
 }
 
 /// Validates a POST body and fills IMS's defaults.

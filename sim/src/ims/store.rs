@@ -44,22 +44,59 @@ impl Table {
     pub fn fields(self) -> &'static [&'static str] {
         const KEY: &[&str] = &["id", "created", "name", "public_key"];
         const RECIPE: &[&str] = &[
-            "id", "created", "name", "recipe_type", "linux_distribution", "link", "template_dictionary", "require_dkms", "arch",
+            "id",
+            "created",
+            "name",
+            "recipe_type",
+            "linux_distribution",
+            "link",
+            "template_dictionary",
+            "require_dkms",
+            "arch",
         ];
         const IMAGE: &[&str] = &["id", "created", "name", "link", "arch", "metadata"];
         const JOB: &[&str] = &[
-            "id", "created", "job_type", "artifact_id", "public_key_id", "image_root_archive_name", "enable_debug",
-            "build_env_size", "job_mem_size", "kernel_file_name", "initrd_file_name", "kernel_parameters_file_name",
-            "ssh_containers", "require_dkms", "status", "resultant_image_id", "kubernetes_job", "kubernetes_service",
-            "kubernetes_configmap", "kubernetes_namespace", "kubernetes_pvc", "kubernetes_secret", "arch",
+            "id",
+            "created",
+            "job_type",
+            "artifact_id",
+            "public_key_id",
+            "image_root_archive_name",
+            "enable_debug",
+            "build_env_size",
+            "job_mem_size",
+            "kernel_file_name",
+            "initrd_file_name",
+            "kernel_parameters_file_name",
+            "ssh_containers",
+            "require_dkms",
+            "status",
+            "resultant_image_id",
+            "kubernetes_job",
+            "kubernetes_service",
+            "kubernetes_configmap",
+            "kubernetes_namespace",
+            "kubernetes_pvc",
+            "kubernetes_secret",
+            "arch",
             "remote_build_node",
         ];
         const DEL_KEY: &[&str] = &["id", "created", "name", "public_key", "deleted"];
         const DEL_RECIPE: &[&str] = &[
-            "id", "created", "name", "recipe_type", "linux_distribution", "link", "template_dictionary", "require_dkms", "arch",
+            "id",
+            "created",
+            "name",
+            "recipe_type",
+            "linux_distribution",
+            "link",
+            "template_dictionary",
+            "require_dkms",
+            "arch",
             "deleted",
         ];
-        const DEL_IMAGE: &[&str] = &["id", "created", "name", "link", "arch", "metadata", "deleted"];
+        const DEL_IMAGE: &[&str] = &[
+            "id", "created", "name", "link", "arch", "metadata", "deleted",
+        ];
         match self {
             Table::PublicKeys => KEY,
             Table::Recipes => RECIPE,
@@ -93,7 +130,10 @@ impl Table {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a JSON array of records: {message}")]
     Corrupt { path: PathBuf, message: String },
 }
@@ -106,7 +146,10 @@ pub struct Store {
 impl Store {
     /// Loads every table from `dir`; a missing file is created as `[]`.
     pub fn load(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.into(),
+            source,
+        })?;
         let mut tables = Vec::new();
         for table in Table::ALL {
             let path = dir.join(table.file_name());
@@ -120,7 +163,10 @@ impl Store {
             };
             tables.push((table, records));
         }
-        Ok(Store { dir: dir.to_path_buf(), tables })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            tables,
+        })
     }
 
     pub fn all(&self, table: Table) -> &[Record] {
@@ -132,14 +178,23 @@ impl Store {
     }
 
     pub fn get(&self, table: Table, id: &str) -> Option<&Record> {
-        self.all(table).iter().find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+        self.all(table)
+            .iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
     }
 
     /// Inserts or replaces by id, then rewrites the file.
     pub fn put(&mut self, table: Table, record: Record) -> Result<(), StoreError> {
-        let id = record.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = record
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let rows = self.table_mut(table);
-        match rows.iter_mut().find(|r| r.get("id").and_then(Value::as_str) == Some(&id)) {
+        match rows
+            .iter_mut()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(&id))
+        {
             Some(slot) => *slot = record,
             None => rows.push(record),
         }
@@ -148,7 +203,10 @@ impl Store {
 
     pub fn remove(&mut self, table: Table, id: &str) -> Result<Option<Record>, StoreError> {
         let rows = self.table_mut(table);
-        let Some(pos) = rows.iter().position(|r| r.get("id").and_then(Value::as_str) == Some(id)) else {
+        let Some(pos) = rows
+            .iter()
+            .position(|r| r.get("id").and_then(Value::as_str) == Some(id))
+        else {
             return Ok(None);
         };
         let record = rows.remove(pos);
@@ -163,17 +221,28 @@ impl Store {
 }
 
 fn parse_table(table: Table, path: &Path, text: &str) -> Result<Vec<Record>, StoreError> {
-    let corrupt = |message: String| StoreError::Corrupt { path: path.into(), message };
+    let corrupt = |message: String| StoreError::Corrupt {
+        path: path.into(),
+        message,
+    };
     let value: Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
-    let Value::Array(items) = value else { return Err(corrupt("the top level is not an array".into())) };
+    let Value::Array(items) = value else {
+        return Err(corrupt("the top level is not an array".into()));
+    };
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let Value::Object(mut record) = item else { return Err(corrupt(format!("item {i} is not an object"))) };
+            let Value::Object(mut record) = item else {
+                return Err(corrupt(format!("item {i} is not an object")));
+            };
             record.retain(|k, _| table.fields().contains(&k.as_str()));
             for required in ["id", "created"] {
-                if !record.get(required).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                if !record
+                    .get(required)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty())
+                {
                     return Err(corrupt(format!("item {i} has no `{required}`")));
                 }
             }
@@ -184,7 +253,10 @@ fn parse_table(table: Table, path: &Path, text: &str) -> Result<Vec<Record>, Sto
 
 fn write_json(path: &Path, value: &Value) -> Result<(), StoreError> {
     let tmp = path.with_extension("json.tmp");
-    let io = |source| StoreError::Io { path: path.into(), source };
+    let io = |source| StoreError::Io {
+        path: path.into(),
+        source,
+    };
     std::fs::write(&tmp, serde_json::to_vec(value).unwrap()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
