@@ -109,3 +109,48 @@ with = { ms = 1, write = "x.json" }
     assert_eq!(report.steps[1].status, StepStatus::NotRun);
     assert_eq!(report.applied, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_are_retried_and_crashes_are_not() {
+    let s = Scratch::new();
+    let wf = s.workflow(
+        r#"version = 1
+name = "retry"
+description = ""
+
+[[steps]]
+id = "slow"
+plugin = "@PLUGINS@/sleep.wasm"
+with = { ms = 5000 }
+timeout = "200ms"
+retries = 2
+
+[[steps]]
+id = "crash"
+plugin = "@PLUGINS@/trap.wasm"
+retries = 3
+"#,
+    );
+    let Err(imsflow::engine::RunError::StepsFailed { report, .. }) = run(&wf, &[], false).await
+    else {
+        panic!("must fail")
+    };
+    let step = |id: &str| report.steps.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(
+        step("slow").attempts,
+        3,
+        "a timeout is retried `retries` times"
+    );
+    assert!(
+        step("slow")
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("time limit of 200ms")
+    );
+    assert_eq!(
+        step("crash").attempts,
+        1,
+        "a crash would crash again: no retry"
+    );
+}
