@@ -1,16 +1,19 @@
 //! What host imports read from: CSM services over HTTP, S3, and the input
 //! archive. Plugins never see the credentials held here.
 use crate::archive::ArchiveReader;
-use crate::bindings::types::{HostError, ObjectEntry, ObjectHead, ServiceResponse};
-use futures::future::BoxFuture;
+use crate::bindings::types::{HostError, ServiceResponse};
+use crate::kube::Kube;
+use crate::s3::S3Store;
 use std::sync::Arc;
 
 /// Services a step may be granted, and the gateway path each maps to.
+/// `product-catalog` is not behind the gateway: it is the catalog's
+/// ConfigMaps in the Kubernetes API (see `catalog_get`).
 pub const SERVICES: &[(&str, &str)] = &[
     ("ims", "apis/ims/"),
     ("bos", "apis/bos/"),
     ("bss", "apis/bss/"),
-    ("product-catalog", "apis/product-catalog/"),
+    ("product-catalog", ""),
 ];
 
 pub fn is_known_service(name: &str) -> bool {
@@ -19,26 +22,6 @@ pub fn is_known_service(name: &str) -> bool {
 
 /// Largest service response body handed to a plugin.
 const MAX_SERVICE_BODY: usize = 64 << 20;
-
-/// Reads of S3 objects. The implementation holds the credentials.
-pub trait ObjectStore: Send + Sync {
-    fn head<'a>(
-        &'a self,
-        bucket: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ObjectHead>, HostError>>;
-    fn list<'a>(
-        &'a self,
-        bucket: &'a str,
-        prefix: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ObjectEntry>, HostError>>;
-    fn get_small<'a>(
-        &'a self,
-        bucket: &'a str,
-        key: &'a str,
-        max: u64,
-    ) -> BoxFuture<'a, Result<Vec<u8>, HostError>>;
-}
 
 /// CSM services behind one API gateway, with a bearer token.
 #[derive(Clone)]
@@ -52,12 +35,13 @@ pub struct ServiceClient {
 #[derive(Clone, Default)]
 pub struct Backends {
     pub services: Option<ServiceClient>,
-    pub s3: Option<Arc<dyn ObjectStore>>,
+    pub s3: Option<Arc<S3Store>>,
+    pub kube: Option<Kube>,
     pub archive: Option<ArchiveReader>,
 }
 
 impl Backends {
-    pub fn s3(&self) -> Result<&dyn ObjectStore, HostError> {
+    pub fn s3(&self) -> Result<&S3Store, HostError> {
         self.s3
             .as_deref()
             .ok_or_else(|| HostError::Failed("no S3 endpoint is configured for this run".into()))
@@ -68,6 +52,9 @@ impl Backends {
         service: &str,
         path: &str,
     ) -> Result<ServiceResponse, HostError> {
+        if service == "product-catalog" {
+            return self.catalog_get(path).await;
+        }
         let client = self
             .services
             .as_ref()
@@ -102,5 +89,39 @@ impl Backends {
             status,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
+    }
+}
+
+impl Backends {
+    /// The product catalog service: `configmaps` lists the catalog's
+    /// ConfigMaps (label `type=cray-product-catalog`, namespace `services`:
+    /// the main one and the per-product split ones); `configmaps/<name>` reads
+    /// one of them. Nothing else in the Kubernetes API is reachable.
+    async fn catalog_get(&self, path: &str) -> Result<ServiceResponse, HostError> {
+        let kube = self
+            .kube
+            .as_ref()
+            .ok_or_else(|| HostError::Failed("no kubeconfig is configured for this run".into()))?;
+        let base = "/api/v1/namespaces/services/configmaps";
+        let api_path = match path.trim_matches('/') {
+            "configmaps" => format!("{base}?labelSelector=type%3Dcray-product-catalog"),
+            p => match p.strip_prefix("configmaps/") {
+                Some(name)
+                    if name.starts_with("cray-product-catalog") && !name.contains(['/', '?']) =>
+                {
+                    format!("{base}/{name}")
+                }
+                _ => {
+                    return Err(HostError::NotFound(format!(
+                        "product-catalog serves `configmaps` and `configmaps/cray-product-catalog*`, not `{p}`"
+                    )));
+                }
+            },
+        };
+        let (status, body) = kube
+            .get(&api_path)
+            .await
+            .map_err(|e| HostError::Failed(e.to_string()))?;
+        Ok(ServiceResponse { status, body })
     }
 }

@@ -34,6 +34,11 @@ pub enum Effect {
         path: String,
         json: String,
     },
+    ArchiveAddIndex {
+        path: String,
+        json: String,
+        entries_at: String,
+    },
     S3UploadFromArchive {
         path: String,
         bucket: String,
@@ -78,6 +83,11 @@ impl From<wit::Effect> for Effect {
                 path: a.path,
                 json: a.json,
             },
+            wit::Effect::ArchiveAddIndex(a) => Effect::ArchiveAddIndex {
+                path: a.path,
+                json: a.json,
+                entries_at: a.entries_at,
+            },
             wit::Effect::S3UploadFromArchive(u) => Effect::S3UploadFromArchive {
                 path: u.path,
                 bucket: u.target.bucket,
@@ -109,6 +119,7 @@ impl Effect {
         match self {
             Effect::ArchiveAddObject { .. } => "archive-add-object",
             Effect::ArchiveAddJson { .. } => "archive-add-json",
+            Effect::ArchiveAddIndex { .. } => "archive-add-index",
             Effect::S3UploadFromArchive { .. } => "s3-upload-from-archive",
             Effect::ImsDelete { .. } => "ims-delete",
             Effect::ImsStoreWrite { .. } => "ims-store-write",
@@ -122,7 +133,9 @@ impl Effect {
             Effect::ArchiveAddObject { size, .. } | Effect::S3UploadFromArchive { size, .. } => {
                 *size
             }
-            Effect::ArchiveAddJson { json, .. } => Some(json.len() as u64),
+            Effect::ArchiveAddJson { json, .. } | Effect::ArchiveAddIndex { json, .. } => {
+                Some(json.len() as u64)
+            }
             Effect::ImsStoreWrite { records_json, .. } => Some(records_json.len() as u64),
             _ => None,
         }
@@ -131,9 +144,9 @@ impl Effect {
     /// The archive member the effect writes, if any.
     pub fn archive_path(&self) -> Option<&str> {
         match self {
-            Effect::ArchiveAddObject { path, .. } | Effect::ArchiveAddJson { path, .. } => {
-                Some(path)
-            }
+            Effect::ArchiveAddObject { path, .. }
+            | Effect::ArchiveAddJson { path, .. }
+            | Effect::ArchiveAddIndex { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -150,6 +163,9 @@ impl Effect {
             } => format!("add s3://{bucket}/{key} to archive as {path}"),
             Effect::ArchiveAddJson { path, .. } => {
                 format!("add JSON document to archive as {path}")
+            }
+            Effect::ArchiveAddIndex { path, .. } => {
+                format!("add index (with checksums) to archive as {path}")
             }
             Effect::S3UploadFromArchive {
                 path, bucket, key, ..

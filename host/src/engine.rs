@@ -4,6 +4,7 @@ use crate::archive::{ArchiveReader, ArchiveWriter, Format};
 use crate::backends::Backends;
 use crate::effect::Effect;
 use crate::runtime::{LoadedPlugin, Runtime, StepAccess, StepFailure};
+use crate::transfer::{self, Archived, ObjectJob};
 use crate::workflow::{StepSpec, Workflow, WorkflowError, expr};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -27,12 +28,11 @@ pub enum RunError {
     #[error("the plan cannot be applied; nothing was applied: {0}")]
     BadPlan(String),
     #[error(
-        "applying effect {index} ({line}) failed after {applied} effect(s) were applied: {message}"
+        "applying effect {index} ({line}) failed: {message}; the partial archive was removed, nothing was written"
     )]
     Apply {
         index: usize,
         line: String,
-        applied: usize,
         message: String,
     },
 }
@@ -152,7 +152,9 @@ impl Engine {
             check_plan(&report.effects, output.as_ref())?;
             report.total_bytes = report.effects.iter().filter_map(|e| e.effect.size()).sum();
             if !opts.dry_run && !report.effects.is_empty() {
-                report.archive = self.apply(&report.effects, output.as_ref(), opts.progress)?;
+                report.archive = self
+                    .apply(&report.effects, output.as_ref(), opts.progress)
+                    .await?;
                 report.applied = report.effects.len();
             }
             tracing::info!(
@@ -329,13 +331,20 @@ impl Engine {
         }
     }
 
-    /// Executes effects in plan order.
-    fn apply(
+    /// Executes effects in plan order. Runs of S3 objects are streamed into
+    /// the archive concurrently; the index is completed with their checksums.
+    async fn apply(
         &self,
         effects: &[PlannedEffect],
         output: Option<&OutputTarget>,
         progress: bool,
     ) -> Result<Option<PathBuf>, RunError> {
+        let is_object = |e: &PlannedEffect| matches!(e.effect, Effect::ArchiveAddObject { .. });
+        if effects.iter().any(is_object) && self.backends.s3.is_none() {
+            return Err(RunError::BadPlan(
+                "the plan archives S3 objects but no S3 endpoint is configured".into(),
+            ));
+        }
         let mut writer = match output {
             Some(t) if effects.iter().any(|e| e.effect.archive_path().is_some()) => Some(
                 ArchiveWriter::create(&t.dir, &t.name, t.format)
@@ -347,30 +356,67 @@ impl Engine {
             effects.iter().filter_map(|e| e.effect.size()).sum(),
             progress,
         );
-        for (index, planned) in effects.iter().enumerate() {
+        let mut archived: HashMap<String, Archived> = HashMap::new();
+        let mut index = 0;
+        while index < effects.len() {
+            let planned = &effects[index];
             let span = tracing::info_span!("effect", index, kind = planned.effect.kind(), step = %planned.step);
-            let _entered = span.enter();
-            let fail = |message: String| RunError::Apply {
-                index,
-                line: planned.effect.line(),
-                applied: index,
+            let fail = |i: usize, message: String| RunError::Apply {
+                index: i,
+                line: effects[i].effect.line(),
                 message,
             };
+            let w = writer
+                .take()
+                .expect("checked by check_plan: archive effects have an output");
+            let run = effects[index..].iter().take_while(|e| is_object(e)).count();
+            if run > 0 {
+                let batch = &effects[index..index + run];
+                let jobs = batch.iter().map(object_job).collect();
+                let s3 = self.backends.s3.clone().expect("checked above");
+                let (w, done) = transfer::stream_into(s3, jobs, w, bar.clone())
+                    .instrument(span)
+                    .await
+                    .map_err(|e| {
+                        let at = batch
+                            .iter()
+                            .position(|p| p.effect.archive_path() == Some(&e.path))
+                            .unwrap_or(0);
+                        fail(index + at, e.message)
+                    })?;
+                archived.extend(done.into_iter().map(|a| (a.path.clone(), a)));
+                writer = Some(w);
+                index += run;
+                continue;
+            }
+            let _entered = span.enter();
+            let mut w = w;
             match &planned.effect {
                 Effect::ArchiveAddJson { path, json } => {
-                    let w = writer.as_mut().expect("checked by check_plan");
-                    crate::archive::add_bytes(w, path, json.as_bytes())
-                        .map_err(|e| fail(e.to_string()))?;
+                    crate::archive::add_bytes(&mut w, path, json.as_bytes())
+                        .map_err(|e| fail(index, e.to_string()))?;
+                }
+                Effect::ArchiveAddIndex {
+                    path,
+                    json,
+                    entries_at,
+                } => {
+                    let doc =
+                        complete_index(json, entries_at, &archived).map_err(|e| fail(index, e))?;
+                    crate::archive::add_bytes(&mut w, path, doc.as_bytes())
+                        .map_err(|e| fail(index, e.to_string()))?;
                 }
                 other => {
-                    return Err(fail(format!(
-                        "`{}` effects are not executable by this host",
-                        other.kind()
-                    )));
+                    return Err(fail(
+                        index,
+                        format!("`{}` effects are not executable by this host", other.kind()),
+                    ));
                 }
             }
             tracing::debug!("applied: {}", planned.effect.line());
             bar.inc(planned.effect.size().unwrap_or(0));
+            writer = Some(w);
+            index += 1;
         }
         bar.finish_and_clear();
         writer
@@ -382,9 +428,75 @@ impl Engine {
     }
 }
 
+fn object_job(planned: &PlannedEffect) -> ObjectJob {
+    let Effect::ArchiveAddObject {
+        bucket,
+        key,
+        path,
+        size,
+        etag,
+    } = &planned.effect
+    else {
+        unreachable!()
+    };
+    ObjectJob {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        path: path.clone(),
+        size: size.expect("checked by check_plan"),
+        etag: etag.clone().filter(|e| !e.is_empty()),
+    }
+}
+
+/// Adds `sha256` and `size` to each entry under `entries_at` whose `relpath`
+/// is a member this run archived.
+fn complete_index(
+    json: &str,
+    entries_at: &str,
+    archived: &HashMap<String, Archived>,
+) -> Result<String, String> {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("the index is not JSON: {e}"))?;
+    if let Some(entries) = doc.pointer_mut(entries_at) {
+        let entries: Vec<&mut serde_json::Value> = match entries {
+            serde_json::Value::Object(m) => m.values_mut().collect(),
+            serde_json::Value::Array(a) => a.iter_mut().collect(),
+            _ => Vec::new(),
+        };
+        for entry in entries {
+            let Some(done) = entry
+                .get("relpath")
+                .and_then(|r| r.as_str())
+                .and_then(|r| archived.get(r))
+            else {
+                continue;
+            };
+            let (sha256, size) = (done.sha256.clone(), done.size);
+            entry["sha256"] = sha256.into();
+            entry["size"] = size.into();
+        }
+    }
+    serde_json::to_string(&doc).map_err(|e| e.to_string())
+}
+
 /// Checks a plan before anything is applied: archive members are safe,
-/// unique and have somewhere to go; every effect is one this host executes.
+/// unique and have somewhere to go; an index comes last; every effect is one
+/// this host executes.
 fn check_plan(effects: &[PlannedEffect], output: Option<&OutputTarget>) -> Result<(), RunError> {
+    let archive_effects: Vec<_> = effects
+        .iter()
+        .filter(|e| e.effect.archive_path().is_some())
+        .collect();
+    if let Some(pos) = archive_effects
+        .iter()
+        .position(|e| matches!(e.effect, Effect::ArchiveAddIndex { .. }))
+        && pos + 1 != archive_effects.len()
+    {
+        return Err(RunError::BadPlan(format!(
+            "step `{}` adds an archive index that is not the last archive member",
+            archive_effects[pos].step
+        )));
+    }
     let mut paths = HashMap::new();
     for e in effects {
         if let Some(path) = e.effect.archive_path() {
@@ -403,7 +515,18 @@ fn check_plan(effects: &[PlannedEffect], output: Option<&OutputTarget>) -> Resul
                 )));
             }
         }
-        if !matches!(e.effect, Effect::ArchiveAddJson { .. }) {
+        if matches!(e.effect, Effect::ArchiveAddObject { size: None, .. }) {
+            return Err(RunError::BadPlan(format!(
+                "step `{}` planned an archive object without its size",
+                e.step
+            )));
+        }
+        if !matches!(
+            e.effect,
+            Effect::ArchiveAddJson { .. }
+                | Effect::ArchiveAddObject { .. }
+                | Effect::ArchiveAddIndex { .. }
+        ) {
             return Err(RunError::BadPlan(format!(
                 "step `{}` planned a `{}` effect, which this version of imsflow cannot execute yet",
                 e.step,

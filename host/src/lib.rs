@@ -5,11 +5,16 @@
 pub mod archive;
 pub mod backends;
 pub mod bindings;
+pub mod connect;
 pub mod effect;
 pub mod engine;
+pub mod kube;
 pub mod plugin;
 pub mod runtime;
+pub mod s3;
+pub mod transfer;
 pub mod units;
+pub mod verify;
 pub mod workflow;
 
 /// Stock plugins and workflows, embedded by build.rs.

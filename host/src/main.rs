@@ -1,7 +1,8 @@
 //! The `imsflow` command line: a thin edge over the library.
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use imsflow::backends::{Backends, ServiceClient};
+use imsflow::backends::Backends;
+use imsflow::connect::Connect;
 use imsflow::engine::{Engine, RunError, RunOptions, RunReport};
 use imsflow::runtime::Runtime;
 use imsflow::workflow;
@@ -27,6 +28,9 @@ struct Cli {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// Connection config file [default: $IMSFLOW_CONFIG, ~/.config/imsflow/imsflow.toml].
+    #[arg(long, global = true)]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,8 +48,28 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        connect: Connect,
     },
+    /// Export IMS data and its S3 artifacts (the stock `export` workflow), as
+    /// HPE's export_ims_data.py does, into TARGET_DIR.
+    #[command(after_help = EXIT_CODES)]
+    Export {
+        /// Existing directory for the archive [default: the current directory].
+        target_dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        flags: ExportFlags,
+        /// Print the estimated export size and stop (no archive is written).
+        #[arg(long)]
+        estimate_size: bool,
+        /// List what would be exported, with sizes; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Check an export archive (tar or directory): every artifact export.json
+    /// lists is present, with the recorded size and sha256. Exit 0 or 1.
+    Verify { archive: std::path::PathBuf },
     /// Check workflow files without running them.
     Validate {
         #[arg(required = true)]
@@ -68,14 +92,46 @@ enum ListOnly {
     List,
 }
 
+/// HPE's export flags, each a param of `workflows/export.toml`.
 #[derive(clap::Args)]
-struct ConnectArgs {
-    /// CSM API gateway base URL.
-    #[arg(long, env = "IMSFLOW_GATEWAY")]
-    gateway: Option<String>,
-    /// Bearer token for the gateway.
-    #[arg(long, env = "IMSFLOW_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+struct ExportFlags {
+    /// Also export soft-deleted images, public keys and recipes.
+    #[arg(long)]
+    include_deleted: bool,
+    /// Do not abort when IMS jobs are still running.
+    #[arg(long)]
+    ignore_running_jobs: bool,
+    #[arg(long)]
+    exclude_links_from_bos: bool,
+    #[arg(long)]
+    exclude_links_from_bss: bool,
+    #[arg(long)]
+    exclude_links_from_product_catalog: bool,
+    /// IMS records only: no S3 artifacts, no link sources, no tar.
+    #[arg(long)]
+    exclude_linked_artifacts: bool,
+    /// Leave the export as a directory instead of a tar file.
+    #[arg(long)]
+    no_tar: bool,
+}
+
+impl ExportFlags {
+    fn params(&self, target_dir: &std::path::Path) -> Vec<(String, String)> {
+        let flag = |name: &str, on: bool| (name.to_string(), on.to_string());
+        vec![
+            ("target_dir".to_string(), target_dir.display().to_string()),
+            flag("include_deleted", self.include_deleted),
+            flag("ignore_running_jobs", self.ignore_running_jobs),
+            flag("exclude_links_from_bos", self.exclude_links_from_bos),
+            flag("exclude_links_from_bss", self.exclude_links_from_bss),
+            flag(
+                "exclude_links_from_product_catalog",
+                self.exclude_links_from_product_catalog,
+            ),
+            flag("exclude_linked_artifacts", self.exclude_linked_artifacts),
+            flag("no_tar", self.no_tar),
+        ]
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -138,7 +194,34 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             params,
             dry_run,
             connect,
-        } => run(cli, workflow, params, *dry_run, connect).await,
+        } => {
+            let wf = workflow::load(workflow)?;
+            let report = execute(cli, &wf, params, *dry_run, connect).await?;
+            print_report(cli, &report);
+            Ok(if *dry_run && !report.effects.is_empty() {
+                2
+            } else {
+                0
+            })
+        }
+        Command::Export {
+            target_dir,
+            flags,
+            estimate_size,
+            dry_run,
+            connect,
+        } => {
+            let params = flags.params(target_dir.as_deref().unwrap_or(std::path::Path::new(".")));
+            export(
+                cli,
+                &params,
+                *dry_run || *estimate_size,
+                *estimate_size,
+                connect,
+            )
+            .await
+        }
+        Command::Verify { archive } => verify(cli, archive),
         Command::Validate { files } => validate(cli, files).await,
         Command::Workflows {
             command: ListOnly::List,
@@ -149,37 +232,38 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     }
 }
 
-async fn run(
+/// Runs a workflow, connecting to the CSM only if a step reads from it.
+async fn execute(
     cli: &Cli,
-    name: &str,
+    wf: &workflow::Workflow,
     params: &[(String, String)],
     dry_run: bool,
-    connect: &ConnectArgs,
-) -> anyhow::Result<u8> {
-    let wf = workflow::load(name)?;
-    let mut backends = Backends::default();
-    if let Some(gateway) = &connect.gateway {
-        backends.services = Some(ServiceClient {
-            http: reqwest::Client::new(),
-            gateway: gateway.clone(),
-            token: connect.token.clone(),
-        });
-    }
+    connect: &Connect,
+) -> anyhow::Result<RunReport> {
+    let needs_csm = wf
+        .steps
+        .iter()
+        .any(|s| !s.grants.services.is_empty() || !s.grants.buckets.is_empty());
+    let backends = if needs_csm {
+        let settings = match imsflow::connect::config_file(cli.config.as_deref()) {
+            Some(file) => connect.clone().with_file(&file)?,
+            None => connect.clone(),
+        };
+        settings
+            .connect()
+            .await
+            .context("connecting to the CSM (see the README, \"Connecting to a CSM\")")?
+    } else {
+        Backends::default()
+    };
     let engine = Engine::new(runtime()?, backends);
     let opts = RunOptions {
         params: params.to_vec(),
         dry_run,
         progress: !cli.json && !cli.quiet,
     };
-    match engine.run(&wf, &opts).await {
-        Ok(report) => {
-            print_report(cli, &report);
-            Ok(if dry_run && !report.effects.is_empty() {
-                2
-            } else {
-                0
-            })
-        }
+    match engine.run(wf, &opts).await {
+        Ok(report) => Ok(report),
         Err(RunError::StepsFailed { failed, report }) => {
             print_report(cli, &report);
             let lines: Vec<_> = failed.iter().map(|(_, e)| e.clone()).collect();
@@ -191,6 +275,101 @@ async fn run(
         }
         Err(e) => Err(e).with_context(|| format!("running workflow `{}`", wf.name)),
     }
+}
+
+async fn export(
+    cli: &Cli,
+    params: &[(String, String)],
+    dry_run: bool,
+    estimate: bool,
+    connect: &Connect,
+) -> anyhow::Result<u8> {
+    let wf = workflow::load("export")?;
+    let report = execute(cli, &wf, params, dry_run, connect).await?;
+    let plan = report
+        .steps
+        .iter()
+        .find(|s| s.id == "plan")
+        .map(|s| s.output.clone())
+        .unwrap_or_default();
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if estimate {
+        let bytes = plan["estimated_bytes"]
+            .as_u64()
+            .unwrap_or(report.total_bytes);
+        println!(
+            "With specified export options, estimated total export size is: {}",
+            hpe_size(bytes)
+        );
+    } else if dry_run {
+        let c = &plan["counts"];
+        println!(
+            "Would export {} images, {} recipes, {} public keys, {} jobs{}",
+            c["images"],
+            c["recipes"],
+            c["public_keys"],
+            c["jobs"],
+            if c["deleted"].is_null() {
+                String::new()
+            } else {
+                format!(", deleted: {}", c["deleted"])
+            }
+        );
+        for e in &report.effects {
+            println!("  + {}", e.effect.line());
+        }
+        println!(
+            "Total: {} effect(s), {}",
+            report.effects.len(),
+            imsflow::units::bytes(report.total_bytes)
+        );
+    } else if let Some(archive) = &report.archive {
+        if archive.is_dir() {
+            println!("Data saved in directory: {}", archive.display());
+        } else {
+            println!("Data saved to tar archive: {}", archive.display());
+        }
+        println!("DONE!");
+    }
+    Ok(if dry_run && !estimate && !report.effects.is_empty() {
+        2
+    } else {
+        0
+    })
+}
+
+/// HPE's estimate format: 1024-based, three decimals, `<unit>bytes`.
+fn hpe_size(bytes: u64) -> String {
+    let units = ["", "kilo", "mega", "giga", "tera", "peta"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.3} {}bytes", units[unit])
+}
+
+fn verify(cli: &Cli, archive: &std::path::Path) -> anyhow::Result<u8> {
+    let report = imsflow::verify::verify(archive)
+        .with_context(|| format!("reading {}", archive.display()))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+        println!(
+            "{}: {} artifacts, {} verified by sha256 ({} read), {} problem(s)",
+            archive.display(),
+            report.artifacts,
+            report.checksummed,
+            imsflow::units::bytes(report.bytes_read),
+            report.problems.len()
+        );
+    }
+    Ok(if report.problems.is_empty() { 0 } else { 1 })
 }
 
 fn print_report(cli: &Cli, report: &RunReport) {

@@ -6,10 +6,7 @@ fn imsflow(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_imsflow"))
         .args(args)
         .current_dir(repo_root())
-        .env(
-            "IMSFLOW_CACHE_DIR",
-            repo_root().join("target/test-compile-cache"),
-        )
+        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
         .output()
         .unwrap()
 }
@@ -107,8 +104,7 @@ fn plugins_list_shows_embedded_plugins_with_their_hashes() {
         .find(|p| p["name"] == "write-json")
         .expect("write-json is embedded");
     let built =
-        std::fs::read(repo_root().join("target/wasm/wasm32-wasip2/release/write_json.wasm"))
-            .unwrap();
+        std::fs::read(target_dir().join("wasm/wasm32-wasip2/release/write_json.wasm")).unwrap();
     assert_eq!(write_json["sha256"], imsflow::plugin::sha256_hex(&built));
     assert!(
         write_json["imports"]

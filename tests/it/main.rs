@@ -4,5 +4,6 @@ mod support;
 mod cli;
 mod dag;
 mod dry_run;
+mod export;
 mod sandbox;
 mod workflow_ui;

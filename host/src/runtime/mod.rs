@@ -365,6 +365,16 @@ impl Runtime {
     }
 }
 
+/// A host error as one line of text.
+pub fn describe_host_error(e: &types::HostError) -> String {
+    match e {
+        types::HostError::Denied(m) => format!("denied: {m}"),
+        types::HostError::NotFound(m) => format!("not found: {m}"),
+        types::HostError::TooLarge(n) => format!("larger than {n} bytes"),
+        types::HostError::Failed(m) => m.clone(),
+    }
+}
+
 fn tail_of_start(text: &str) -> &str {
     let mut end = text.len().min(60);
     while !text.is_char_boundary(end) {
@@ -377,6 +387,7 @@ fn effect_size(effect: &types::Effect) -> u64 {
     use types::Effect::*;
     match effect {
         ArchiveAddJson(e) => (e.json.len() + e.path.len()) as u64,
+        ArchiveAddIndex(e) => (e.json.len() + e.path.len()) as u64,
         ImsStoreWrite(e) => e.records_json.len() as u64,
         _ => 256,
     }

@@ -27,6 +27,8 @@ pub use bindings::imsflow::plugin::types::*;
 pub use bindings::imsflow::plugin::{archive, log, s3, services};
 pub use serde_json;
 
+pub mod links;
+
 use serde::de::DeserializeOwned;
 
 /// The decoded step input.
@@ -76,6 +78,18 @@ pub fn host_err(context: &str, e: HostError) -> StepError {
         HostError::TooLarge(n) => StepError::Failed(format!("{context}: larger than {n} bytes")),
         HostError::Failed(m) => StepError::Failed(format!("{context}: {m}")),
     }
+}
+
+/// GETs a JSON document from a granted service; non-200 answers are errors
+/// that name the service, path and status.
+pub fn service_json(service: &str, path: &str) -> Result<serde_json::Value, StepError> {
+    let what = format!("GET {service} {path}");
+    let resp = services::get(service, path).map_err(|e| host_err(&what, e))?;
+    if resp.status != 200 {
+        let body: String = resp.body.chars().take(300).collect();
+        return Err(StepError::Failed(format!("{what}: HTTP {} (expected 200): {body}", resp.status)));
+    }
+    serde_json::from_str(&resp.body).map_err(|e| StepError::Failed(format!("{what}: the answer is not JSON: {e}")))
 }
 
 /// Log at info level, attributed to this step by the host.
