@@ -69,6 +69,8 @@ pub struct ArchiveWriter {
     tar: Option<tar::Builder<File>>,
     written: HashSet<String>,
     finished: bool,
+    /// Member modification time: when the archive was made.
+    mtime: u64,
 }
 
 impl ArchiveWriter {
@@ -102,12 +104,16 @@ impl ArchiveWriter {
                 None
             }
         };
+        let mtime = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         Ok(ArchiveWriter {
             final_path,
             partial,
             tar,
             written: HashSet::new(),
             finished: false,
+            mtime,
         })
     }
 
@@ -126,6 +132,7 @@ impl ArchiveWriter {
                 let mut header = tar::Header::new_gnu();
                 header.set_size(size);
                 header.set_mode(0o644);
+                header.set_mtime(self.mtime);
                 header.set_entry_type(tar::EntryType::Regular);
                 builder
                     .append_data(&mut header, path, data)

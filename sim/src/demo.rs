@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde_json::Value;
 use std::path::Path;
 
-pub async fn run(data: &Path, s3: &S3Config, spec: &SeedSpec) -> anyhow::Result<()> {
+pub async fn run(data: &Path, s3: &S3Config, spec: &SeedSpec) -> anyhow::Result<crate::Running> {
     let expected = crate::seed::seed(data, s3, spec).await.context("seeding")?;
     let running = crate::serve(data, 0).await.context("serving")?;
     println!(
@@ -139,9 +139,5 @@ pub async fn run(data: &Path, s3: &S3Config, spec: &SeedSpec) -> anyhow::Result<
         expected.links.get("product_catalog").map_or(0, |l| l.len()),
         expected.dangling.len()
     );
-    println!(
-        "The stock export workflow (next issue) will archive this system; until then the demo stops here."
-    );
-    running.task.abort();
-    Ok(())
+    Ok(running)
 }

@@ -55,8 +55,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
-    /// Seed a system into a temporary directory, serve it, and show what it serves.
+    /// Seed a system into an empty data directory, serve it, show what it
+    /// serves, and keep serving until interrupted.
     Demo {
+        #[arg(long)]
+        data: PathBuf,
         #[command(flatten)]
         s3: S3Args,
         #[command(flatten)]
@@ -106,10 +109,10 @@ async fn main() -> anyhow::Result<()> {
             );
             tokio::signal::ctrl_c().await?;
         }
-        Command::Demo { s3, spec } => {
-            let cfg = s3.config();
-            let dir = tempfile::tempdir()?;
-            csm_sim::demo::run(dir.path(), &cfg, &spec).await?;
+        Command::Demo { data, s3, spec } => {
+            let running = csm_sim::demo::run(&data, &s3.config(), &spec).await?;
+            println!("csm-sim ready: {}", running.base_url);
+            tokio::signal::ctrl_c().await?;
         }
         Command::Expected { data } => {
             let text = std::fs::read_to_string(data.join("expected.json"))
