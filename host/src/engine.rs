@@ -4,7 +4,7 @@ use crate::archive::{ArchiveReader, ArchiveWriter, Format};
 use crate::backends::Backends;
 use crate::effect::Effect;
 use crate::runtime::{LoadedPlugin, Runtime, StepAccess, StepFailure};
-use crate::transfer::{self, Archived, ObjectJob};
+use crate::transfer::{self, Archived, ObjectJob, TransferConfig};
 use crate::workflow::{StepSpec, Workflow, WorkflowError, expr};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -77,6 +77,8 @@ pub struct RunReport {
     pub applied: usize,
     pub total_bytes: u64,
     pub archive: Option<PathBuf>,
+    /// Peak resident memory of this process, KiB (Linux).
+    pub peak_rss_kib: Option<u64>,
 }
 
 pub struct RunOptions {
@@ -157,6 +159,7 @@ impl Engine {
                     .await?;
                 report.applied = report.effects.len();
             }
+            report.peak_rss_kib = peak_rss_kib();
             tracing::info!(
                 effects = report.effects.len(),
                 applied = report.applied,
@@ -328,6 +331,7 @@ impl Engine {
             applied: 0,
             total_bytes: 0,
             archive: None,
+            peak_rss_kib: None,
         }
     }
 
@@ -374,16 +378,17 @@ impl Engine {
                 let batch = &effects[index..index + run];
                 let jobs = batch.iter().map(object_job).collect();
                 let s3 = self.backends.s3.clone().expect("checked above");
-                let (w, done) = transfer::stream_into(s3, jobs, w, bar.clone())
-                    .instrument(span)
-                    .await
-                    .map_err(|e| {
-                        let at = batch
-                            .iter()
-                            .position(|p| p.effect.archive_path() == Some(&e.path))
-                            .unwrap_or(0);
-                        fail(index + at, e.message)
-                    })?;
+                let (w, done) =
+                    transfer::stream_into(s3, jobs, w, bar.clone(), &TransferConfig::default())
+                        .instrument(span)
+                        .await
+                        .map_err(|e| {
+                            let at = batch
+                                .iter()
+                                .position(|p| p.effect.archive_path() == Some(&e.path))
+                                .unwrap_or(0);
+                            fail(index + at, e.message)
+                        })?;
                 archived.extend(done.into_iter().map(|a| (a.path.clone(), a)));
                 writer = Some(w);
                 index += run;
@@ -647,6 +652,13 @@ fn run_facts(wf: &Workflow, dry_run: bool) -> RunFacts {
     }
 }
 
+/// `VmHWM` of this process, from /proc (None elsewhere).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn step_bar(n: usize, show: bool) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
@@ -666,7 +678,7 @@ fn bytes_bar(total: u64, show: bool) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
         )
         .unwrap(),
     );

@@ -1,7 +1,7 @@
-//! Streams S3 objects into the output archive. Up to `CONCURRENCY` units (an
+//! Streams S3 objects into the output archive. Up to `concurrency` units (an
 //! object, or a byte range of a large one) are fetched at once, each through
 //! a bounded channel, while the writer consumes them strictly in plan order.
-//! Memory is bounded by CONCURRENCY x CHANNEL_CHUNKS body chunks, whatever
+//! Memory is bounded by concurrency x CHANNEL_CHUNKS body chunks, whatever
 //! the object sizes; nothing is staged on disk.
 use crate::archive::ArchiveWriter;
 use crate::s3::S3Store;
@@ -11,11 +11,28 @@ use std::io::Read;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-pub const CONCURRENCY: usize = 8;
 const CHANNEL_CHUNKS: usize = 16;
-/// Objects larger than this are fetched as concurrent ranged GETs.
-pub const RANGE_THRESHOLD: u64 = 64 << 20;
-pub const RANGE_SIZE: u64 = 16 << 20;
+
+/// How objects are fetched.
+#[derive(Debug, Clone)]
+pub struct TransferConfig {
+    /// Units (objects or ranges) in flight at once.
+    pub concurrency: usize,
+    /// Objects larger than this are fetched as concurrent ranged GETs...
+    pub range_threshold: u64,
+    /// ...of this size.
+    pub range_size: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            concurrency: 8,
+            range_threshold: 64 << 20,
+            range_size: 16 << 20,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ObjectJob {
@@ -51,13 +68,14 @@ struct Unit {
     _permit: OwnedSemaphorePermit,
 }
 
-fn ranges(size: u64) -> Vec<Option<(u64, u64)>> {
-    if size <= RANGE_THRESHOLD {
+fn ranges(size: u64, config: &TransferConfig) -> Vec<Option<(u64, u64)>> {
+    if size <= config.range_threshold {
         return vec![None];
     }
+    let step = config.range_size;
     (0..size)
-        .step_by(RANGE_SIZE as usize)
-        .map(|start| Some((start, (start + RANGE_SIZE).min(size))))
+        .step_by(step as usize)
+        .map(|start| Some((start, (start + step).min(size))))
         .collect()
 }
 
@@ -67,14 +85,20 @@ pub async fn stream_into(
     jobs: Vec<ObjectJob>,
     mut writer: ArchiveWriter,
     progress: indicatif::ProgressBar,
+    config: &TransferConfig,
 ) -> Result<(ArchiveWriter, Vec<Archived>), TransferError> {
-    let (unit_tx, unit_rx) = std::sync::mpsc::sync_channel::<Unit>(CONCURRENCY);
+    let concurrency = config.concurrency.max(1);
+    let (unit_tx, unit_rx) = std::sync::mpsc::sync_channel::<Unit>(concurrency);
     let units: Vec<(ObjectJob, Option<(u64, u64)>)> = jobs
         .iter()
-        .flat_map(|j| ranges(j.size).into_iter().map(move |r| (j.clone(), r)))
+        .flat_map(|j| {
+            ranges(j.size, config)
+                .into_iter()
+                .map(move |r| (j.clone(), r))
+        })
         .collect();
     let spawner = tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let slots = Arc::new(Semaphore::new(concurrency));
         for (job, range) in units {
             let permit = slots
                 .clone()
@@ -83,7 +107,7 @@ pub async fn stream_into(
                 .expect("semaphore is never closed");
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             tokio::spawn(fetch(s3.clone(), job, range, tx));
-            // Never blocks: at most CONCURRENCY units exist, and that is the capacity.
+            // Never blocks: at most `concurrency` units exist, and that is the capacity.
             if unit_tx
                 .send(Unit {
                     rx,
@@ -95,9 +119,12 @@ pub async fn stream_into(
             }
         }
     });
+    let config = config.clone();
     let written = tokio::task::spawn_blocking(move || {
         let mut archived = Vec::new();
-        for job in jobs {
+        let count = jobs.len();
+        for (done, job) in jobs.into_iter().enumerate() {
+            progress.set_message(format!("object {}/{count}", done + 1));
             let fail = |message: String| TransferError {
                 bucket: job.bucket.clone(),
                 key: job.key.clone(),
@@ -106,7 +133,7 @@ pub async fn stream_into(
             };
             let mut reader = JobReader {
                 units: &unit_rx,
-                pending_units: ranges(job.size).len(),
+                pending_units: ranges(job.size, &config).len(),
                 current: None,
                 buffer: Bytes::new(),
                 remaining: job.size,

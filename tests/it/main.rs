@@ -6,4 +6,5 @@ mod dag;
 mod dry_run;
 mod export;
 mod sandbox;
+mod transfer;
 mod workflow_ui;

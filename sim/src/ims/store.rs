@@ -81,31 +81,21 @@ impl Table {
             "arch",
             "remote_build_node",
         ];
-        const DEL_KEY: &[&str] = &["id", "created", "name", "public_key", "deleted"];
-        const DEL_RECIPE: &[&str] = &[
-            "id",
-            "created",
-            "name",
-            "recipe_type",
-            "linux_distribution",
-            "link",
-            "template_dictionary",
-            "require_dkms",
-            "arch",
-            "deleted",
-        ];
-        const DEL_IMAGE: &[&str] = &[
-            "id", "created", "name", "link", "arch", "metadata", "deleted",
-        ];
         match self {
             Table::PublicKeys => KEY,
             Table::Recipes => RECIPE,
             Table::Images => IMAGE,
             Table::Jobs => JOB,
-            Table::DeletedPublicKeys => DEL_KEY,
-            Table::DeletedRecipes => DEL_RECIPE,
-            Table::DeletedImages => DEL_IMAGE,
+            // A deleted record is the live record plus `deleted` (see `keeps`).
+            Table::DeletedPublicKeys => KEY,
+            Table::DeletedRecipes => RECIPE,
+            Table::DeletedImages => IMAGE,
         }
+    }
+
+    /// Whether the storage schema keeps `field`.
+    pub fn keeps(self, field: &str) -> bool {
+        self.fields().contains(&field) || (self.live() != self && field == "deleted")
     }
 
     pub fn deleted(self) -> Option<Table> {
@@ -236,7 +226,7 @@ fn parse_table(table: Table, path: &Path, text: &str) -> Result<Vec<Record>, Sto
             let Value::Object(mut record) = item else {
                 return Err(corrupt(format!("item {i} is not an object")));
             };
-            record.retain(|k, _| table.fields().contains(&k.as_str()));
+            record.retain(|k, _| table.keeps(k));
             for required in ["id", "created"] {
                 if !record
                     .get(required)
