@@ -54,6 +54,24 @@ pub fn check_member_path(path: &str) -> Result<(), ArchiveError> {
     Ok(())
 }
 
+/// Partial archives being written by this process, so that an interrupted
+/// run can remove them (see `remove_partials`).
+static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes every partial archive this process is writing; returns their paths.
+/// For signal handlers: the writers themselves may never get to drop.
+pub fn remove_partials() -> Vec<PathBuf> {
+    let paths = std::mem::take(&mut *PARTIALS.lock().unwrap());
+    for p in &paths {
+        let _ = if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
+    }
+    paths
+}
+
+fn forget_partial(path: &Path) {
+    PARTIALS.lock().unwrap().retain(|p| p != path);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -104,6 +122,7 @@ impl ArchiveWriter {
                 None
             }
         };
+        PARTIALS.lock().unwrap().push(partial.clone());
         let mtime = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -167,6 +186,7 @@ impl ArchiveWriter {
             None => sync_tree(&self.partial)?,
         }
         std::fs::rename(&self.partial, &self.final_path).map_err(io(&self.final_path))?;
+        forget_partial(&self.partial);
         if let Some(parent) = self.final_path.parent()
             && let Ok(dir) = File::open(parent)
         {
@@ -196,6 +216,7 @@ impl Drop for ArchiveWriter {
         if self.finished {
             return;
         }
+        forget_partial(&self.partial);
         self.tar.take();
         let _ = if self.partial.is_dir() {
             std::fs::remove_dir_all(&self.partial)

@@ -14,7 +14,8 @@ Exit codes:
   0   success; for --dry-run: nothing to do
   1   error (invalid workflow, failed step, failed effect)
   2   --dry-run only: effects are pending (as terraform plan -detailed-exitcode)
-  64  usage error (bad command line)";
+  64  usage error (bad command line)
+  130 interrupted (Ctrl-C); a partial archive is removed";
 
 #[derive(Parser)]
 #[command(name = "imsflow", version, about = "Workflow engine with sandboxed WebAssembly plugins; backs up and restores CSM IMS", after_help = EXIT_CODES)]
@@ -151,16 +152,35 @@ fn main() -> ExitCode {
     };
     init_logging(&cli);
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
-    match runtime.block_on(dispatch(&cli)) {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = dispatch(&cli) => r,
+            _ = tokio::signal::ctrl_c() => Err(interrupted()),
+        }
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            let code = if e.to_string().starts_with("interrupted:") { 130 } else { 1 };
             if cli.json {
                 println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             }
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
+}
+
+/// Ctrl-C: nothing was renamed into place; remove what was half-written.
+fn interrupted() -> anyhow::Error {
+    let removed = imsflow::archive::remove_partials();
+    let what = if removed.is_empty() {
+        "no archive was being written".to_string()
+    } else {
+        let names: Vec<_> = removed.iter().map(|p| p.display().to_string()).collect();
+        format!("removed the partial archive {}", names.join(", "))
+    };
+    anyhow::anyhow!("interrupted: {what}; nothing was saved under a final archive name")
 }
 
 fn init_logging(cli: &Cli) {
