@@ -54,6 +54,8 @@ pub fn check_member_path(path: &str) -> Result<(), ArchiveError> {
     Ok(())
 }
 
+const WRITE_BUFFER: usize = 1 << 20;
+
 /// Partial archives being written by this process, so that an interrupted
 /// run can remove them (see `remove_partials`).
 static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
@@ -63,7 +65,11 @@ static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new
 pub fn remove_partials() -> Vec<PathBuf> {
     let paths = std::mem::take(&mut *PARTIALS.lock().unwrap());
     for p in &paths {
-        let _ = if p.is_dir() { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        };
     }
     paths
 }
@@ -84,7 +90,7 @@ pub enum Format {
 pub struct ArchiveWriter {
     final_path: PathBuf,
     partial: PathBuf,
-    tar: Option<tar::Builder<File>>,
+    tar: Option<tar::Builder<std::io::BufWriter<File>>>,
     written: HashSet<String>,
     finished: bool,
     /// Member modification time: when the archive was made.
@@ -113,7 +119,9 @@ impl ArchiveWriter {
         let tar = match format {
             Format::Tar => {
                 let file = File::create_new(&partial).map_err(io(&partial))?;
-                let mut builder = tar::Builder::new(file);
+                // Large writes: members arrive in network-sized chunks.
+                let mut builder =
+                    tar::Builder::new(std::io::BufWriter::with_capacity(WRITE_BUFFER, file));
                 builder.mode(tar::HeaderMode::Deterministic);
                 Some(builder)
             }
@@ -160,8 +168,10 @@ impl ArchiveWriter {
             None => {
                 let target = self.partial.join(path);
                 std::fs::create_dir_all(target.parent().unwrap()).map_err(io(&target))?;
-                let mut file = File::create_new(&target).map_err(io(&target))?;
+                let file = File::create_new(&target).map_err(io(&target))?;
+                let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
                 let copied = std::io::copy(&mut data.take(size), &mut file).map_err(io(&target))?;
+                std::io::Write::flush(&mut file).map_err(io(&target))?;
                 if copied != size {
                     return Err(ArchiveError::Io {
                         path: target,
@@ -180,7 +190,10 @@ impl ArchiveWriter {
     pub fn finish(mut self) -> Result<PathBuf, ArchiveError> {
         match self.tar.take() {
             Some(builder) => {
-                let file = builder.into_inner().map_err(io(&self.partial))?;
+                let file = builder
+                    .into_inner()
+                    .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+                    .map_err(io(&self.partial))?;
                 file.sync_all().map_err(io(&self.partial))?;
             }
             None => sync_tree(&self.partial)?,

@@ -161,7 +161,11 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = if e.to_string().starts_with("interrupted:") { 130 } else { 1 };
+            let code = if e.to_string().starts_with("interrupted:") {
+                130
+            } else {
+                1
+            };
             if cli.json {
                 println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             }

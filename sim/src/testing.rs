@@ -31,8 +31,8 @@ impl Ceph {
         }
     }
 
-    /// Creates an RGW user in a new tenant and returns its S3 settings.
-    pub fn tenant(&self) -> S3Config {
+    /// Creates an RGW user in a new tenant; returns the tenant and its S3 settings.
+    pub fn tenant(&self) -> (String, S3Config) {
         static N: AtomicU32 = AtomicU32::new(0);
         let tenant = format!(
             "t{}x{}x{}",
@@ -63,16 +63,35 @@ impl Ceph {
             "radosgw-admin user create failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        S3Config {
+        let s3 = S3Config {
             endpoint: self.endpoint.clone(),
             access_key,
             secret_key,
-        }
+        };
+        (tenant, s3)
+    }
+
+    /// Removes a tenant's user and its buckets (memstore keeps data in RAM).
+    pub fn remove_tenant(&self, tenant: &str) {
+        let _ = Command::new("radosgw-admin")
+            .args([
+                "-c",
+                &self.conf,
+                "user",
+                "rm",
+                "--tenant",
+                tenant,
+                "--uid",
+                "sim",
+                "--purge-data",
+            ])
+            .output();
     }
 }
 
 /// A seeded, running simulator in a temporary directory.
 pub struct System {
+    pub tenant: String,
     pub data: tempfile::TempDir,
     pub s3: S3Config,
     pub expected: Expected,
@@ -81,13 +100,14 @@ pub struct System {
 
 impl System {
     pub async fn start(spec: &SeedSpec) -> System {
-        let s3 = Ceph::from_env().tenant();
+        let (tenant, s3) = Ceph::from_env().tenant();
         let data = tempfile::tempdir().unwrap();
         let expected = crate::seed::seed(data.path(), &s3, spec)
             .await
             .expect("seeding");
         let running = crate::serve(data.path(), 0).await.expect("serving");
         System {
+            tenant,
             data,
             s3,
             expected,
@@ -115,6 +135,14 @@ impl System {
         assert_eq!(resp.status(), 200);
         let body: serde_json::Value = resp.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for System {
+    /// Stops serving and frees the tenant's objects.
+    fn drop(&mut self) {
+        self.running.task.abort();
+        Ceph::from_env().remove_tenant(&self.tenant);
     }
 }
 

@@ -473,9 +473,13 @@ fn verify_reads_an_hpe_archive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_export_removes_its_partial_archive_and_says_so() {
-    let sys = System::start(&SeedSpec { rootfs_size: 48 << 20, ..spec(0) }).await;
+    let sys = System::start(&SeedSpec {
+        rootfs_size: 48 << 20,
+        ..spec(0)
+    })
+    .await;
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imsflow"))
+    let child = Command::new(env!("CARGO_BIN_EXE_imsflow"))
         .args(["export", out.path().to_str().unwrap()])
         .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
         .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
@@ -486,11 +490,18 @@ async fn an_interrupted_export_removes_its_partial_archive_and_says_so() {
         .unwrap();
     let started = std::time::Instant::now();
     let partial = loop {
-        let found = std::fs::read_dir(out.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(".partial"));
+        let found = std::fs::read_dir(out.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".partial"));
         if let Some(p) = found {
             break p;
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no partial archive appeared");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no partial archive appeared"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     // SAFETY: signalling our own child process.
@@ -498,6 +509,16 @@ async fn an_interrupted_export_removes_its_partial_archive_and_says_so() {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains(&format!("removed the partial archive {}", partial.display())), "{stderr}");
-    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing left in the target directory");
+    assert!(
+        stderr.contains(&format!(
+            "removed the partial archive {}",
+            partial.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "nothing left in the target directory"
+    );
 }
