@@ -4,7 +4,7 @@
 //! JSON envelope (`{"with": ..., "context": ...}`) so a plugin deals in typed
 //! Rust values.
 //!
-//! ```ignore
+//! ```text
 //! struct MyStep;
 //! impl imsflow_pdk::Step for MyStep { ... }
 //! imsflow_pdk::export_step!(MyStep);
