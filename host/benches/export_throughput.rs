@@ -8,7 +8,9 @@
 //! - peak RSS of the `imsflow export` process (its VmHWM, from `--json`;
 //!   goal <= 100 MiB, flat in object size);
 //! - bytes written to disk per archive byte (goal 1.0; HPE's script writes 2.0).
-//! Run: `cargo bench --bench export_throughput` (IMSFLOW_BENCH_ROOTFS_MIB="64,256").
+//! Run: `cargo bench --bench export_throughput` (IMSFLOW_BENCH_ROOTFS_MIB="64,256";
+//! IMSFLOW_BENCH_OUT=/dev/shm puts the archive on tmpfs, to see the engine
+//! without the disk).
 use csm_sim::seed::SeedSpec;
 use csm_sim::testing::System;
 use std::process::Command;
@@ -84,7 +86,10 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
     }
     let raw = t.elapsed();
 
-    let out = tempfile::tempdir().unwrap();
+    let out = match std::env::var_os("IMSFLOW_BENCH_OUT") {
+        Some(base) => tempfile::tempdir_in(base).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let run = |dir: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_imsflow"))
             .args(["-q", "--json", "export", dir.to_str().unwrap()])
@@ -95,7 +100,7 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
             .unwrap()
     };
     // Warm the compile cache so the measured run writes only the archive.
-    let warm = tempfile::tempdir().unwrap();
+    let warm = tempfile::tempdir_in(out.path()).unwrap();
     assert!(run(warm.path()).status.success());
     drop(warm);
     let before = children_blocks_written();
