@@ -324,7 +324,7 @@ async fn export(
             .unwrap_or(report.total_bytes);
         println!(
             "With specified export options, estimated total export size is: {}",
-            hpe_size(bytes)
+            imsflow::units::hpe(bytes)
         );
     } else if dry_run {
         let c = &plan["counts"];
@@ -361,18 +361,6 @@ async fn export(
     } else {
         0
     })
-}
-
-/// HPE's estimate format: 1024-based, three decimals, `<unit>bytes`.
-fn hpe_size(bytes: u64) -> String {
-    let units = ["", "kilo", "mega", "giga", "tera", "peta"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < units.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.3} {}bytes", units[unit])
 }
 
 fn verify(cli: &Cli, archive: &std::path::Path) -> anyhow::Result<u8> {

@@ -48,13 +48,6 @@ impl PluginRef {
             PluginRef::Stock(text.to_string())
         }
     }
-
-    pub fn display_name(&self) -> String {
-        match self {
-            PluginRef::Stock(name) => name.clone(),
-            PluginRef::File { path, .. } => path.display().to_string(),
-        }
-    }
 }
 
 /// Plugin bytes with their identity.

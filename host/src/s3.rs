@@ -57,10 +57,6 @@ impl S3Store {
         }
     }
 
-    pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
-    }
-
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, HostError> {
         match self
             .client

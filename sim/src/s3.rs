@@ -59,6 +59,15 @@ impl S3 {
         &self.client
     }
 
+    /// Maps an SDK error, with its whole cause chain, to an `S3Error`.
+    fn sdk<'a, E: std::error::Error>(
+        op: &'static str,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> impl FnOnce(E) -> S3Error + 'a {
+        move |e| Self::err(op, bucket, key, aws_sdk_s3::error::DisplayErrorContext(e))
+    }
+
     fn err(op: &'static str, bucket: &str, key: &str, e: impl std::fmt::Display) -> S3Error {
         S3Error {
             op,
@@ -84,12 +93,7 @@ impl S3 {
             })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(Self::err(
-                "HEAD",
-                bucket,
-                key,
-                aws_sdk_s3::error::DisplayErrorContext(e),
-            )),
+            Err(e) => Err(Self::sdk("HEAD", bucket, key)(e)),
         }
     }
 
@@ -101,14 +105,7 @@ impl S3 {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                Self::err(
-                    "GET",
-                    bucket,
-                    key,
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(Self::sdk("GET", bucket, key))?;
         let bytes = out
             .body
             .collect()
@@ -126,14 +123,7 @@ impl S3 {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| {
-                Self::err(
-                    "PUT",
-                    bucket,
-                    key,
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(Self::sdk("PUT", bucket, key))?;
         Ok(out
             .e_tag()
             .unwrap_or_default()
@@ -150,7 +140,6 @@ impl S3 {
         part_size: usize,
     ) -> Result<String, S3Error> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-        let fail = |e: &dyn std::fmt::Display| Self::err("MULTIPART PUT", bucket, key, e);
         let upload = self
             .client
             .create_multipart_upload()
@@ -158,7 +147,7 @@ impl S3 {
             .key(key)
             .send()
             .await
-            .map_err(|e| fail(&aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(Self::sdk("MULTIPART PUT", bucket, key))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let mut parts = Vec::new();
         for (i, chunk) in body.chunks(part_size).enumerate() {
@@ -173,7 +162,7 @@ impl S3 {
                 .body(ByteStream::from(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| fail(&aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(Self::sdk("MULTIPART PUT", bucket, key))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(n)
@@ -194,7 +183,7 @@ impl S3 {
             )
             .send()
             .await
-            .map_err(|e| fail(&aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(Self::sdk("MULTIPART PUT", bucket, key))?;
         Ok(done
             .e_tag()
             .unwrap_or_default()
@@ -209,14 +198,7 @@ impl S3 {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                Self::err(
-                    "DELETE",
-                    bucket,
-                    key,
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(Self::sdk("DELETE", bucket, key))?;
         Ok(())
     }
 
@@ -230,14 +212,7 @@ impl S3 {
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Copy)
             .send()
             .await
-            .map_err(|e| {
-                Self::err(
-                    "COPY",
-                    bucket,
-                    from,
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(Self::sdk("COPY", bucket, from))?;
         self.delete(bucket, from).await
     }
 
@@ -250,12 +225,7 @@ impl S3 {
             {
                 Ok(())
             }
-            Err(e) => Err(Self::err(
-                "CREATE BUCKET",
-                bucket,
-                "",
-                aws_sdk_s3::error::DisplayErrorContext(e),
-            )),
+            Err(e) => Err(Self::sdk("CREATE BUCKET", bucket, "")(e)),
         }
     }
 
@@ -274,14 +244,7 @@ impl S3 {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                Self::err(
-                    "LIST",
-                    bucket,
-                    prefix,
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+            let page = page.map_err(Self::sdk("LIST", bucket, prefix))?;
             for o in page.contents() {
                 let etag = o.e_tag().unwrap_or_default().trim_matches('"').to_string();
                 out.push((

@@ -9,7 +9,7 @@ use crate::plugin::PluginRef;
 use crate::runtime::{Grants, Limits, LoadedPlugin, Runtime};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
@@ -675,12 +675,5 @@ impl Workflow {
             }
         }
         Ok(values)
-    }
-
-    pub fn source_dir(&self) -> PathBuf {
-        Path::new(&self.file)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
     }
 }
