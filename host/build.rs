@@ -11,6 +11,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
+    require_wasm_target();
     let plugins = stock_plugin_crates(&root.join("plugins"));
     // A shared target dir outside OUT_DIR: plugin builds are reused across
     // profiles and by the test harness, which builds the test plugins there.
@@ -69,6 +70,27 @@ fn main() {
     }
     table.push_str("];\n");
     fs::write(out.join("stock.rs"), table).unwrap();
+}
+
+/// Fails at once, in one line that says the fix, when the toolchain lacks the
+/// wasm32-wasip2 standard library: otherwise cargo compiles every plugin
+/// dependency for minutes before it stops on "can't find crate for `std`".
+fn require_wasm_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else { return };
+    if !sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
+        eprintln!(
+            "error: the Rust target wasm32-wasip2 is not installed (imsflow's plugins are built for it); \
+             fix: run `rustup toolchain install` in the repository, or `rustup target add wasm32-wasip2`"
+        );
+        std::process::exit(1);
+    }
 }
 
 /// Plugin crates are the directories of `plugins/` whose Cargo.toml builds a

@@ -3,7 +3,7 @@
 //! same work measured in the same run. Run: `cargo bench --bench step_overhead`.
 use imsflow::backends::Backends;
 use imsflow::plugin::{PluginRef, load};
-use imsflow::runtime::{Grants, Limits, Runtime, StepAccess};
+use imsflow::sandbox::{Grants, Limits, Runtime, StepAccess};
 use std::sync::Arc;
 use std::time::Instant;
 

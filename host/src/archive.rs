@@ -1,7 +1,6 @@
 //! Archives: the output archive that export effects write (a tar file or a
 //! directory, made atomically) and the input archive that import steps read.
-use crate::bindings::types::HostError;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -20,6 +19,12 @@ pub enum ArchiveError {
     BadMemberPath { path: String, reason: &'static str },
     #[error("archive member `{0}` is written twice")]
     Duplicate(String),
+    #[error("the archive has no member `{0}`")]
+    NoMember(String),
+    #[error("archive member `{path}` is larger than {max} bytes")]
+    TooLarge { path: String, max: u64 },
+    #[error("archive member `{path}` is not valid JSON: {reason}")]
+    NotJson { path: String, reason: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
@@ -256,6 +261,8 @@ struct ReaderInner {
     path: PathBuf,
     is_tar: bool,
     members: Vec<Member>,
+    /// Member path -> index in `members`.
+    by_path: HashMap<String, usize>,
 }
 
 impl ArchiveReader {
@@ -269,10 +276,16 @@ impl ArchiveReader {
         } else {
             (true, index_tar(path)?)
         };
+        let by_path = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.path.clone(), i))
+            .collect();
         Ok(ArchiveReader(Arc::new(ReaderInner {
             path: path.to_path_buf(),
             is_tar,
             members,
+            by_path,
         })))
     }
 
@@ -284,38 +297,70 @@ impl ArchiveReader {
         &self.0.members
     }
 
-    /// Opens one member for reading.
-    pub fn open_member(&self, path: &str) -> Result<(u64, Box<dyn Read + Send>), HostError> {
+    pub fn member(&self, path: &str) -> Option<&Member> {
+        self.0.by_path.get(path).map(|&i| &self.0.members[i])
+    }
+
+    /// Where a member's bytes are: a file, the offset in it, and the size.
+    pub fn locate(&self, path: &str) -> Result<(PathBuf, u64, u64), ArchiveError> {
         let member = self
-            .0
-            .members
-            .iter()
-            .find(|m| m.path == path)
-            .ok_or_else(|| HostError::NotFound(format!("archive has no member `{path}`")))?;
-        let failed = |e: std::io::Error| HostError::Failed(format!("reading `{path}`: {e}"));
-        if self.0.is_tar {
-            let mut file = File::open(&self.0.path).map_err(failed)?;
-            file.seek(SeekFrom::Start(member.offset)).map_err(failed)?;
-            Ok((member.size, Box::new(file.take(member.size))))
+            .member(path)
+            .ok_or_else(|| ArchiveError::NoMember(path.to_string()))?;
+        Ok(if self.0.is_tar {
+            (self.0.path.clone(), member.offset, member.size)
         } else {
-            let file = File::open(self.0.path.join(path)).map_err(failed)?;
-            Ok((member.size, Box::new(file.take(member.size))))
-        }
+            (self.0.path.join(path), 0, member.size)
+        })
+    }
+
+    /// Opens one member for reading.
+    pub fn open_member(&self, path: &str) -> Result<(u64, Box<dyn Read + Send>), ArchiveError> {
+        let (file_path, offset, size) = self.locate(path)?;
+        let mut file = File::open(&file_path).map_err(io(&file_path))?;
+        file.seek(SeekFrom::Start(offset)).map_err(io(&file_path))?;
+        Ok((size, Box::new(file.take(size))))
     }
 
     /// Reads a small JSON member as text, refusing it past `max_bytes`.
-    pub fn read_json(&self, path: &str, max_bytes: u64) -> Result<String, HostError> {
+    pub fn read_json(&self, path: &str, max_bytes: u64) -> Result<String, ArchiveError> {
         let (size, mut reader) = self.open_member(path)?;
+        let not_json = |reason: String| ArchiveError::NotJson {
+            path: path.to_string(),
+            reason,
+        };
         if size > max_bytes {
-            return Err(HostError::TooLarge(max_bytes));
+            return Err(ArchiveError::TooLarge {
+                path: path.to_string(),
+                max: max_bytes,
+            });
         }
         let mut text = String::new();
         reader
             .read_to_string(&mut text)
-            .map_err(|e| HostError::Failed(format!("`{path}` is not UTF-8 text: {e}")))?;
+            .map_err(|e| not_json(format!("not UTF-8 text: {e}")))?;
         serde_json::from_str::<serde::de::IgnoredAny>(&text)
-            .map_err(|e| HostError::Failed(format!("`{path}` is not valid JSON: {e}")))?;
+            .map_err(|e| not_json(e.to_string()))?;
         Ok(text)
+    }
+
+    /// sha256 (hex) of a member's bytes.
+    pub fn sha256(&self, path: &str) -> Result<String, ArchiveError> {
+        use sha2::Digest;
+        let (_, mut reader) = self.open_member(path)?;
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut reader, &mut hasher).map_err(io(Path::new(path)))?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Bytes of the archive: the tar file, or every member of a directory.
+    pub fn size(&self) -> u64 {
+        if self.0.is_tar {
+            std::fs::metadata(&self.0.path)
+                .map(|m| m.len())
+                .unwrap_or(0)
+        } else {
+            self.0.members.iter().map(|m| m.size).sum()
+        }
     }
 }
 

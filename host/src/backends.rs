@@ -1,7 +1,6 @@
 //! What host imports read from: CSM services over HTTP, S3, and the input
 //! archive. Plugins never see the credentials held here.
 use crate::archive::ArchiveReader;
-use crate::bindings::types::{HostError, ServiceResponse};
 use crate::kube::Kube;
 use crate::s3::S3Store;
 use std::sync::Arc;
@@ -18,6 +17,25 @@ pub const SERVICES: &[(&str, &str)] = &[
 
 pub fn is_known_service(name: &str) -> bool {
     SERVICES.iter().any(|(n, _)| *n == name)
+}
+
+/// A service's answer: HTTP status and body text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("no {0} is configured for this run")]
+    NotConfigured(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Largest service response body handed to a plugin.
@@ -41,29 +59,29 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn s3(&self) -> Result<&S3Store, HostError> {
+    pub fn s3(&self) -> Result<&S3Store, BackendError> {
         self.s3
             .as_deref()
-            .ok_or_else(|| HostError::Failed("no S3 endpoint is configured for this run".into()))
+            .ok_or(BackendError::NotConfigured("S3 endpoint"))
     }
 
     pub async fn service_get(
         &self,
         service: &str,
         path: &str,
-    ) -> Result<ServiceResponse, HostError> {
+    ) -> Result<ServiceResponse, BackendError> {
         if service == "product-catalog" {
             return self.catalog_get(path).await;
         }
         let client = self
             .services
             .as_ref()
-            .ok_or_else(|| HostError::Failed("no CSM gateway is configured for this run".into()))?;
+            .ok_or(BackendError::NotConfigured("CSM gateway"))?;
         let base = SERVICES
             .iter()
             .find(|(n, _)| *n == service)
             .map(|(_, b)| *b)
-            .ok_or_else(|| HostError::NotFound(format!("unknown service `{service}`")))?;
+            .ok_or_else(|| BackendError::NotFound(format!("unknown service `{service}`")))?;
         let url = format!(
             "{}/{base}{}",
             client.gateway.trim_end_matches('/'),
@@ -76,14 +94,14 @@ impl Backends {
         let resp = req
             .send()
             .await
-            .map_err(|e| HostError::Failed(format!("GET {url}: {e}")))?;
+            .map_err(|e| BackendError::Failed(format!("GET {url}: {e}")))?;
         let status = resp.status().as_u16();
         let body = resp
             .bytes()
             .await
-            .map_err(|e| HostError::Failed(format!("GET {url}: {e}")))?;
+            .map_err(|e| BackendError::Failed(format!("GET {url}: {e}")))?;
         if body.len() > MAX_SERVICE_BODY {
-            return Err(HostError::TooLarge(MAX_SERVICE_BODY as u64));
+            return Err(BackendError::TooLarge(MAX_SERVICE_BODY as u64));
         }
         Ok(ServiceResponse {
             status,
@@ -97,11 +115,11 @@ impl Backends {
     /// ConfigMaps (label `type=cray-product-catalog`, namespace `services`:
     /// the main one and the per-product split ones); `configmaps/<name>` reads
     /// one of them. Nothing else in the Kubernetes API is reachable.
-    async fn catalog_get(&self, path: &str) -> Result<ServiceResponse, HostError> {
+    async fn catalog_get(&self, path: &str) -> Result<ServiceResponse, BackendError> {
         let kube = self
             .kube
             .as_ref()
-            .ok_or_else(|| HostError::Failed("no kubeconfig is configured for this run".into()))?;
+            .ok_or(BackendError::NotConfigured("kubeconfig"))?;
         let base = "/api/v1/namespaces/services/configmaps";
         let api_path = match path.trim_matches('/') {
             "configmaps" => format!("{base}?labelSelector=type%3Dcray-product-catalog"),
@@ -112,7 +130,7 @@ impl Backends {
                     format!("{base}/{name}")
                 }
                 _ => {
-                    return Err(HostError::NotFound(format!(
+                    return Err(BackendError::NotFound(format!(
                         "product-catalog serves `configmaps` and `configmaps/cray-product-catalog*`, not `{p}`"
                     )));
                 }
@@ -121,7 +139,7 @@ impl Backends {
         let (status, body) = kube
             .get(&api_path)
             .await
-            .map_err(|e| HostError::Failed(e.to_string()))?;
+            .map_err(|e| BackendError::Failed(e.to_string()))?;
         Ok(ServiceResponse { status, body })
     }
 }

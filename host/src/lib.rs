@@ -2,16 +2,17 @@
 //! plugins. Plugins compute and return typed effects; this host executes them.
 //! See ARCHITECTURE.md for the code map and invariants.
 
+pub mod apply;
 pub mod archive;
 pub mod backends;
 pub mod bindings;
 pub mod connect;
-pub mod effect;
 pub mod engine;
 pub mod kube;
+pub mod plan;
 pub mod plugin;
-pub mod runtime;
 pub mod s3;
+pub mod sandbox;
 pub mod transfer;
 pub mod units;
 pub mod verify;

@@ -36,6 +36,25 @@ pub enum PluginRef {
 }
 
 impl PluginRef {
+    /// How a plan names the plugin: `stock:<name>`, or the file's path.
+    pub fn source(&self) -> String {
+        match self {
+            PluginRef::Stock(name) => format!("stock:{name}"),
+            PluginRef::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// The reverse of `source` (without a pin: the plan pins by sha256).
+    pub fn from_source(source: &str) -> PluginRef {
+        match source.strip_prefix("stock:") {
+            Some(name) => PluginRef::Stock(name.to_string()),
+            None => PluginRef::File {
+                path: PathBuf::from(source),
+                sha256: None,
+            },
+        }
+    }
+
     /// A reference that looks like a path (contains `/` or ends in `.wasm`) is
     /// a file, resolved against `base` (the workflow file's directory).
     pub fn parse(text: &str, sha256: Option<&str>, base: &Path) -> PluginRef {

@@ -1,10 +1,12 @@
 //! The host's S3 client (Ceph RGW): small reads for plugins, and the
 //! streaming GETs that move artifacts into archives.
-use crate::bindings::types::{HostError, ObjectEntry, ObjectHead};
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Where and as whom to reach S3. Never shown to plugins.
 #[derive(Clone)]
@@ -24,13 +26,47 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
+/// An object's metadata, as a HEAD answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    /// Without quotes.
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("{what} is larger than {max} bytes")]
+    TooLarge { what: String, max: u64 },
+    #[error("s3://{bucket}/{key} changed since it was planned (its ETag is no longer {etag})")]
+    Changed {
+        bucket: String,
+        key: String,
+        etag: String,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
 #[derive(Clone)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
 }
 
-fn failed(op: &str, bucket: &str, key: &str, e: impl std::fmt::Display) -> HostError {
-    HostError::Failed(format!("S3 {op} s3://{bucket}/{key}: {e}"))
+fn failed(op: &str, bucket: &str, key: &str, e: impl std::fmt::Display) -> S3Error {
+    S3Error::Failed(format!("S3 {op} s3://{bucket}/{key}: {e}"))
 }
 
 impl S3Store {
@@ -57,7 +93,7 @@ impl S3Store {
         }
     }
 
-    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, HostError> {
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, S3Error> {
         match self
             .client
             .head_object()
@@ -68,7 +104,7 @@ impl S3Store {
         {
             Ok(h) => Ok(Some(ObjectHead {
                 size: h.content_length().unwrap_or(0) as u64,
-                etag: h.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+                etag: unquote(h.e_tag()),
                 content_type: h.content_type().map(String::from),
                 metadata: h
                     .metadata()
@@ -80,7 +116,7 @@ impl S3Store {
         }
     }
 
-    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectEntry>, HostError> {
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectEntry>, S3Error> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -93,7 +129,7 @@ impl S3Store {
             let page = match page {
                 Ok(p) => p,
                 Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                    return Err(HostError::NotFound(format!("bucket `{bucket}`")));
+                    return Err(S3Error::NotFound(format!("bucket `{bucket}`")));
                 }
                 Err(e) => return Err(failed("LIST", bucket, prefix, DisplayErrorContext(e))),
             };
@@ -107,13 +143,16 @@ impl S3Store {
     }
 
     /// A small object, refused past `max` bytes (checked before reading it).
-    pub async fn get_small(&self, bucket: &str, key: &str, max: u64) -> Result<Vec<u8>, HostError> {
+    pub async fn get_small(&self, bucket: &str, key: &str, max: u64) -> Result<Vec<u8>, S3Error> {
         let head = self
             .head(bucket, key)
             .await?
-            .ok_or_else(|| HostError::NotFound(format!("s3://{bucket}/{key}")))?;
+            .ok_or_else(|| S3Error::NotFound(format!("s3://{bucket}/{key}")))?;
         if head.size > max {
-            return Err(HostError::TooLarge(max));
+            return Err(S3Error::TooLarge {
+                what: format!("s3://{bucket}/{key}"),
+                max,
+            });
         }
         let out = self.open(bucket, key, None, None).await?;
         let bytes = out
@@ -131,7 +170,7 @@ impl S3Store {
         key: &str,
         range: Option<(u64, u64)>,
         if_match: Option<&str>,
-    ) -> Result<aws_sdk_s3::primitives::ByteStream, HostError> {
+    ) -> Result<ByteStream, S3Error> {
         let mut req = self.client.get_object().bucket(bucket).key(key);
         if let Some((start, end)) = range {
             req = req.range(format!("bytes={start}-{}", end - 1));
@@ -142,15 +181,164 @@ impl S3Store {
         match req.send().await {
             Ok(out) => Ok(out.body),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
-                Err(HostError::Failed(format!(
-                    "s3://{bucket}/{key} changed since it was planned (ETag is no longer {})",
-                    if_match.unwrap_or_default()
-                )))
+                Err(S3Error::Changed {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                    etag: if_match.unwrap_or_default().into(),
+                })
             }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                Err(HostError::NotFound(format!("s3://{bucket}/{key}")))
+                Err(S3Error::NotFound(format!("s3://{bucket}/{key}")))
             }
             Err(e) => Err(failed("GET", bucket, key, DisplayErrorContext(e))),
         }
     }
+}
+
+/// Uploads. Bodies stream from a byte range of a file (a tar member or a
+/// directory archive's file): nothing is staged or held in memory whole.
+impl S3Store {
+    pub async fn bucket_exists(&self, bucket: &str) -> Result<bool, S3Error> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+            Err(e) => Err(failed("HEAD bucket", bucket, "", DisplayErrorContext(e))),
+        }
+    }
+
+    async fn body(path: &Path, offset: u64, len: u64) -> Result<ByteStream, S3Error> {
+        ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(Length::Exact(len))
+            .build()
+            .await
+            .map_err(|e| S3Error::Failed(format!("reading {}: {e}", path.display())))
+    }
+
+    /// One PUT of `len` bytes of `path` from `offset`; returns the new ETag.
+    pub async fn put_file_range(
+        &self,
+        target: (&str, &str),
+        source: (&Path, u64, u64),
+        content_type: Option<&str>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, S3Error> {
+        let (bucket, key) = target;
+        let (path, offset, len) = source;
+        let out = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_length(len as i64)
+            .set_content_type(content_type.map(String::from))
+            .set_metadata(Some(metadata.clone().into_iter().collect()))
+            .body(Self::body(path, offset, len).await?)
+            .send()
+            .await
+            .map_err(|e| failed("PUT", bucket, key, DisplayErrorContext(e)))?;
+        Ok(unquote(out.e_tag()))
+    }
+
+    /// A multipart upload of `len` bytes of `path` from `offset`, in parts of
+    /// `part_size` (the last one shorter), so that the ETag is `<md5>-N` as
+    /// the source's was. Any failure aborts the upload: no part stays behind
+    /// and nothing becomes visible. Returns the new ETag.
+    pub async fn put_file_range_multipart(
+        &self,
+        target: (&str, &str),
+        source: (&Path, u64, u64),
+        part_size: u64,
+        content_type: Option<&str>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, S3Error> {
+        let (bucket, key) = target;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .set_content_type(content_type.map(String::from))
+            .set_metadata(Some(metadata.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| failed("CreateMultipartUpload", bucket, key, DisplayErrorContext(e)))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = self
+            .upload_parts(target, source, part_size, &upload_id)
+            .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        (bucket, key): (&str, &str),
+        (path, offset, len): (&Path, u64, u64),
+        part_size: u64,
+        upload_id: &str,
+    ) -> Result<String, S3Error> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let part_size = part_size.max(1);
+        let count = len.div_ceil(part_size).max(1);
+        let mut parts = Vec::new();
+        for n in 0..count {
+            let start = n * part_size;
+            let this = part_size.min(len - start);
+            let out = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(n as i32 + 1)
+                .content_length(this as i64)
+                .body(Self::body(path, offset + start, this).await?)
+                .send()
+                .await
+                .map_err(|e| failed("UploadPart", bucket, key, DisplayErrorContext(e)))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n as i32 + 1)
+                    .set_e_tag(out.e_tag().map(String::from))
+                    .build(),
+            );
+        }
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                failed(
+                    "CompleteMultipartUpload",
+                    bucket,
+                    key,
+                    DisplayErrorContext(e),
+                )
+            })?;
+        Ok(unquote(out.e_tag()))
+    }
+}
+
+fn unquote(etag: Option<&str>) -> String {
+    etag.unwrap_or_default().trim_matches('"').to_string()
 }

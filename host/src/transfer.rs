@@ -170,7 +170,7 @@ async fn fetch(
     {
         Ok(b) => b,
         Err(e) => {
-            let _ = tx.send(Err(format!("{e:?}"))).await;
+            let _ = tx.send(Err(e.to_string())).await;
             return;
         }
     };

@@ -26,14 +26,17 @@ pub fn verify(path: &Path) -> Result<VerifyReport, ArchiveError> {
     let index = match reader.read_json("export.json", MAX_INDEX) {
         Ok(text) => text,
         Err(e) => {
-            report.problems.push(format!(
-                "export.json: {}",
-                crate::runtime::describe_host_error(&e)
-            ));
+            report.problems.push(e.to_string());
             return Ok(report);
         }
     };
-    let doc: Value = serde_json::from_str(&index).expect("read_json checked it");
+    let doc: Value = match serde_json::from_str(&index) {
+        Ok(doc) => doc,
+        Err(e) => {
+            report.problems.push(format!("export.json: {e}"));
+            return Ok(report);
+        }
+    };
     for key in ["created", "ims_data"] {
         if doc.get(key).is_none() {
             report.problems.push(format!(

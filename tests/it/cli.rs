@@ -34,7 +34,8 @@ fn dry_run_exits_2_with_pending_effects_and_0_without() {
     let out = imsflow(&["run", "hello", "--param", &target, "--dry-run"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("+ archive-add-json"),
+        text(&out.stdout).contains("archive-add-json: 1 effect(s)")
+            && text(&out.stdout).contains("note.0  JSON document -> note.json"),
         "{}",
         text(&out.stdout)
     );
@@ -62,8 +63,12 @@ fn real_run_reports_the_archive_as_json() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["applied"], 1);
-    let archive = std::path::PathBuf::from(report["archive"].as_str().unwrap());
+    assert_eq!(report["apply"]["applied"], 1);
+    assert_eq!(
+        report["plan"]["effects"][0]["effect"]["kind"],
+        "archive-add-json"
+    );
+    let archive = std::path::PathBuf::from(report["apply"]["archive"].as_str().unwrap());
     let note = std::fs::read_to_string(archive.join("note.json")).unwrap();
     assert_eq!(note, r#"{"message":"hi there"}"#);
 }

@@ -100,14 +100,14 @@ id = "downstream"
 plugin = "@PLUGINS@/sleep.wasm"
 needs = ["broken"]
 with = { ms = 1, write = "x.json" }
+grants = { effects = ["archive-add-json"] }
 "#,
     );
-    let Err(imsflow::engine::RunError::StepsFailed { report, .. }) = run(&wf, &[], false).await
+    let Err(imsflow::engine::RunError::StepsFailed { steps, .. }) = run(&wf, &[], false).await
     else {
         panic!("must fail")
     };
-    assert_eq!(report.steps[1].status, StepStatus::NotRun);
-    assert_eq!(report.applied, 0);
+    assert_eq!(steps[1].status, StepStatus::NotRun);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,11 +131,11 @@ plugin = "@PLUGINS@/trap.wasm"
 retries = 3
 "#,
     );
-    let Err(imsflow::engine::RunError::StepsFailed { report, .. }) = run(&wf, &[], false).await
+    let Err(imsflow::engine::RunError::StepsFailed { steps, .. }) = run(&wf, &[], false).await
     else {
         panic!("must fail")
     };
-    let step = |id: &str| report.steps.iter().find(|s| s.id == id).unwrap();
+    let step = |id: &str| steps.iter().find(|s| s.id == id).unwrap();
     assert_eq!(
         step("slow").attempts,
         3,

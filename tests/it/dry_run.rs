@@ -18,12 +18,14 @@ format = "tar"
 id = "first"
 plugin = "write-json"
 with = { path = "a/first.json", document = { n = 1 } }
+grants = { effects = ["archive-add-json"] }
 
 [[steps]]
 id = "second"
 plugin = "@PLUGINS@/sleep.wasm"
 needs = ["first"]
 with = { ms = 1, echo = "{{ steps.first.output }}", write = "second.json" }
+grants = { effects = ["archive-add-json"] }
 "#;
 
 fn entries(dir: &std::path::Path) -> Vec<String> {
@@ -44,9 +46,9 @@ async fn dry_run_plans_effects_and_executes_none() {
     let report = run(&wf, &[("out", out.to_str().unwrap())], true)
         .await
         .unwrap();
-    assert_eq!(report.effects.len(), 2);
-    assert_eq!(report.applied, 0);
-    assert!(report.archive.is_none());
+    assert_eq!(report.plan.effects.len(), 2);
+    assert_eq!(report.applied(), 0);
+    assert!(report.archive().is_none());
     assert!(
         entries(&out).is_empty(),
         "a dry run writes nothing: {:?}",
@@ -63,8 +65,8 @@ async fn real_run_writes_the_archive_in_plan_order() {
     let report = run(&wf, &[("out", out.to_str().unwrap())], false)
         .await
         .unwrap();
-    assert_eq!(report.applied, 2);
-    let archive = report.archive.unwrap();
+    assert_eq!(report.applied(), 2);
+    let archive = report.archive().unwrap().to_path_buf();
     assert_eq!(
         entries(&out),
         vec![archive.file_name().unwrap().to_string_lossy().into_owned()],

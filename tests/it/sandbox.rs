@@ -28,7 +28,7 @@ async fn endless_loop_is_stopped_at_its_time_limit_and_other_steps_finish() {
     let started = Instant::now();
     let result = run_with(runtime.clone(), Default::default(), &wf, &[], false).await;
     let took = started.elapsed();
-    let Err(RunError::StepsFailed { failed, report }) = result else {
+    let Err(RunError::StepsFailed { failed, steps }) = result else {
         panic!("spin must fail")
     };
     assert_eq!(failed.len(), 1);
@@ -41,7 +41,7 @@ async fn endless_loop_is_stopped_at_its_time_limit_and_other_steps_finish() {
         took < Duration::from_secs(10),
         "stopped after {took:?}, not near the 1 s limit"
     );
-    let fine = report.steps.iter().find(|s| s.id == "fine").unwrap();
+    let fine = steps.iter().find(|s| s.id == "fine").unwrap();
     assert_eq!(
         fine.status,
         StepStatus::Done,

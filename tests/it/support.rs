@@ -2,7 +2,7 @@
 //! compile cache, and running a workflow written inline.
 use imsflow::backends::Backends;
 use imsflow::engine::{Engine, RunError, RunOptions, RunReport};
-use imsflow::runtime::Runtime;
+use imsflow::sandbox::Runtime;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};

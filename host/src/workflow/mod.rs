@@ -1,18 +1,39 @@
 //! Workflow files: parsing, validation (with file:line errors) and the
 //! validated model the engine runs.
 pub mod expr;
+mod grants;
 mod model;
 
+pub use grants::Grants;
 pub use model::ParamType;
 
 use crate::plugin::PluginRef;
-use crate::runtime::{Grants, Limits, LoadedPlugin, Runtime};
+use crate::sandbox::{LoadedPlugin, Runtime};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
+
+/// Per-step limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per instance, bytes.
+    pub memory: u64,
+    /// Wall clock per call.
+    pub timeout: Duration,
+    /// Output JSON plus effects, bytes.
+    pub max_output: u64,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        memory: 256 << 20,
+        timeout: Duration::from_secs(60),
+        max_output: 64 << 20,
+    };
+}
 
 /// One problem in a workflow file, at a line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +107,8 @@ pub struct Workflow {
     pub description: String,
     /// File path, or `stock:<name>` for an embedded workflow.
     pub file: String,
+    /// sha256 (hex) of the file's text.
+    pub sha256: String,
     pub params: Vec<Param>,
     pub archive: ArchiveSpec,
     /// In file order, which is also the order effects are applied in.
@@ -138,7 +161,8 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Workflow, WorkflowEr
             return Err(WorkflowError(v.errors));
         }
     };
-    let workflow = v.workflow(raw, base);
+    let mut workflow = v.workflow(raw, base);
+    workflow.sha256 = crate::plugin::sha256_hex(text.as_bytes());
     v.errors.sort_by_key(|d| (d.line, d.column));
     if v.errors.is_empty() {
         Ok(workflow)
@@ -205,6 +229,7 @@ impl Validator<'_> {
             name: raw.name.into_inner(),
             description: raw.description,
             file: self.file.to_string(),
+            sha256: String::new(),
             params,
             archive,
             steps: steps.into_iter().map(|(spec, _)| spec).collect(),
@@ -365,10 +390,23 @@ impl Validator<'_> {
                 );
             }
         }
+        for e in &raw.effects {
+            if !crate::plan::effect::KINDS.contains(&e.get_ref().as_str()) {
+                self.error(
+                    e.span().start,
+                    format!(
+                        "step `{id}`: unknown effect kind `{}` in grants; kinds: {}",
+                        e.get_ref(),
+                        crate::plan::effect::KINDS.join(", ")
+                    ),
+                );
+            }
+        }
         Grants {
             services: raw.services.iter().map(|s| s.get_ref().clone()).collect(),
             buckets: raw.buckets.iter().map(|b| b.get_ref().clone()).collect(),
             archive: raw.archive,
+            effects: raw.effects.iter().map(|e| e.get_ref().clone()).collect(),
         }
     }
 
@@ -626,6 +664,14 @@ impl Workflow {
                         if !step.grants.services.contains(service) {
                             err(format!(
                                 "step `{}`: plugin `{}` reads service `{service}`, which the step does not grant; add it to the step's `grants.services`",
+                                step.id, plugin.info.name
+                            ));
+                        }
+                    }
+                    for kind in &plugin.info.effects {
+                        if !step.grants.effects.contains(kind) {
+                            err(format!(
+                                "step `{}`: plugin `{}` may emit `{kind}` effects, which the step does not grant; add \"{kind}\" to the step's `grants.effects`",
                                 step.id, plugin.info.name
                             ));
                         }

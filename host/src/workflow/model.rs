@@ -78,6 +78,9 @@ pub struct Grants {
     pub buckets: Vec<Spanned<String>>,
     #[serde(default)]
     pub archive: bool,
+    /// Effect kinds the step may emit.
+    #[serde(default)]
+    pub effects: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -134,7 +134,7 @@ impl Step for ExportPlan {
     type With = With;
 
     fn describe() -> PluginInfo {
-        imsflow_pdk::plugin_info!()
+        imsflow_pdk::plugin_info!(effects: ["archive-add-object", "archive-add-index"])
     }
 
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {

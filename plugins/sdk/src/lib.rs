@@ -102,16 +102,26 @@ pub fn warn(msg: &str) {
     log::log(log::Level::Warn, msg);
 }
 
-/// Plugin info from the crate's Cargo metadata.
+/// Plugin info from the crate's Cargo metadata, with the services the plugin
+/// reads and the effect kinds it may emit:
+/// `plugin_info!("ims")` (reads only) or
+/// `plugin_info!(services: ["ims"], effects: ["ims-delete"])`.
 #[macro_export]
 macro_rules! plugin_info {
-    ($($service:expr),* $(,)?) => {
+    (services: [$($service:expr),* $(,)?], effects: [$($effect:expr),* $(,)?] $(,)?) => {
         $crate::PluginInfo {
             name: env!("CARGO_PKG_NAME").into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: env!("CARGO_PKG_DESCRIPTION").into(),
             services: vec![$($service.into()),*],
+            effects: vec![$($effect.into()),*],
         }
+    };
+    (effects: [$($effect:expr),* $(,)?] $(,)?) => {
+        $crate::plugin_info!(services: [], effects: [$($effect),*])
+    };
+    ($($service:expr),* $(,)?) => {
+        $crate::plugin_info!(services: [$($service),*], effects: [])
     };
 }
 

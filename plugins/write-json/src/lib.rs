@@ -16,7 +16,7 @@ impl Step for WriteJson {
     type With = With;
 
     fn describe() -> PluginInfo {
-        imsflow_pdk::plugin_info!()
+        imsflow_pdk::plugin_info!(effects: ["archive-add-json"])
     }
 
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {

@@ -1,9 +1,11 @@
 //! The sandboxed Wasm runtime: one wasmtime `Engine` per process, components
 //! compiled once (and cached on disk by hash), a fresh `Store` per step call
 //! with memory, time and output limits.
+mod convert;
 mod host;
 
-pub use host::{Grants, StepAccess};
+pub use crate::workflow::{Grants, Limits};
+pub use host::StepAccess;
 
 use crate::bindings::{Step, StepPre, types};
 use crate::plugin::PluginBytes;
@@ -14,25 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
-
-/// Per-step limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Linear memory per instance, bytes.
-    pub memory: u64,
-    /// Wall clock per call.
-    pub timeout: Duration,
-    /// Output JSON plus effects, bytes.
-    pub max_output: u64,
-}
-
-impl Limits {
-    pub const DEFAULT: Limits = Limits {
-        memory: 256 << 20,
-        timeout: Duration::from_secs(60),
-        max_output: 64 << 20,
-    };
-}
 
 /// Why a step call failed. Each names the plugin and, for limits, the limit.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +95,8 @@ pub struct PluginInfo {
     pub sha256: String,
     /// Services the plugin declares it needs (checked against step grants).
     pub services: Vec<String>,
+    /// Effect kinds the plugin declares it may emit (checked against step grants).
+    pub effects: Vec<String>,
     /// Host interfaces the component imports (`imsflow:plugin/*`, `wasi:*`).
     pub imports: Vec<String>,
 }
@@ -126,7 +111,7 @@ pub struct LoadedPlugin {
 #[derive(Debug)]
 pub struct StepResult {
     pub output: serde_json::Value,
-    pub effects: Vec<types::Effect>,
+    pub effects: Vec<crate::plan::effect::Effect>,
 }
 
 pub struct Runtime {
@@ -200,12 +185,22 @@ impl Runtime {
                     name: plugin.name.clone(),
                     source,
                 })?;
+        if let Some(kind) = described
+            .effects
+            .iter()
+            .find(|k| !crate::plan::effect::KINDS.contains(&k.as_str()))
+        {
+            return Err(invalid(format!(
+                "`describe` declares the unknown effect kind `{kind}`"
+            )));
+        }
         let info = PluginInfo {
             name: described.name,
             version: described.version,
             description: described.description,
             sha256: plugin.sha256.clone(),
             services: described.services,
+            effects: described.effects,
             imports,
         };
         let loaded = Arc::new(LoadedPlugin { info, pre });
@@ -295,7 +290,16 @@ impl Runtime {
                 message,
             },
         })?;
-        let size = out.output.len() as u64 + out.effects.iter().map(effect_size).sum::<u64>();
+        let effects = out
+            .effects
+            .into_iter()
+            .map(convert::effect)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| StepFailure::MalformedOutput {
+                plugin: name.clone(),
+                reason,
+            })?;
+        let size = out.output.len() as u64 + effects.iter().map(|e| e.footprint()).sum::<u64>();
         if size > limits.max_output {
             return Err(StepFailure::OutputTooLarge {
                 plugin: name,
@@ -311,10 +315,7 @@ impl Runtime {
                     tail_of_start(&out.output)
                 ),
             })?;
-        Ok(StepResult {
-            output,
-            effects: out.effects,
-        })
+        Ok(StepResult { output, effects })
     }
 
     async fn call_with<R: Send + 'static>(
@@ -365,32 +366,12 @@ impl Runtime {
     }
 }
 
-/// A host error as one line of text.
-pub fn describe_host_error(e: &types::HostError) -> String {
-    match e {
-        types::HostError::Denied(m) => format!("denied: {m}"),
-        types::HostError::NotFound(m) => format!("not found: {m}"),
-        types::HostError::TooLarge(n) => format!("larger than {n} bytes"),
-        types::HostError::Failed(m) => m.clone(),
-    }
-}
-
 fn tail_of_start(text: &str) -> &str {
     let mut end = text.len().min(60);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     &text[..end]
-}
-
-fn effect_size(effect: &types::Effect) -> u64 {
-    use types::Effect::*;
-    match effect {
-        ArchiveAddJson(e) => (e.json.len() + e.path.len()) as u64,
-        ArchiveAddIndex(e) => (e.json.len() + e.path.len()) as u64,
-        ImsStoreWrite(e) => e.records_json.len() as u64,
-        _ => 256,
-    }
 }
 
 fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

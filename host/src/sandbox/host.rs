@@ -2,7 +2,7 @@
 //! `imsflow:plugin` imports, each checked against the step's grants.
 use crate::backends::Backends;
 use crate::bindings::imsflow::plugin::{archive, log, s3, services, types};
-use std::collections::BTreeSet;
+pub use crate::workflow::Grants;
 use std::sync::Arc;
 use types::HostError;
 use wasmtime::component::ResourceTable;
@@ -11,21 +11,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Bytes of plugin stdout/stderr kept per call (then logged).
 const STDIO_CAPACITY: usize = 1 << 20;
-
-/// What a step may read. Everything not listed is denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants {
-    pub services: BTreeSet<String>,
-    /// Bucket names; `*` grants every bucket.
-    pub buckets: BTreeSet<String>,
-    pub archive: bool,
-}
-
-impl Grants {
-    fn bucket(&self, bucket: &str) -> bool {
-        self.buckets.contains("*") || self.buckets.contains(bucket)
-    }
-}
 
 /// Who is calling and with which grants and backends.
 #[derive(Clone)]
@@ -158,7 +143,11 @@ impl services::Host for StepState {
         if !self.access.grants.services.contains(&service) {
             return Err(self.access.denied(format!("service `{service}`")));
         }
-        self.access.backends.service_get(&service, &path).await
+        let r = self.access.backends.service_get(&service, &path).await?;
+        Ok(types::ServiceResponse {
+            status: r.status,
+            body: r.body,
+        })
     }
 }
 
@@ -169,7 +158,8 @@ impl s3::Host for StepState {
         key: String,
     ) -> Result<Option<types::ObjectHead>, HostError> {
         self.check_bucket(&bucket)?;
-        self.access.backends.s3()?.head(&bucket, &key).await
+        let head = self.access.backends.s3()?.head(&bucket, &key).await?;
+        Ok(head.map(super::convert::object_head))
     }
 
     async fn list_objects(
@@ -178,7 +168,8 @@ impl s3::Host for StepState {
         prefix: String,
     ) -> Result<Vec<types::ObjectEntry>, HostError> {
         self.check_bucket(&bucket)?;
-        self.access.backends.s3()?.list(&bucket, &prefix).await
+        let list = self.access.backends.s3()?.list(&bucket, &prefix).await?;
+        Ok(list.into_iter().map(super::convert::object_entry).collect())
     }
 
     async fn get(
@@ -188,11 +179,12 @@ impl s3::Host for StepState {
         max_bytes: u64,
     ) -> Result<Vec<u8>, HostError> {
         self.check_bucket(&bucket)?;
-        self.access
+        Ok(self
+            .access
             .backends
             .s3()?
             .get_small(&bucket, &key, max_bytes)
-            .await
+            .await?)
     }
 }
 
@@ -232,8 +224,10 @@ impl archive::Host for StepState {
 
     async fn read_json(&mut self, path: String, max_bytes: u64) -> Result<String, HostError> {
         let reader = self.archive()?.clone();
-        tokio::task::spawn_blocking(move || reader.read_json(&path, max_bytes))
-            .await
-            .map_err(|e| HostError::Failed(e.to_string()))?
+        Ok(
+            tokio::task::spawn_blocking(move || reader.read_json(&path, max_bytes))
+                .await
+                .map_err(|e| HostError::Failed(e.to_string()))??,
+        )
     }
 }

@@ -1,0 +1,126 @@
+//! The S3 upload executor: puts an input-archive member back into S3, read
+//! straight from its byte range in the tar (never extracted), with the
+//! content type, metadata and part size the export recorded.
+use super::Status;
+use crate::archive::ArchiveReader;
+use crate::plan::effect::{Effect, TargetState};
+use crate::s3::S3Store;
+
+/// `precheck` and `check` in one: whether the upload is still to do (the
+/// target is as planned), already done (the target holds the bytes the
+/// upload would put there), or stale (anything else; never overwritten).
+pub async fn precheck(s3: &S3Store, input: Option<&ArchiveReader>, effect: &Effect) -> Status {
+    let Effect::S3UploadFromArchive {
+        path,
+        bucket,
+        key,
+        size,
+        etag,
+        precondition,
+        ..
+    } = effect
+    else {
+        return Status::Ready;
+    };
+    let url = format!("s3://{bucket}/{key}");
+    match input.and_then(|a| a.member(path)) {
+        None => return Status::Stale(format!("the input archive has no member `{path}`")),
+        Some(m) if m.size != *size => {
+            return Status::Stale(format!(
+                "archive member `{path}` has {} bytes, the plan says {size}",
+                m.size
+            ));
+        }
+        Some(_) => {}
+    }
+    let head = match s3.head(bucket, key).await {
+        Ok(h) => h,
+        Err(e) => return Status::Stale(format!("{url}: cannot HEAD it: {e}")),
+    };
+    if let (Some(h), Some(want)) = (&head, etag)
+        && h.etag == *want
+        && h.size == *size
+    {
+        return Status::Done(format!("{url} is already present, identical (ETag {want})"));
+    }
+    match (precondition, head) {
+        (TargetState::Absent, None) => Status::Ready,
+        (TargetState::Etag { etag: was }, Some(h)) if h.etag == *was => Status::Ready,
+        (TargetState::Absent, Some(h)) => Status::Stale(format!(
+            "{url}: planned absent, now exists (ETag {}, {} bytes); it is not overwritten",
+            h.etag, h.size
+        )),
+        (TargetState::Etag { etag: was }, Some(h)) => Status::Stale(format!(
+            "{url}: planned to replace ETag {was}, now ETag {} ({} bytes)",
+            h.etag, h.size
+        )),
+        (TargetState::Etag { etag: was }, None) => Status::Stale(format!(
+            "{url}: planned to replace ETag {was}, now it does not exist"
+        )),
+    }
+}
+
+/// Uploads the member. Returns a note when the new ETag differs from the
+/// exported one (manifests, IMS `link.etag` and BOS boot sets quote it).
+pub async fn apply(
+    s3: &S3Store,
+    input: &ArchiveReader,
+    effect: &Effect,
+) -> Result<Option<String>, String> {
+    let Effect::S3UploadFromArchive {
+        path,
+        bucket,
+        key,
+        size,
+        sha256,
+        content_type,
+        metadata,
+        part_size,
+        etag,
+        ..
+    } = effect
+    else {
+        return Err(format!("`{}` is not an upload", effect.kind()));
+    };
+    let (file, offset, len) = input.locate(path).map_err(|e| e.to_string())?;
+    if len != *size {
+        return Err(format!(
+            "archive member `{path}` has {len} bytes, the plan says {size}"
+        ));
+    }
+    if let Some(want) = sha256 {
+        // Checked before any byte is sent, so a corrupt member never becomes
+        // visible in S3. (A second read of the member; it is in the page
+        // cache more often than not.)
+        let reader = input.clone();
+        let member = path.clone();
+        let got = tokio::task::spawn_blocking(move || reader.sha256(&member))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(format!(
+                "archive member `{path}` has sha256 {got}, the archive records {want}; nothing was uploaded"
+            ));
+        }
+    }
+    let target = (bucket.as_str(), key.as_str());
+    let source = (file.as_path(), offset, len);
+    let new_etag = match part_size {
+        Some(part) => {
+            s3.put_file_range_multipart(target, source, *part, content_type.as_deref(), metadata)
+                .await
+        }
+        None => {
+            s3.put_file_range(target, source, content_type.as_deref(), metadata)
+                .await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(match etag {
+        Some(want) if *want != new_etag => Some(format!(
+            "s3://{bucket}/{key} was uploaded with ETag {new_etag}, but the archive recorded {want}; references that quote the old ETag will not match"
+        )),
+        _ => None,
+    })
+}

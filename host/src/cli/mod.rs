@@ -1,0 +1,242 @@
+//! The CLI edge: parsing, logging, dispatch, and the mapping of outcomes to
+//! exit codes. `--json` prints exactly one JSON document on stdout.
+mod export;
+mod list;
+mod run;
+
+use clap::{Parser, Subcommand};
+use imsflow::connect::Connect;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success; for --dry-run: nothing to do
+  1   error (invalid workflow, failed step, refused or failed plan)
+  2   --dry-run only: effects are pending (as terraform plan -detailed-exitcode)
+  64  usage error (bad command line)
+  130 interrupted (Ctrl-C); a partial archive is removed";
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The command ran and reported what failed itself (e.g. `verify`).
+    Failed = 1,
+    Pending = 2,
+}
+
+#[derive(Parser)]
+#[command(name = "imsflow", version, about = "Workflow engine with sandboxed WebAssembly plugins; backs up and restores CSM IMS", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Connection config file [default: $IMSFLOW_CONFIG, ~/.config/imsflow/imsflow.toml].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow (a stock name or a TOML file): plan, then apply.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        workflow: String,
+        #[command(flatten)]
+        params: run::Params,
+        /// Run every step for real but execute no effect; print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Plan a workflow and save the plan for review (`show`) and `apply`.
+    Plan {
+        workflow: String,
+        #[command(flatten)]
+        params: run::Params,
+        /// Where to write the plan (JSON, owner-only).
+        #[arg(short, long)]
+        out: PathBuf,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Apply exactly a saved plan, after checking that it is intact, made by
+    /// this imsflow and its plugins, and not stale.
+    #[command(after_help = EXIT_CODES)]
+    Apply {
+        plan: PathBuf,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Render a saved plan for review: one line per effect, grouped, with totals.
+    Show { plan: PathBuf },
+    /// Export IMS data and its S3 artifacts (the stock `export` workflow), as
+    /// HPE's export_ims_data.py does, into TARGET_DIR.
+    #[command(after_help = EXIT_CODES)]
+    Export {
+        /// Existing directory for the archive [default: the current directory].
+        target_dir: Option<PathBuf>,
+        #[command(flatten)]
+        flags: export::ExportFlags,
+        /// Print the estimated export size and stop (no archive is written).
+        #[arg(long)]
+        estimate_size: bool,
+        /// List what would be exported, with sizes; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Check an export archive (tar or directory): every artifact export.json
+    /// lists is present, with the recorded size and sha256. Exit 0 or 1.
+    Verify { archive: PathBuf },
+    /// Check workflow files without running them.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Stock workflows.
+    Workflows {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Stock plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListOnly {
+    List,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = dispatch(&cli) => r.map_err(Failure::Error),
+            _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted(interrupted())),
+        }
+    });
+    match outcome {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(failure) => {
+            let (code, e) = match failure {
+                Failure::Error(e) => (1, e),
+                Failure::Interrupted(e) => (130, e),
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+enum Failure {
+    Error(anyhow::Error),
+    Interrupted(anyhow::Error),
+}
+
+/// Ctrl-C: nothing was renamed into place; remove what was half-written.
+fn interrupted() -> anyhow::Error {
+    let removed = imsflow::archive::remove_partials();
+    let what = if removed.is_empty() {
+        "no archive was being written".to_string()
+    } else {
+        let names: Vec<_> = removed.iter().map(|p| p.display().to_string()).collect();
+        format!("removed the partial archive {}", names.join(", "))
+    };
+    anyhow::anyhow!("interrupted: {what}; nothing was saved under a final archive name")
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IMSFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,imsflow={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<Arc<imsflow::sandbox::Runtime>> {
+    use anyhow::Context;
+    Ok(Arc::new(
+        imsflow::sandbox::Runtime::new(imsflow::sandbox::Runtime::default_cache_dir())
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("starting the Wasm runtime")?,
+    ))
+}
+
+async fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Run {
+            workflow,
+            params,
+            dry_run,
+            connect,
+        } => run::run(cli, workflow, &params.params, *dry_run, connect).await,
+        Command::Plan {
+            workflow,
+            params,
+            out,
+            connect,
+        } => run::plan(cli, workflow, &params.params, out, connect).await,
+        Command::Apply { plan, connect } => run::apply(cli, plan, connect).await,
+        Command::Show { plan } => run::show(cli, plan),
+        Command::Export {
+            target_dir,
+            flags,
+            estimate_size,
+            dry_run,
+            connect,
+        } => {
+            let dir = target_dir.as_deref().unwrap_or(std::path::Path::new("."));
+            export::export(cli, &flags.params(dir), *dry_run, *estimate_size, connect).await
+        }
+        Command::Verify { archive } => export::verify(cli, archive),
+        Command::Validate { files } => list::validate(cli, files).await,
+        Command::Workflows {
+            command: ListOnly::List,
+        } => list::workflows(cli),
+        Command::Plugins {
+            command: ListOnly::List,
+        } => list::plugins(cli).await,
+    }
+}

@@ -1,0 +1,66 @@
+//! Checks of a whole plan, made before anything is applied (when it is made,
+//! and again when a saved plan is applied): every effect is granted to the
+//! step that emitted it, archive members are safe and unique and have a
+//! target, the index comes last, and this host can execute every effect.
+//! All problems are reported at once.
+use super::Plan;
+use super::effect::Effect;
+use std::collections::HashMap;
+
+/// Effect kinds whose executors have not landed yet. A plan holding one is
+/// refused here, so that it is never half-applied.
+const NOT_YET_EXECUTABLE: &[&str] = &["ims-delete", "ims-store-write", "ims-restart", "assert"];
+
+pub fn check(plan: &Plan) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut members: HashMap<String, &str> = HashMap::new();
+    let mut last_archive_effect = None;
+    let mut index_at = None;
+    for (i, e) in plan.effects.iter().enumerate() {
+        let at = format!("effect {} (step `{}`)", e.id, e.step);
+        match plan.step(&e.step) {
+            None => problems.push(format!("{at}: the plan has no step `{}`", e.step)),
+            Some(step) => {
+                if let Err(why) = step.grants.permits(&e.effect) {
+                    problems.push(format!("{at}, plugin `{}`: {why}", step.plugin.name));
+                }
+            }
+        }
+        if e.depends_on != e.effect.depends_on() {
+            problems.push(format!("{at}: its `depends_on` does not match the effect"));
+        }
+        if let Some(path) = e.effect.archive_path() {
+            last_archive_effect = Some(i);
+            if matches!(e.effect, Effect::ArchiveAddIndex { .. }) {
+                index_at.get_or_insert((i, at.clone()));
+            }
+            if plan.target.is_none() {
+                problems.push(format!(
+                    "{at} writes archive member `{path}` but the workflow has no `[archive] output_dir`"
+                ));
+            }
+            if let Err(err) = crate::archive::check_member_path(path) {
+                problems.push(format!("{at}: {err}"));
+            } else if let Some(first) = members.insert(path.to_string(), &e.step) {
+                problems.push(format!(
+                    "archive member `{path}` is written twice (by steps `{first}` and `{}`)",
+                    e.step
+                ));
+            }
+        }
+        if NOT_YET_EXECUTABLE.contains(&e.effect.kind()) {
+            problems.push(format!(
+                "{at} is a `{}` effect, which this version of imsflow cannot execute yet",
+                e.effect.kind()
+            ));
+        }
+    }
+    if let (Some((i, at)), Some(last)) = (index_at, last_archive_effect)
+        && i != last
+    {
+        problems.push(format!(
+            "{at} adds an archive index that is not the last archive member"
+        ));
+    }
+    problems
+}

@@ -1,0 +1,400 @@
+//! Effects as the host keeps them: plain data, converted once from the WIT
+//! variant (`sandbox::convert`), serialised into plan files and read back.
+//! Nothing a plugin sent is dropped here: every field of the contract lives on.
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImsKind {
+    Image,
+    Recipe,
+    PublicKey,
+    Job,
+}
+
+impl ImsKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImsKind::Image => "image",
+            ImsKind::Recipe => "recipe",
+            ImsKind::PublicKey => "public-key",
+            ImsKind::Job => "job",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "mode", deny_unknown_fields)]
+pub enum DeleteMode {
+    Soft,
+    Hard { cascade: bool },
+    Purge,
+}
+
+/// What an upload expects at its target when it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "expect", deny_unknown_fields)]
+pub enum TargetState {
+    Absent,
+    Etag { etag: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSummary {
+    pub added: Vec<String>,
+    pub replaced: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "assert", deny_unknown_fields)]
+pub enum Assertion {
+    ImsEmpty {
+        live: bool,
+        deleted: bool,
+        jobs: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
+pub enum Effect {
+    ArchiveAddObject {
+        bucket: String,
+        key: String,
+        path: String,
+        size: u64,
+        etag: String,
+    },
+    ArchiveAddJson {
+        path: String,
+        json: String,
+    },
+    ArchiveAddIndex {
+        path: String,
+        json: String,
+        entries_at: String,
+    },
+    S3UploadFromArchive {
+        path: String,
+        bucket: String,
+        key: String,
+        size: u64,
+        sha256: Option<String>,
+        content_type: Option<String>,
+        metadata: BTreeMap<String, String>,
+        part_size: Option<u64>,
+        /// The ETag the object had when exported, which the upload should reproduce.
+        etag: Option<String>,
+        precondition: TargetState,
+    },
+    ImsDelete {
+        ims_kind: ImsKind,
+        id: String,
+        name: String,
+        delete: DeleteMode,
+        /// `sha256:<hex>` of the record as planned.
+        fingerprint: String,
+    },
+    ImsStoreWrite {
+        ims_kind: ImsKind,
+        deleted: bool,
+        records_json: String,
+        /// `sha256:<hex>` of the records of that kind as planned.
+        fingerprint: String,
+        summary: StoreSummary,
+    },
+    ImsRestart,
+    Assert {
+        assertion: Assertion,
+    },
+    Phase {
+        name: String,
+        description: String,
+    },
+}
+
+/// Every effect kind, as written in `grants.effects` and `describe`.
+pub const KINDS: &[&str] = &[
+    "archive-add-object",
+    "archive-add-json",
+    "archive-add-index",
+    "s3-upload-from-archive",
+    "ims-delete",
+    "ims-store-write",
+    "ims-restart",
+    "assert",
+    "phase",
+];
+
+/// Something in the world an effect was planned against. `apply` checks
+/// each before anything runs and refuses a plan whose dependencies moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "on", deny_unknown_fields)]
+pub enum Dependency {
+    /// An S3 object that must still have this size and ETag.
+    S3Object {
+        bucket: String,
+        key: String,
+        size: u64,
+        etag: String,
+    },
+    /// An upload target that must still be as planned (absent, or this ETag).
+    S3Target {
+        bucket: String,
+        key: String,
+        state: TargetState,
+    },
+    /// An IMS record whose fingerprint must still match.
+    ImsRecord {
+        ims_kind: ImsKind,
+        id: String,
+        fingerprint: String,
+    },
+    /// The records of one IMS kind (live or deleted) as a whole.
+    ImsRecords {
+        ims_kind: ImsKind,
+        deleted: bool,
+        fingerprint: String,
+    },
+}
+
+impl Effect {
+    /// The kind's name, e.g. `archive-add-json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::ArchiveAddObject { .. } => "archive-add-object",
+            Effect::ArchiveAddJson { .. } => "archive-add-json",
+            Effect::ArchiveAddIndex { .. } => "archive-add-index",
+            Effect::S3UploadFromArchive { .. } => "s3-upload-from-archive",
+            Effect::ImsDelete { .. } => "ims-delete",
+            Effect::ImsStoreWrite { .. } => "ims-store-write",
+            Effect::ImsRestart => "ims-restart",
+            Effect::Assert { .. } => "assert",
+            Effect::Phase { .. } => "phase",
+        }
+    }
+
+    /// Bytes the effect moves or writes, when it moves any.
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Effect::ArchiveAddObject { size, .. } | Effect::S3UploadFromArchive { size, .. } => {
+                Some(*size)
+            }
+            Effect::ArchiveAddJson { json, .. } | Effect::ArchiveAddIndex { json, .. } => {
+                Some(json.len() as u64)
+            }
+            Effect::ImsStoreWrite { records_json, .. } => Some(records_json.len() as u64),
+            _ => None,
+        }
+    }
+
+    /// Bytes the effect occupies in memory and in a plan, for output limits.
+    pub fn footprint(&self) -> u64 {
+        let text = match self {
+            Effect::ArchiveAddJson { json, .. } | Effect::ArchiveAddIndex { json, .. } => {
+                json.len()
+            }
+            Effect::ImsStoreWrite { records_json, .. } => records_json.len(),
+            _ => 0,
+        };
+        text as u64 + 256
+    }
+
+    /// The archive member the effect writes, if any.
+    pub fn archive_path(&self) -> Option<&str> {
+        match self {
+            Effect::ArchiveAddObject { path, .. }
+            | Effect::ArchiveAddJson { path, .. }
+            | Effect::ArchiveAddIndex { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The S3 bucket the effect reads or writes, which its step must grant.
+    pub fn bucket(&self) -> Option<&str> {
+        match self {
+            Effect::ArchiveAddObject { bucket, .. }
+            | Effect::S3UploadFromArchive { bucket, .. } => Some(bucket),
+            _ => None,
+        }
+    }
+
+    /// What the effect was planned against.
+    pub fn depends_on(&self) -> Vec<Dependency> {
+        match self {
+            Effect::ArchiveAddObject {
+                bucket,
+                key,
+                size,
+                etag,
+                ..
+            } => vec![Dependency::S3Object {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                size: *size,
+                etag: etag.clone(),
+            }],
+            Effect::S3UploadFromArchive {
+                bucket,
+                key,
+                precondition,
+                ..
+            } => vec![Dependency::S3Target {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                state: precondition.clone(),
+            }],
+            Effect::ImsDelete {
+                ims_kind,
+                id,
+                fingerprint,
+                ..
+            } => vec![Dependency::ImsRecord {
+                ims_kind: *ims_kind,
+                id: id.clone(),
+                fingerprint: fingerprint.clone(),
+            }],
+            Effect::ImsStoreWrite {
+                ims_kind,
+                deleted,
+                fingerprint,
+                ..
+            } => vec![Dependency::ImsRecords {
+                ims_kind: *ims_kind,
+                deleted: *deleted,
+                fingerprint: fingerprint.clone(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+
+    /// One line for plans: what the effect does, where.
+    pub fn describe(&self) -> String {
+        match self {
+            Effect::ArchiveAddObject {
+                bucket, key, path, ..
+            } => format!("s3://{bucket}/{key} -> {path}"),
+            Effect::ArchiveAddJson { path, .. } => format!("JSON document -> {path}"),
+            Effect::ArchiveAddIndex { path, .. } => {
+                format!("index (with checksums) -> {path}")
+            }
+            Effect::S3UploadFromArchive {
+                path,
+                bucket,
+                key,
+                precondition,
+                ..
+            } => {
+                let how = match precondition {
+                    TargetState::Absent => "new",
+                    TargetState::Etag { .. } => "REPLACES the existing object",
+                };
+                format!("{path} -> s3://{bucket}/{key} ({how})")
+            }
+            Effect::ImsDelete {
+                ims_kind,
+                id,
+                name,
+                delete,
+                ..
+            } => {
+                let how = match delete {
+                    DeleteMode::Soft => "soft-delete".to_string(),
+                    DeleteMode::Hard { cascade: true } => {
+                        "hard-delete with its S3 artifacts".into()
+                    }
+                    DeleteMode::Hard { cascade: false } => "hard-delete (artifacts kept)".into(),
+                    DeleteMode::Purge => "purge deleted".to_string(),
+                };
+                let name = if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({name})")
+                };
+                format!("{how} IMS {} {id}{name}", ims_kind.name())
+            }
+            Effect::ImsStoreWrite {
+                ims_kind,
+                deleted,
+                summary,
+                ..
+            } => format!(
+                "write IMS {}{} data file: {} added, {} replaced, {} removed",
+                if *deleted { "deleted " } else { "" },
+                ims_kind.name(),
+                summary.added.len(),
+                summary.replaced.len(),
+                summary.removed.len()
+            ),
+            Effect::ImsRestart => "restart IMS so that it reloads its data files".into(),
+            Effect::Assert {
+                assertion:
+                    Assertion::ImsEmpty {
+                        live,
+                        deleted,
+                        jobs,
+                    },
+            } => {
+                let mut what = Vec::new();
+                if *live {
+                    what.push("live records");
+                }
+                if *deleted {
+                    what.push("deleted records");
+                }
+                if *jobs {
+                    what.push("jobs");
+                }
+                format!("check that IMS holds no {}", what.join(", no "))
+            }
+            Effect::Phase { name, description } => format!("phase `{name}`: {description}"),
+        }
+    }
+
+    /// One plan line: kind, what, size.
+    pub fn line(&self) -> String {
+        let size = self
+            .size()
+            .map(|s| format!(" ({})", crate::units::bytes(s)))
+            .unwrap_or_default();
+        format!("{:<24} {}{size}", self.kind(), self.describe())
+    }
+}
+
+/// `sha256:<hex>` of a JSON value in canonical form (object keys sorted).
+pub fn fingerprint(value: &serde_json::Value) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    canonical(value, &mut h);
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+fn canonical(value: &serde_json::Value, h: &mut sha2::Sha256) {
+    use sha2::Digest;
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            h.update(b"{");
+            for k in keys {
+                h.update(serde_json::to_string(k).unwrap_or_default().as_bytes());
+                h.update(b":");
+                canonical(&map[k], h);
+                h.update(b",");
+            }
+            h.update(b"}");
+        }
+        serde_json::Value::Array(items) => {
+            h.update(b"[");
+            for item in items {
+                canonical(item, h);
+                h.update(b",");
+            }
+            h.update(b"]");
+        }
+        other => h.update(other.to_string().as_bytes()),
+    }
+}
