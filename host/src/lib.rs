@@ -11,6 +11,7 @@ pub mod engine;
 pub mod kube;
 pub mod plan;
 pub mod plugin;
+pub mod read;
 pub mod s3;
 pub mod sandbox;
 pub mod transfer;

@@ -9,11 +9,8 @@ pub enum PluginError {
         "unknown plugin `{0}`: not a stock plugin (see `imsflow plugins list`) and not a path to a .wasm file"
     )]
     Unknown(String),
-    #[error("cannot read plugin file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read the {0}")]
+    Read(#[from] crate::read::ReadError),
     #[error(
         "plugin {path} does not match its pin: sha256 is {actual}, the workflow pins {pinned}; \
          refusing to run it (update the pin only if you trust the new file)"
@@ -24,6 +21,9 @@ pub enum PluginError {
         actual: String,
     },
 }
+
+/// Largest plugin component read (stock ones are a few hundred KiB).
+pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 
 /// A plugin reference as written in a workflow step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +104,7 @@ pub fn load(plugin: &PluginRef) -> Result<PluginBytes, PluginError> {
             })
         }
         PluginRef::File { path, sha256 } => {
-            let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let bytes = crate::read::read_capped(path, MAX_PLUGIN_BYTES, "plugin file")?;
             let actual = sha256_hex(&bytes);
             if let Some(pinned) = sha256
                 && *pinned != actual

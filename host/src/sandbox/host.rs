@@ -11,6 +11,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Bytes of plugin stdout/stderr kept per call (then logged).
 const STDIO_CAPACITY: usize = 1 << 20;
+/// Characters of plugin stdout/stderr shown in the log.
+const STDIO_LOG_CHARS: usize = 8000;
 
 /// Who is calling and with which grants and backends.
 #[derive(Clone)]
@@ -38,21 +40,45 @@ impl StepAccess {
     }
 }
 
-/// Enforces the memory limit and remembers whether it was hit, so that a
-/// guest's abort on allocation failure is reported as "out of memory".
+/// Enforces the memory limit for the whole step (all memories of all its
+/// instances together, not each one) and remembers whether it was hit, so that
+/// a guest's abort on allocation failure is reported as "out of memory".
 pub struct Limiter {
     memory: u64,
+    /// Bytes of linear memory the step holds now, across its memories.
+    total: u64,
     pub hit: bool,
+}
+
+/// Core instances, memories and tables one step may create. A Rust component
+/// has one memory and a handful of instances; more is a plugin working around
+/// the memory limit.
+const MAX_INSTANCES: usize = 32;
+const MAX_MEMORIES: usize = 2;
+const MAX_TABLES: usize = 16;
+
+impl Limiter {
+    pub fn new(memory: u64) -> Limiter {
+        Limiter {
+            memory,
+            total: 0,
+            hit: false,
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = desired as u64 <= self.memory;
+        let total = (self.total - (current as u64).min(self.total)).saturating_add(desired as u64);
+        let ok = total <= self.memory;
+        if ok {
+            self.total = total;
+        }
         self.hit |= !ok;
         Ok(ok)
     }
@@ -65,6 +91,42 @@ impl wasmtime::ResourceLimiter for Limiter {
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+}
+
+/// Log messages a step call may emit; more are dropped (with one warning).
+const MAX_LOG_MESSAGES: u32 = 200;
+/// Characters kept of one plugin log message.
+const MAX_LOG_CHARS: usize = 2000;
+
+/// Plugin text made safe for a log line: control characters (newlines, ANSI
+/// escapes) are escaped, so a plugin cannot forge lines or drive the
+/// terminal, and the length is bounded.
+pub fn sanitize(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max_chars {
+            out.push_str("...(truncated)");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub struct StepState {
@@ -72,6 +134,8 @@ pub struct StepState {
     table: ResourceTable,
     pub limiter: Limiter,
     access: StepAccess,
+    /// Log messages received in this call.
+    logged: u32,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 }
@@ -89,8 +153,9 @@ impl StepState {
         let state = StepState {
             wasi,
             table: ResourceTable::new(),
-            limiter: Limiter { memory, hit: false },
+            limiter: Limiter::new(memory),
             access,
+            logged: 0,
             stdout,
             stderr: stderr.clone(),
         };
@@ -103,8 +168,8 @@ impl Drop for StepState {
         for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let text = pipe.contents();
             if !text.is_empty() {
-                let text = String::from_utf8_lossy(&text);
-                tracing::info!(step = %self.access.step, plugin = %self.access.plugin, stream, "{}", text.trim_end());
+                let text = sanitize(String::from_utf8_lossy(&text).trim_end(), STDIO_LOG_CHARS);
+                tracing::info!(step = %self.access.step, plugin = %self.access.plugin, stream, "{text}");
             }
         }
     }
@@ -124,6 +189,14 @@ impl types::Host for StepState {}
 impl log::Host for StepState {
     async fn log(&mut self, level: log::Level, message: String) {
         let (step, plugin) = (&self.access.step, &self.access.plugin);
+        self.logged = self.logged.saturating_add(1);
+        if self.logged > MAX_LOG_MESSAGES {
+            if self.logged == MAX_LOG_MESSAGES + 1 {
+                tracing::warn!(%step, %plugin, "the plugin logged more than {MAX_LOG_MESSAGES} messages in one call; the rest are dropped");
+            }
+            return;
+        }
+        let message = sanitize(&message, MAX_LOG_CHARS);
         match level {
             log::Level::Trace => tracing::trace!(%step, %plugin, "{message}"),
             log::Level::Debug => tracing::debug!(%step, %plugin, "{message}"),
@@ -229,5 +302,35 @@ impl archive::Host for StepState {
                 .await
                 .map_err(|e| HostError::Failed(e.to_string()))??,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_of_the_step_together() {
+        let mut limiter = Limiter::new(100);
+        assert!(limiter.memory_growing(0, 60, None).unwrap(), "first memory");
+        assert!(
+            !limiter.memory_growing(0, 60, None).unwrap(),
+            "a second memory may not take the step past its limit"
+        );
+        assert!(limiter.hit);
+        assert!(
+            limiter.memory_growing(60, 90, None).unwrap(),
+            "growing the first to 90"
+        );
+        assert!(!limiter.memory_growing(0, 20, None).unwrap());
+        assert_eq!(limiter.memories(), MAX_MEMORIES);
+    }
+
+    #[test]
+    fn plugin_text_cannot_forge_log_lines_or_drive_the_terminal() {
+        let text = sanitize("ok\n2026-11-26 ERROR forged\u{1b}[31mred", 100);
+        assert_eq!(text, "ok\\n2026-11-26 ERROR forged\\u{1b}[31mred");
+        assert_eq!(sanitize(&"x".repeat(50), 10), "xxxxxxxxxx...(truncated)");
     }
 }

@@ -1,6 +1,7 @@
 //! The sandboxed Wasm runtime: one wasmtime `Engine` per process, components
 //! compiled once (and cached on disk by hash), a fresh `Store` per step call
 //! with memory, time and output limits.
+mod cache;
 mod convert;
 mod host;
 
@@ -11,7 +12,7 @@ use crate::bindings::{Step, StepPre, types};
 use crate::plugin::PluginBytes;
 use host::StepState;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
@@ -47,6 +48,8 @@ pub enum StepFailure {
     Denied { plugin: String, message: String },
     #[error("plugin `{plugin}` failed: {message}")]
     Failed { plugin: String, message: String },
+    #[error("plugin `{plugin}` aborted: {message}")]
+    Aborted { plugin: String, message: String },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -68,8 +71,8 @@ fn tail_of(text: &str, max: usize) -> &str {
 
 impl StepFailure {
     /// Failures worth retrying: the plugin's own "failed" (often a service
-    /// hiccup) and timeouts. Denials, bad input, crashes and limit breaches
-    /// would fail the same way again.
+    /// hiccup) and timeouts. Denials, aborts, bad input, crashes and limit
+    /// breaches would fail the same way again.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -212,37 +215,34 @@ impl Runtime {
     }
 
     fn compile(&self, plugin: &PluginBytes) -> wasmtime::Result<Component> {
-        let Some(path) = self.cache_path(&plugin.sha256) else {
+        let Some(cache) = self.cache() else {
             return Component::new(&self.engine, &plugin.bytes);
         };
-        if path.exists() {
-            // SAFETY: the file was written by `Component::serialize` of this
-            // host (the name carries the engine's compatibility hash), and
-            // wasmtime re-checks the header before using it.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+        if let Some(compiled) = cache.load(&plugin.sha256) {
+            // SAFETY: the bytes come from our own private cache directory and
+            // their header binds them to this component's sha256 with a digest
+            // of the compiled code (see `cache`); wasmtime also re-checks that
+            // they were compiled by this engine's configuration.
+            match unsafe { Component::deserialize(&self.engine, &compiled) } {
                 Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e:#}")
-                }
+                Err(e) => tracing::warn!("ignoring unusable compile cache entry: {e:#}"),
             }
         }
         let component = Component::new(&self.engine, &plugin.bytes)?;
-        if let Err(e) = write_cache(&path, &component.serialize()?) {
-            tracing::warn!(path = %path.display(), "cannot write compile cache: {e}");
+        if let Err(e) = cache.store(&plugin.sha256, &component.serialize()?) {
+            tracing::warn!("cannot write the compile cache: {e}");
         }
         Ok(component)
     }
 
-    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+    /// The compile cache for this engine build, if there is a usable one.
+    fn cache(&self) -> Option<cache::Cache> {
         use std::hash::{Hash, Hasher};
         let dir = self.cache_dir.as_ref()?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
-        Some(
-            dir.join(format!("{:016x}", h.finish()))
-                .join(format!("{sha256}.cwasm")),
-        )
+        cache::Cache::open(dir, &format!("{:016x}", h.finish()))
     }
 
     async fn describe(
@@ -286,6 +286,10 @@ impl Runtime {
                 message,
             },
             types::StepError::Failed(message) => StepFailure::Failed {
+                plugin: name.clone(),
+                message,
+            },
+            types::StepError::Aborted(message) => StepFailure::Aborted {
                 plugin: name.clone(),
                 message,
             },
@@ -372,14 +376,6 @@ fn tail_of_start(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("cache path has a parent");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
 }
 
 fn spawn_epoch_ticker(engine: &Engine) {

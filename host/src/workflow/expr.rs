@@ -13,9 +13,14 @@ fn env() -> &'static Environment<'static> {
         let mut env = Environment::new();
         // A typo in a reference must fail, not render as empty.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Bounded work per evaluation: a hostile expression stops, it does not spin.
+        env.set_fuel(Some(FUEL));
         env
     })
 }
+
+/// Instructions one evaluation may run (stock expressions use a few dozen).
+const FUEL: u64 = 100_000;
 
 /// If `text` is one `{{ ... }}` and nothing else, the inner expression.
 fn sole_expression(text: &str) -> Option<&str> {
@@ -25,6 +30,7 @@ fn sole_expression(text: &str) -> Option<&str> {
 
 /// Dotted variable paths a template string or `when` expression references,
 /// e.g. `params.include_bos`, `steps.fetch.output.images`.
+/// Globals such as `range` and `namespace` are not references.
 pub fn references(text: &str, is_expression: bool) -> Result<HashSet<String>, String> {
     let env = env();
     let expr = if is_expression {
@@ -32,16 +38,24 @@ pub fn references(text: &str, is_expression: bool) -> Result<HashSet<String>, St
     } else {
         sole_expression(text)
     };
-    match expr {
-        Some(e) => Ok(env
+    // Expressions only: statements (`{% for %}`, `{% set %}`) would let a
+    // workflow loop and build strings without bound.
+    if !is_expression && (text.contains("{%") || text.contains("{#")) {
+        return Err("templates take `{{ expression }}` only, not `{% ... %}` statements or `{# #}` comments".into());
+    }
+    let mut refs = match expr {
+        Some(e) => env
             .compile_expression(e)
             .map_err(describe)?
-            .undeclared_variables(true)),
-        None => Ok(env
+            .undeclared_variables(true),
+        None => env
             .template_from_str(text)
             .map_err(describe)?
-            .undeclared_variables(true)),
-    }
+            .undeclared_variables(true),
+    };
+    let globals: HashSet<&str> = env.globals().map(|(name, _)| name).collect();
+    refs.retain(|r| !globals.contains(r.split('.').next().unwrap_or_default()));
+    Ok(refs)
 }
 
 /// Evaluates a `with` value against the context.
@@ -75,7 +89,7 @@ pub fn render_str(text: &str, ctx: &Value) -> Result<serde_json::Value, String> 
             .and_then(|x| x.eval(ctx))
             .map_err(describe)?;
         serde_json::to_value(&value).map_err(|e| e.to_string())
-    } else if text.contains("{{") || text.contains("{%") {
+    } else if text.contains("{{") {
         Ok(env.render_str(text, ctx).map_err(describe)?.into())
     } else {
         Ok(text.into())

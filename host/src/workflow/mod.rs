@@ -118,15 +118,16 @@ pub struct Workflow {
 /// Resolves a workflow argument: an existing file path, else a stock name.
 pub fn load(name_or_path: &str) -> Result<Workflow, WorkflowError> {
     let path = Path::new(name_or_path);
-    if path.is_file() {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            WorkflowError(vec![Diagnostic {
-                file: name_or_path.into(),
-                line: 1,
-                column: 1,
-                message: e.to_string(),
-            }])
-        })?;
+    if path.exists() {
+        let text = crate::read::read_text_capped(path, MAX_WORKFLOW_BYTES, "workflow file")
+            .map_err(|e| {
+                WorkflowError(vec![Diagnostic {
+                    file: name_or_path.into(),
+                    line: 1,
+                    column: 1,
+                    message: e.to_string(),
+                }])
+            })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         return parse(name_or_path, &text, &base);
     }
@@ -146,6 +147,15 @@ pub fn load(name_or_path: &str) -> Result<Workflow, WorkflowError> {
     }
 }
 
+/// Largest workflow file read: stock ones are a few KiB.
+pub const MAX_WORKFLOW_BYTES: u64 = 1 << 20;
+/// Most steps in a workflow, which keeps validation and scheduling cheap.
+pub const MAX_STEPS: usize = 1000;
+/// Largest `limits.memory_mib`: a wasm32 memory cannot exceed 4 GiB.
+const MAX_MEMORY_MIB: u64 = 4096;
+/// Largest `limits.max_output_mib`.
+const MAX_OUTPUT_MIB: u64 = 1024;
+
 /// Parses and validates a workflow. `base` resolves relative plugin paths.
 pub fn parse(file: &str, text: &str, base: &Path) -> Result<Workflow, WorkflowError> {
     let mut v = Validator {
@@ -153,6 +163,16 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Workflow, WorkflowEr
         lines: LineIndex::new(text),
         errors: Vec::new(),
     };
+    if text.len() as u64 > MAX_WORKFLOW_BYTES {
+        v.error(
+            0,
+            format!(
+                "the workflow is {} bytes, over the limit of {MAX_WORKFLOW_BYTES}",
+                text.len()
+            ),
+        );
+        return Err(WorkflowError(v.errors));
+    }
     let raw: model::File = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -215,6 +235,24 @@ impl Validator<'_> {
                     raw.version.get_ref()
                 ),
             );
+        }
+        if let Some(extra) = raw.steps.get(MAX_STEPS) {
+            self.error(
+                extra.span().start,
+                format!(
+                    "the workflow has {} steps, over the limit of {MAX_STEPS}",
+                    raw.steps.len()
+                ),
+            );
+            return Workflow {
+                name: raw.name.into_inner(),
+                description: raw.description,
+                file: self.file.to_string(),
+                sha256: String::new(),
+                params: Vec::new(),
+                archive: ArchiveSpec::default(),
+                steps: Vec::new(),
+            };
         }
         let params = self.params(&raw.params);
         let param_names: BTreeSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
@@ -346,11 +384,32 @@ impl Validator<'_> {
                     ),
                 }
             }
-            if let Some(m) = s.limits.memory_mib {
-                limits.memory = m << 20;
-            }
-            if let Some(m) = s.limits.max_output_mib {
-                limits.max_output = m << 20;
+            for (value, max, name, field) in [
+                (
+                    &s.limits.memory_mib,
+                    MAX_MEMORY_MIB,
+                    "memory_mib",
+                    &mut limits.memory,
+                ),
+                (
+                    &s.limits.max_output_mib,
+                    MAX_OUTPUT_MIB,
+                    "max_output_mib",
+                    &mut limits.max_output,
+                ),
+            ] {
+                let Some(m) = value else { continue };
+                if (1..=max).contains(m.get_ref()) {
+                    *field = m.get_ref() << 20;
+                } else {
+                    self.error(
+                        m.span().start,
+                        format!(
+                            "step `{id}`: limits.{name} must be between 1 and {max}, not {}",
+                            m.get_ref()
+                        ),
+                    );
+                }
             }
             let grants = self.grants(&id, &s.grants);
             let plugin_at = self.lines.position(s.plugin.span().start);
@@ -430,11 +489,11 @@ impl Validator<'_> {
         }
         let specs: Vec<&StepSpec> = steps.iter().map(|(s, _)| s).collect();
         if let Some(cycle) = find_cycle(&specs) {
-            let first = steps.iter().find(|(s, _)| s.id == cycle[0]).unwrap();
-            self.error(
-                first.1.get_ref().id.span().start,
-                format!("steps form a cycle: {}", cycle.join(" -> ")),
-            );
+            let at = steps
+                .iter()
+                .find(|(s, _)| s.id == cycle[0])
+                .map_or(0, |(_, raw)| raw.get_ref().id.span().start);
+            self.error(at, format!("steps form a cycle: {}", cycle.join(" -> ")));
         }
     }
 
@@ -445,8 +504,9 @@ impl Validator<'_> {
         params: &BTreeSet<&str>,
     ) {
         let specs: Vec<&StepSpec> = steps.iter().map(|(s, _)| s).collect();
+        let index = index_of(&specs);
         for (spec, raw) in steps {
-            let ancestors = ancestors(&specs, &spec.id);
+            let ancestors = ancestors(&specs, &index, &spec.id);
             let scope = Some((spec.id.as_str(), &ancestors));
             if let Some(w) = &raw.get_ref().when {
                 self.check_template(w.get_ref(), w.span().start, true, params, scope, "when");
@@ -523,16 +583,25 @@ fn collect_strings<'v>(value: &'v toml::Value, out: &mut Vec<&'v str>) {
     }
 }
 
-/// All steps `id` transitively needs.
-pub fn ancestors(steps: &[&StepSpec], id: &str) -> BTreeSet<String> {
+/// Step id -> position, for graph walks that stay linear.
+fn index_of<'a>(steps: &[&'a StepSpec]) -> HashMap<&'a str, usize> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect()
+}
+
+/// All steps `id` transitively needs (an iterative walk: no recursion).
+fn ancestors(steps: &[&StepSpec], index: &HashMap<&str, usize>, id: &str) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
-    let mut stack = vec![id.to_string()];
+    let mut stack: Vec<usize> = index.get(id).copied().into_iter().collect();
     while let Some(cur) = stack.pop() {
-        if let Some(step) = steps.iter().find(|s| s.id == cur) {
-            for n in &step.needs {
-                if seen.insert(n.clone()) {
-                    stack.push(n.clone());
-                }
+        for n in &steps[cur].needs {
+            if let Some(&j) = index.get(n.as_str())
+                && seen.insert(n.clone())
+            {
+                stack.push(j);
             }
         }
     }
@@ -540,6 +609,8 @@ pub fn ancestors(steps: &[&StepSpec], id: &str) -> BTreeSet<String> {
 }
 
 /// A dependency cycle, as the ids along it (first repeated at the end).
+/// Iterative depth-first search, linear in steps and needs, so that a
+/// hostile 100,000-step chain neither takes minutes nor overflows the stack.
 fn find_cycle(steps: &[&StepSpec]) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -547,46 +618,44 @@ fn find_cycle(steps: &[&StepSpec]) -> Option<Vec<String>> {
         Active,
         Done,
     }
-    fn visit(
-        i: usize,
-        steps: &[&StepSpec],
-        marks: &mut [Mark],
-        path: &mut Vec<usize>,
-    ) -> Option<Vec<String>> {
-        marks[i] = Mark::Active;
-        path.push(i);
-        for need in &steps[i].needs {
-            let Some(j) = steps.iter().position(|s| &s.id == need) else {
+    let index = index_of(steps);
+    let mut marks = vec![Mark::New; steps.len()];
+    for root in 0..steps.len() {
+        if marks[root] != Mark::New {
+            continue;
+        }
+        // (step, next need to look at); the stack is the current path.
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        marks[root] = Mark::Active;
+        while let Some(&mut (i, ref mut next)) = path.last_mut() {
+            let Some(need) = steps[i].needs.get(*next) else {
+                marks[i] = Mark::Done;
+                path.pop();
+                continue;
+            };
+            *next += 1;
+            let Some(&j) = index.get(need.as_str()) else {
                 continue;
             };
             match marks[j] {
                 Mark::Active => {
-                    let from = path.iter().position(|&p| p == j).unwrap();
-                    let mut ids: Vec<String> =
-                        path[from..].iter().map(|&k| steps[k].id.clone()).collect();
+                    let from = path.iter().position(|&(p, _)| p == j).unwrap_or(0);
+                    let mut ids: Vec<String> = path[from..]
+                        .iter()
+                        .map(|&(k, _)| steps[k].id.clone())
+                        .collect();
                     ids.push(steps[j].id.clone());
                     return Some(ids);
                 }
                 Mark::New => {
-                    if let Some(c) = visit(j, steps, marks, path) {
-                        return Some(c);
-                    }
+                    marks[j] = Mark::Active;
+                    path.push((j, 0));
                 }
                 Mark::Done => {}
             }
         }
-        path.pop();
-        marks[i] = Mark::Done;
-        None
     }
-    let mut marks = vec![Mark::New; steps.len()];
-    (0..steps.len()).find_map(|i| {
-        if marks[i] == Mark::New {
-            visit(i, steps, &mut marks, &mut Vec::new())
-        } else {
-            None
-        }
-    })
+    None
 }
 
 /// Converts a TOML value to a param value of the declared type.

@@ -86,6 +86,6 @@ pub struct Grants {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    pub memory_mib: Option<u64>,
-    pub max_output_mib: Option<u64>,
+    pub memory_mib: Option<Spanned<u64>>,
+    pub max_output_mib: Option<Spanned<u64>>,
 }

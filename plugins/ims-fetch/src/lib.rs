@@ -20,23 +20,23 @@ struct With {
 fn records(path: &str, what: &str) -> Result<Map<String, Value>, StepError> {
     let list = imsflow_pdk::service_json("ims", path)?;
     let Value::Array(items) = list else {
-        return Err(StepError::Failed(format!("{what}: IMS did not answer a JSON list")));
+        return Err(StepError::Aborted(format!("{what}: IMS did not answer a JSON list")));
     };
     let mut out = Map::new();
     for item in items {
         let Value::Object(record) = item else {
-            return Err(StepError::Failed(format!("At least one item in {what} is not a JSON object")));
+            return Err(StepError::Aborted(format!("At least one item in {what} is not a JSON object")));
         };
         for field in ["id", "created"] {
             match record.get(field) {
-                None => return Err(StepError::Failed(format!("At least one item in {what} is missing required field '{field}'"))),
+                None => return Err(StepError::Aborted(format!("At least one item in {what} is missing required field '{field}'"))),
                 Some(Value::String(s)) if !s.is_empty() => {}
-                Some(_) => return Err(StepError::Failed(format!("At least one item in {what} has empty value for '{field}' field"))),
+                Some(_) => return Err(StepError::Aborted(format!("At least one item in {what} has empty value for '{field}' field"))),
             }
         }
         let id = record["id"].as_str().unwrap().to_string();
         if out.insert(id.clone(), Value::Object(record)).is_some() {
-            return Err(StepError::Failed(format!("At least one item in {what} has duplicate 'id' value '{id}'")));
+            return Err(StepError::Aborted(format!("At least one item in {what} has duplicate 'id' value '{id}'")));
         }
     }
     Ok(out)
@@ -61,7 +61,7 @@ impl Step for ImsFetch {
             .collect();
         if !running.is_empty() {
             if !input.with.ignore_running_jobs {
-                return Err(StepError::Failed(format!(
+                return Err(StepError::Aborted(format!(
                     "Aborted due to incomplete jobs: {}. Wait until jobs are completed, or pass --ignore-running-jobs",
                     running.join("; ")
                 )));
