@@ -34,6 +34,9 @@ pub struct ObjectHead {
     pub etag: String,
     pub content_type: Option<String>,
     pub metadata: Vec<(String, String)>,
+    /// ISO 8601, UTC.
+    pub last_modified: Option<String>,
+    pub accept_ranges: Option<String>,
 }
 
 /// One object of a listing.
@@ -42,6 +45,23 @@ pub struct ObjectEntry {
     pub key: String,
     pub size: u64,
     pub etag: String,
+    /// ISO 8601, UTC.
+    pub last_modified: Option<String>,
+    pub storage_class: Option<String>,
+    pub owner_id: Option<String>,
+    pub owner_name: Option<String>,
+}
+
+/// A time as Python's `isoformat()` prints an aware UTC datetime, which is
+/// how HPE's export records them: microseconds only when there are any.
+pub fn isoformat(t: &aws_sdk_s3::primitives::DateTime) -> Option<String> {
+    let dt = chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())?;
+    let micros = dt.timestamp_subsec_micros();
+    Some(if micros == 0 {
+        dt.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
+    } else {
+        dt.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +130,8 @@ impl S3Store {
                     .metadata()
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                     .unwrap_or_default(),
+                last_modified: h.last_modified().and_then(isoformat),
+                accept_ranges: h.accept_ranges().map(String::from),
             })),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
             Err(e) => Err(failed("HEAD", bucket, key, DisplayErrorContext(e))),
@@ -123,6 +145,7 @@ impl S3Store {
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
+            .fetch_owner(true)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -136,7 +159,11 @@ impl S3Store {
             out.extend(page.contents().iter().map(|o| ObjectEntry {
                 key: o.key().unwrap_or_default().to_string(),
                 size: o.size().unwrap_or(0) as u64,
-                etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+                etag: unquote(o.e_tag()),
+                last_modified: o.last_modified().and_then(isoformat),
+                storage_class: o.storage_class().map(|c| c.as_str().to_string()),
+                owner_id: o.owner().and_then(|w| w.id()).map(String::from),
+                owner_name: o.owner().and_then(|w| w.display_name()).map(String::from),
             }));
         }
         Ok(out)

@@ -244,3 +244,106 @@ async fn running_jobs_abort_the_export_once_without_retries() {
         "an abort is not retried:\n{stderr}"
     );
 }
+
+fn iso_utc(v: &serde_json::Value) -> bool {
+    let Some(t) = v.as_str() else { return false };
+    let (main, rest) = t.split_at(t.len().min(19));
+    chrono::NaiveDateTime::parse_from_str(main, "%Y-%m-%dT%H:%M:%S").is_ok()
+        && (rest == "+00:00"
+            || rest
+                .strip_prefix('.')
+                .and_then(|r| r.strip_suffix("+00:00"))
+                .is_some_and(|f| f.len() == 6))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_bucket_listings_keep_hpes_fields() {
+    let spec = csm_sim::seed::SeedSpec {
+        running_jobs: 0,
+        ..csm_sim::testing::small_spec()
+    };
+    let sys = csm_sim::testing::System::start(&spec).await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
+        .args(["export", "--no-tar", out_dir.path().to_str().unwrap()])
+        .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
+        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap();
+    let artifacts = doc["s3_data"]["artifacts"].as_object().unwrap();
+    assert!(!artifacts.is_empty());
+    for (url, entry) in artifacts {
+        let d = &entry["describe"]["artifact"];
+        assert_eq!(d["AcceptRanges"], "bytes", "{url}: {d}");
+        assert!(iso_utc(&d["LastModified"]), "{url}: {d}");
+    }
+    for (bucket, listing) in doc["s3_data"]["buckets"].as_object().unwrap() {
+        for item in listing["artifacts"].as_array().unwrap() {
+            assert!(iso_utc(&item["LastModified"]), "{bucket}: {item}");
+            assert_eq!(item["StorageClass"], "STANDARD", "{bucket}: {item}");
+            assert!(item["Owner"]["ID"].is_string(), "{bucket}: {item}");
+            assert!(item["Owner"]["DisplayName"].is_string(), "{bucket}: {item}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_image_whose_manifest_is_gone_is_skipped_with_a_warning_naming_it_deleted() {
+    let spec = csm_sim::seed::SeedSpec {
+        running_jobs: 0,
+        ..csm_sim::testing::small_spec()
+    };
+    let sys = csm_sim::testing::System::start(&spec).await;
+    let deleted = sys.expected.deleted["images"]
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    let s3 = csm_sim::s3::S3::new(&sys.s3);
+    let manifests: Vec<String> = s3
+        .list("boot-images", "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, _, _)| key)
+        .filter(|k| k.contains(&deleted) && k.ends_with("manifest.json"))
+        .collect();
+    assert!(
+        !manifests.is_empty(),
+        "the deleted image has a manifest to lose"
+    );
+    for key in &manifests {
+        s3.delete("boot-images", key).await.unwrap();
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
+        .args([
+            "export",
+            "--include-deleted",
+            out_dir.path().to_str().unwrap(),
+        ])
+        .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
+        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Skipping deleted IMS image {deleted}: its manifest s3://boot-images/"
+        )),
+        "{stderr}"
+    );
+    assert!(text(&out.stdout).contains("DONE!"));
+}

@@ -154,6 +154,8 @@ pub fn object_head(h: crate::s3::ObjectHead) -> wit::ObjectHead {
         etag: h.etag,
         content_type: h.content_type,
         metadata: h.metadata,
+        last_modified: h.last_modified,
+        accept_ranges: h.accept_ranges,
     }
 }
 
@@ -162,5 +164,9 @@ pub fn object_entry(e: crate::s3::ObjectEntry) -> wit::ObjectEntry {
         key: e.key,
         size: e.size,
         etag: e.etag,
+        last_modified: e.last_modified,
+        storage_class: e.storage_class,
+        owner_id: e.owner_id,
+        owner_name: e.owner_name,
     }
 }

@@ -118,17 +118,24 @@ impl Planner {
     }
 }
 
-/// `link.path` of every record of a kind (live, plus deleted when exported), with its owner.
+/// `link.path` of every record of a kind (live, plus deleted when exported),
+/// with its owner, named as deleted for a deleted record.
 fn record_links(ims: &Value, kind: &str) -> Vec<(String, String)> {
-    let live = ims.get(kind).and_then(Value::as_object).into_iter().flatten();
-    let deleted = ims.pointer(&format!("/deleted/{kind}")).and_then(Value::as_object).into_iter().flatten();
-    live.chain(deleted)
-        .filter_map(|(id, r)| {
-            let path = r.pointer("/link/path").and_then(Value::as_str).filter(|p| !p.is_empty())?;
-            Some((path.to_string(), format!("IMS {} {id}", kind.trim_end_matches('s'))))
-        })
-        .collect()
+    let records = |at: &str, what: &'static str| {
+        ims.pointer(at).and_then(Value::as_object).into_iter().flatten().map(move |(id, r)| (id, r, what))
+    };
+    records(&format!("/{kind}"), "IMS").chain(records(&format!("/deleted/{kind}"), DELETED)).filter_map(|(id, r, what)| {
+        let path = r.pointer("/link/path").and_then(Value::as_str).filter(|p| !p.is_empty())?;
+        Some((path.to_string(), format!("{what} {} {id}", kind.trim_end_matches('s'))))
+    })
+    .collect()
 }
+
+/// How the owner of a soft-deleted record's links is named. Real IMS keeps the
+/// link of a soft-deleted image whose manifest is already gone (it answers 204
+/// and moves nothing), so a deleted record's missing artifact is skipped with
+/// a warning, while a live record's is an error.
+const DELETED: &str = "deleted IMS";
 
 impl Step for ExportPlan {
     type With = With;
@@ -175,24 +182,36 @@ impl Step for ExportPlan {
             let mut seen = HashSet::new();
             images.retain(|u| seen.insert(u.clone()));
             let mut manifest_links = HashMap::new();
+            let mut missing = HashSet::new();
             for url in &images {
+                let owner = owners.get(url).cloned().unwrap_or_else(|| "a link source".into());
                 if p.head(url)?.is_none() {
-                    let owner = owners.get(url).map(String::as_str).unwrap_or("a link source");
+                    if owner.starts_with(DELETED) {
+                        imsflow_pdk::warn(&format!("Skipping {owner}: its manifest {url} does not exist in S3"));
+                        missing.insert(url.clone());
+                        continue;
+                    }
                     return Err(StepError::Failed(format!("{owner} links to {url}, which does not exist in S3")));
                 }
                 let links = p.manifest_links(url)?;
                 for l in &links {
-                    owners.entry(l.clone()).or_insert_with(|| format!("manifest {url}"));
+                    let by = if owner.starts_with(DELETED) { format!("{owner} (manifest {url})") } else { format!("manifest {url}") };
+                    owners.entry(l.clone()).or_insert(by);
                     others.push(l.clone());
                 }
                 manifest_links.insert(url.clone(), links);
             }
+            images.retain(|u| !missing.contains(u));
             others.retain(|u| seen.insert(u.clone()));
             let mut used_paths = HashSet::new();
             let mut buckets = BTreeSet::new();
             for url in images.iter().chain(&others) {
                 let Some(head) = p.head(url)? else {
                     let owner = owners.get(url).map(String::as_str).unwrap_or("a link source");
+                    if owner.starts_with(DELETED) {
+                        imsflow_pdk::warn(&format!("Skipping {url} of {owner}: it does not exist in S3"));
+                        continue;
+                    }
                     return Err(StepError::Failed(format!("{owner} needs {url}, which does not exist in S3")));
                 };
                 let (bucket, key) = split(url).expect("head found it");
@@ -211,10 +230,19 @@ impl Step for ExportPlan {
                 if let Some(links) = manifest_links.get(url) {
                     entry.insert("manifest_links".into(), json!(links));
                 }
-                entry.insert("describe".into(), json!({ "artifact": {
-                    "ContentLength": head.size, "ETag": format!("\"{}\"", head.etag),
-                    "ContentType": head.content_type, "Metadata": metadata,
-                }}));
+                // HPE records `cray artifacts describe`: boto3's head_object fields.
+                let mut describe = Map::new();
+                if let Some(r) = &head.accept_ranges {
+                    describe.insert("AcceptRanges".into(), json!(r));
+                }
+                if let Some(t) = &head.last_modified {
+                    describe.insert("LastModified".into(), json!(t));
+                }
+                describe.insert("ContentLength".into(), json!(head.size));
+                describe.insert("ETag".into(), json!(format!("\"{}\"", head.etag)));
+                describe.insert("ContentType".into(), json!(head.content_type));
+                describe.insert("Metadata".into(), json!(metadata));
+                entry.insert("describe".into(), json!({ "artifact": describe }));
                 entry.insert("size".into(), json!(head.size));
                 entry.insert("etag".into(), json!(head.etag));
                 entry.insert("content_type".into(), json!(head.content_type));
@@ -234,8 +262,26 @@ impl Step for ExportPlan {
             let mut listings = Map::new();
             for bucket in buckets {
                 let objects = s3::list_objects(&bucket, "").map_err(|e| imsflow_pdk::host_err(&format!("listing bucket {bucket}"), e))?;
-                let items: Vec<Value> =
-                    objects.iter().map(|o| json!({ "Key": o.key, "Size": o.size, "ETag": format!("\"{}\"", o.etag) })).collect();
+                // boto3's list_objects shape, as HPE records it.
+                let items: Vec<Value> = objects
+                    .iter()
+                    .map(|o| {
+                        let mut item = Map::new();
+                        item.insert("Key".into(), json!(o.key));
+                        if let Some(t) = &o.last_modified {
+                            item.insert("LastModified".into(), json!(t));
+                        }
+                        item.insert("ETag".into(), json!(format!("\"{}\"", o.etag)));
+                        item.insert("Size".into(), json!(o.size));
+                        if let Some(c) = &o.storage_class {
+                            item.insert("StorageClass".into(), json!(c));
+                        }
+                        if o.owner_id.is_some() || o.owner_name.is_some() {
+                            item.insert("Owner".into(), json!({ "DisplayName": o.owner_name.clone().unwrap_or_default(), "ID": o.owner_id.clone().unwrap_or_default() }));
+                        }
+                        Value::Object(item)
+                    })
+                    .collect();
                 listings.insert(bucket, json!({ "artifacts": items }));
             }
             doc.insert("s3_data".into(), json!({ "artifacts": artifacts, "buckets": listings }));
