@@ -63,9 +63,10 @@ paxos_propose_interval = 0.1
 [osd]
 osd_data = $D/osd/\$cluster-\$id
 keyring = $D/osd/\$cluster-\$id/keyring
-# data lives in RAM, capped at 4 GiB
+# data lives in RAM, capped (default 10 GiB: room for the benchmarks on a 24 GiB machine;
+# a full memstore blocks writes instead of failing them, see sim/src/testing.rs)
 osd_objectstore = memstore
-memstore_device_bytes = 4294967296
+memstore_device_bytes = ${CEPH_MEMSTORE_BYTES:-10737418240}
 [client.admin]
 # no admin socket for CLI tools: parallel radosgw-admin runs (one per test) would fight over one path
 admin_socket =

@@ -31,8 +31,30 @@ impl Ceph {
         }
     }
 
+    /// Fails fast when the cluster is full or nearly: a full memstore OSD
+    /// blocks every write, so seeding would hang instead of failing.
+    pub fn check_health(&self) {
+        static CHECKED: std::sync::Once = std::sync::Once::new();
+        CHECKED.call_once(|| {
+            let out = Command::new("ceph")
+                .args(["-c", &self.conf, "health", "detail"])
+                .output()
+                .unwrap_or_else(|e| panic!("running `ceph health`: {e}; {HOW}"));
+            let health = String::from_utf8_lossy(&out.stdout);
+            if let Some(state) = full_state(&health) {
+                panic!(
+                    "the Ceph test cluster is {state}: writes would block forever ({}). \
+                     Recover with `scripts/ceph-micro-stop.sh target/ceph && rm -rf target/ceph`, \
+                     then run scripts/test again (it starts a fresh cluster)",
+                    health.lines().next().unwrap_or_default()
+                );
+            }
+        });
+    }
+
     /// Creates an RGW user in a new tenant; returns the tenant and its S3 settings.
     pub fn tenant(&self) -> (String, S3Config) {
+        self.check_health();
         static N: AtomicU32 = AtomicU32::new(0);
         let tenant = format!(
             "t{}x{}x{}",
@@ -86,6 +108,18 @@ impl Ceph {
                 "--purge-data",
             ])
             .output();
+    }
+}
+
+/// `full` or `nearfull` when `ceph health detail` says an OSD or pool is so.
+pub fn full_state(health: &str) -> Option<&'static str> {
+    let text = health.to_ascii_uppercase();
+    if text.contains("OSD_FULL") || text.contains("POOL_FULL") || text.contains(" FULL OSD") {
+        Some("full")
+    } else if text.contains("NEARFULL") || text.contains("BACKFILLFULL") {
+        Some("nearfull")
+    } else {
+        None
     }
 }
 
@@ -157,5 +191,23 @@ pub fn small_spec() -> SeedSpec {
         jobs: 2,
         running_jobs: 1,
         rootfs_size: 64 << 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_state;
+
+    #[test]
+    fn a_full_or_nearfull_cluster_is_recognised() {
+        let full = "HEALTH_ERR 1 full osd(s); 8 pool(s) full\n[ERR] OSD_FULL: 1 full osd(s)\n    osd.0 is full\n";
+        assert_eq!(full_state(full), Some("full"));
+        let near = "HEALTH_WARN 1 nearfull osd(s)\n[WRN] OSD_NEARFULL: 1 nearfull osd(s)\n";
+        assert_eq!(full_state(near), Some("nearfull"));
+        assert_eq!(full_state("HEALTH_OK\n"), None);
+        assert_eq!(
+            full_state("HEALTH_WARN mon a is low on available space\n"),
+            None
+        );
     }
 }
