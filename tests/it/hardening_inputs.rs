@@ -4,16 +4,22 @@
 use crate::support::*;
 use std::process::Command;
 
-fn imsflow(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_imsflow"))
-        .args(args)
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
-        .output()
-        .unwrap()
+fn imsflow(args: &[&str]) -> CliRun {
+    imsflow_cli(None, args, &[])
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// `imsflow export ARGS` against a simulated CSM.
+fn export(sys: &csm_sim::testing::System, args: &[&str]) -> CliRun {
+    let mut all = vec!["export"];
+    all.extend(args);
+    imsflow_cli(Some(&sys.data.path().join("imsflow.toml")), &all, &[])
+}
+
+fn no_running_jobs() -> csm_sim::seed::SeedSpec {
+    csm_sim::seed::SeedSpec {
+        running_jobs: 0,
+        ..csm_sim::testing::small_spec()
+    }
 }
 
 #[test]
@@ -80,11 +86,13 @@ fn endless_or_special_files_are_refused_not_read() {
     let s = Scratch::new();
     // A workflow that is /dev/zero, a FIFO given as a workflow, and a plugin file that is a FIFO.
     let out = imsflow(&["validate", "/dev/zero"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.code, 1);
     assert!(
-        text(&out.stderr).contains("workflow file /dev/zero: is not a regular file"),
+        out.stderr
+            .clone()
+            .contains("workflow file /dev/zero: is not a regular file"),
         "{}",
-        text(&out.stderr)
+        out.stderr.clone()
     );
     let fifo = s.path().join("fifo");
     assert!(
@@ -95,11 +103,11 @@ fn endless_or_special_files_are_refused_not_read() {
             .success()
     );
     let out = imsflow(&["validate", fifo.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "a FIFO is not waited on");
+    assert_eq!(out.code, 1, "a FIFO is not waited on");
     assert!(
-        text(&out.stderr).contains("is not a regular file"),
+        out.stderr.clone().contains("is not a regular file"),
         "{}",
-        text(&out.stderr)
+        out.stderr.clone()
     );
     let err = imsflow::plugin::load(&imsflow::plugin::PluginRef::File {
         path: fifo.clone(),
@@ -203,8 +211,8 @@ fn a_chatty_plugin_cannot_forge_log_lines_or_flood_the_log() {
     let s = Scratch::new();
     s.workflow("version = 1\nname = \"chat\"\ndescription = \"\"\n[[steps]]\nid = \"talk\"\nplugin = \"@PLUGINS@/chatty.wasm\"\n");
     let out = imsflow(&["run", s.path().join("wf.toml").to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let stderr = text(&out.stderr);
+    assert_eq!(out.code, 0, "{}", out.stderr.clone());
+    let stderr = out.stderr.clone();
     assert!(
         !stderr.lines().any(|l| l.starts_with("FORGED")),
         "no forged line:\n{stderr}"
@@ -226,15 +234,9 @@ async fn running_jobs_abort_the_export_once_without_retries() {
     let sys = csm_sim::testing::System::start(&csm_sim::testing::small_spec()).await;
     assert!(sys.expected.jobs.len() > 0);
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
-        .args(["export", out_dir.path().to_str().unwrap()])
-        .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = export(&sys, &[out_dir.path().to_str().unwrap()]);
+    let stderr = out.stderr.clone();
+    assert_eq!(out.code, 1, "{stderr}");
     assert!(
         stderr.contains("plugin `ims-fetch` aborted: Aborted due to incomplete jobs"),
         "{stderr}"
@@ -258,20 +260,10 @@ fn iso_utc(v: &serde_json::Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_and_bucket_listings_keep_hpes_fields() {
-    let spec = csm_sim::seed::SeedSpec {
-        running_jobs: 0,
-        ..csm_sim::testing::small_spec()
-    };
-    let sys = csm_sim::testing::System::start(&spec).await;
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
-        .args(["export", "--no-tar", out_dir.path().to_str().unwrap()])
-        .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = export(&sys, &["--no-tar", out_dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr.clone());
     let dir = std::fs::read_dir(out_dir.path())
         .unwrap()
         .next()
@@ -299,11 +291,7 @@ async fn describe_and_bucket_listings_keep_hpes_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_image_whose_manifest_is_gone_is_skipped_with_a_warning_naming_it_deleted() {
-    let spec = csm_sim::seed::SeedSpec {
-        running_jobs: 0,
-        ..csm_sim::testing::small_spec()
-    };
-    let sys = csm_sim::testing::System::start(&spec).await;
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
     let deleted = sys.expected.deleted["images"]
         .iter()
         .next()
@@ -326,24 +314,17 @@ async fn a_deleted_image_whose_manifest_is_gone_is_skipped_with_a_warning_naming
         s3.delete("boot-images", key).await.unwrap();
     }
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
-        .args([
-            "export",
-            "--include-deleted",
-            out_dir.path().to_str().unwrap(),
-        ])
-        .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = export(
+        &sys,
+        &["--include-deleted", out_dir.path().to_str().unwrap()],
+    );
+    let stderr = out.stderr.clone();
+    assert_eq!(out.code, 0, "{stderr}");
     assert!(
         stderr.contains(&format!(
             "Skipping deleted IMS image {deleted}: its manifest s3://boot-images/"
         )),
         "{stderr}"
     );
-    assert!(text(&out.stdout).contains("DONE!"));
+    assert!(out.stdout.contains("DONE!"));
 }

@@ -7,29 +7,10 @@ use csm_sim::testing::System;
 use imsflow::plan::Plan;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 /// Runs the `imsflow` binary against a simulated CSM, with extra env vars.
-fn imsflow(sys: &System, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
-        .args(args)
-        .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
-        .env_remove("KUBECONFIG")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn imsflow(sys: &System, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    imsflow_cli(Some(&sys.data.path().join("imsflow.toml")), args, env)
 }
 
 /// The small seed without running jobs (the export would abort on them).
@@ -40,7 +21,7 @@ fn small_spec() -> SeedSpec {
     }
 }
 
-fn ok(run: &Run) {
+fn ok(run: &CliRun) {
     assert_eq!(
         run.code, 0,
         "stdout:\n{}\nstderr:\n{}",
@@ -86,15 +67,6 @@ fn members(archive: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_export_plan_applies_to_the_archive_it_named_equal_to_a_direct_run() {
     let sys = System::start(&small_spec()).await;
@@ -108,7 +80,7 @@ async fn a_saved_export_plan_applies_to_the_archive_it_named_equal_to_a_direct_r
     let plan_file = scratch.path().join("export.plan.json");
     let plan = plan_export(&sys, &planned_dir, &plan_file);
     assert!(
-        entries(&planned_dir).is_empty(),
+        dir_entries(&planned_dir).is_empty(),
         "planning writes no archive"
     );
     let named = plan.target.as_ref().unwrap().final_path();
@@ -132,7 +104,7 @@ async fn a_saved_export_plan_applies_to_the_archive_it_named_equal_to_a_direct_r
         applied.stdout
     );
     assert_eq!(
-        entries(&planned_dir),
+        dir_entries(&planned_dir),
         vec![named.file_name().unwrap().to_string_lossy().into_owned()]
     );
 
@@ -275,9 +247,9 @@ async fn tampered_foreign_and_stale_plans_are_refused_with_nothing_applied() {
         run.stderr
     );
     assert!(
-        entries(&archive_dir).is_empty(),
+        dir_entries(&archive_dir).is_empty(),
         "nothing was applied: {:?}",
-        entries(&archive_dir)
+        dir_entries(&archive_dir)
     );
 }
 

@@ -120,3 +120,39 @@ pub fn failure_of(result: Result<RunReport, RunError>) -> String {
         ),
     }
 }
+
+/// What a run of the `imsflow` binary printed and returned.
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `imsflow` binary with the shared compile cache, the connection
+/// config of a simulated CSM when given, and extra environment variables.
+pub fn imsflow_cli(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imsflow"));
+    cmd.args(args)
+        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
+        .env_remove("KUBECONFIG")
+        .envs(env.iter().copied());
+    if let Some(config) = config {
+        cmd.env("IMSFLOW_CONFIG", config);
+    }
+    let out = cmd.output().unwrap();
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Names in a directory, sorted.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
