@@ -153,6 +153,8 @@ pub const MAX_WORKFLOW_BYTES: u64 = 1 << 20;
 pub const MAX_STEPS: usize = 1000;
 /// Largest `limits.memory_mib`: a wasm32 memory cannot exceed 4 GiB.
 const MAX_MEMORY_MIB: u64 = 4096;
+/// Most retries of a step (backoff doubles up to 12.8 s between tries).
+const MAX_RETRIES: u32 = 10;
 /// Largest `limits.max_output_mib`.
 const MAX_OUTPUT_MIB: u64 = 1024;
 
@@ -411,6 +413,20 @@ impl Validator<'_> {
                     );
                 }
             }
+            let retries = match &s.retries {
+                Some(r) if *r.get_ref() > MAX_RETRIES => {
+                    self.error(
+                        r.span().start,
+                        format!(
+                            "step `{id}`: retries must be at most {MAX_RETRIES}, not {}",
+                            r.get_ref()
+                        ),
+                    );
+                    0
+                }
+                Some(r) => *r.get_ref(),
+                None => 0,
+            };
             let grants = self.grants(&id, &s.grants);
             let plugin_at = self.lines.position(s.plugin.span().start);
             out.push((
@@ -426,7 +442,7 @@ impl Validator<'_> {
                         .collect(),
                     grants,
                     limits,
-                    retries: s.retries,
+                    retries,
                     plugin_at,
                 },
                 step,

@@ -64,7 +64,7 @@ pub struct Step {
     /// e.g. `"90s"`, `"5m"`.
     pub timeout: Option<Spanned<String>>,
     #[serde(default)]
-    pub retries: u32,
+    pub retries: Option<Spanned<u32>>,
     #[serde(default)]
     pub limits: Limits,
 }
