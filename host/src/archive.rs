@@ -585,9 +585,14 @@ fn index_dir(root: &Path, dir: &Path, out: &mut Vec<Member>) -> Result<(), Archi
         } else if kind.is_file() {
             let rel = path
                 .strip_prefix(root)
-                .unwrap()
+                .unwrap_or(&path)
                 .to_string_lossy()
                 .into_owned();
+            // The rules of tar members: a name with a control character is refused.
+            let rel = normalize_member_path(&rel).map_err(|e| ArchiveError::Invalid {
+                archive: root.to_path_buf(),
+                reason: e.to_string(),
+            })?;
             let size = entry.metadata().map_err(io(&path))?.len();
             out.push(Member {
                 path: rel,
