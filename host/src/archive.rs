@@ -1,30 +1,46 @@
 //! Archives: the output archive that export effects write (a tar file or a
-//! directory, made atomically) and the input archive that import steps read.
+//! directory, made atomically and owner-only) and the input archive that
+//! import steps read. Member paths have one normal form (`normalize_member_path`),
+//! used by the writer, the reader and the plan checks alike.
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", escaped(&.path.display().to_string()))]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("archive {archive}: {reason}")]
+    #[error("archive {}: {reason}", escaped(&.archive.display().to_string()))]
     Invalid { archive: PathBuf, reason: String },
-    #[error("archive member path `{path}` is not allowed: {reason}")]
+    #[error("archive member path `{}` is not allowed: {reason}", escaped(.path))]
     BadMemberPath { path: String, reason: &'static str },
-    #[error("archive member `{0}` is written twice")]
-    Duplicate(String),
-    #[error("the archive has no member `{0}`")]
+    #[error("archive member `{}` is written twice{}", escaped(.path), as_normal(.path, .normal))]
+    Duplicate { path: String, normal: String },
+    #[error("archive member `{}` cannot be written: `{}` would be both a file and a directory", escaped(.path), escaped(.clash))]
+    FileAndDir { path: String, clash: String },
+    #[error("the archive has no member `{}`", escaped(.0))]
     NoMember(String),
-    #[error("archive member `{path}` is larger than {max} bytes")]
+    #[error("archive member `{}` is larger than {max} bytes", escaped(.path))]
     TooLarge { path: String, max: u64 },
-    #[error("archive member `{path}` is not valid JSON: {reason}")]
+    #[error("archive member `{}` is not valid JSON: {reason}", escaped(.path))]
     NotJson { path: String, reason: String },
+    #[error("archive name `{}` is not allowed: {reason}; it must be a single file name", escaped(.name))]
+    BadName { name: String, reason: &'static str },
+}
+
+fn as_normal(path: &str, normal: &str) -> String {
+    if path == normal {
+        String::new()
+    } else {
+        format!(" (as `{}`)", escaped(normal))
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
@@ -34,8 +50,35 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
     }
 }
 
-/// Checks that a member path is relative, normal and stays inside the archive.
-pub fn check_member_path(path: &str) -> Result<(), ArchiveError> {
+/// A name from an archive, its index or a plugin, made safe to print:
+/// control characters (newlines, escape sequences) and bidi overrides are
+/// escaped, so that a hostile name cannot forge output lines or restyle the
+/// terminal.
+pub fn escaped(name: &str) -> Cow<'_, str> {
+    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !name.chars().any(|c| c.is_control() || bidi(c)) {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else if bidi(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The normal form of a member path: relative, `/`-separated, without `.`
+/// or empty segments (`s/./a.json` and `s//a.json` are `s/a.json`). Refused:
+/// `..`, absolute paths, a trailing `/` (members are files), NUL, backslash
+/// and control characters. Every place that names members (the writer, the
+/// reader's index, `plan::check`) uses this one function, so that uniqueness
+/// is decided on what the tar will actually hold.
+pub fn normalize_member_path(path: &str) -> Result<String, ArchiveError> {
     let bad = |reason| {
         Err(ArchiveError::BadMemberPath {
             path: path.to_string(),
@@ -48,27 +91,170 @@ pub fn check_member_path(path: &str) -> Result<(), ArchiveError> {
     if path.contains('\0') || path.contains('\\') {
         return bad("it contains a NUL or backslash");
     }
-    for c in Path::new(path).components() {
-        match c {
-            Component::Normal(_) => {}
-            Component::CurDir => return bad("it contains `.`"),
-            Component::ParentDir => return bad("it contains `..`"),
-            Component::RootDir | Component::Prefix(_) => return bad("it is absolute"),
+    if path.chars().any(char::is_control) {
+        return bad("it contains a control character");
+    }
+    if path.starts_with('/') {
+        return bad("it is absolute");
+    }
+    if path.ends_with('/') {
+        return bad("it ends with `/`, but members are files, not directories");
+    }
+    let mut segments = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return bad("it contains `..`"),
+            s => segments.push(s),
         }
     }
-    Ok(())
+    if segments.is_empty() {
+        return bad("it names no file");
+    }
+    Ok(segments.join("/"))
+}
+
+/// Checks that a member path is allowed (see `normalize_member_path`).
+pub fn check_member_path(path: &str) -> Result<(), ArchiveError> {
+    normalize_member_path(path).map(drop)
+}
+
+/// Checks an archive name: a single file name, so that the archive lands in
+/// the output directory itself and never in (or through a symlink to) a
+/// subdirectory of it.
+pub fn check_archive_name(name: &str) -> Result<(), ArchiveError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.contains('/') || name.contains('\\') {
+        "it contains a path separator"
+    } else if name == "." || name == ".." {
+        "it is `.` or `..`"
+    } else if name.chars().any(char::is_control) || name.contains('\0') {
+        "it contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(ArchiveError::BadName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// The members of one archive, by normal form: refuses a path written twice
+/// in any spelling, and a path that would be both a file and a directory
+/// (`a` and `a/b`), which no tar extraction or directory can hold.
+#[derive(Debug, Default)]
+pub struct MemberSet {
+    files: HashSet<String>,
+    dirs: HashSet<String>,
+}
+
+impl MemberSet {
+    /// Adds a member; returns its normal form.
+    pub fn insert(&mut self, path: &str) -> Result<String, ArchiveError> {
+        let normal = normalize_member_path(path)?;
+        if self.files.contains(&normal) {
+            return Err(ArchiveError::Duplicate {
+                path: path.to_string(),
+                normal,
+            });
+        }
+        let clash = |clash: &str| ArchiveError::FileAndDir {
+            path: path.to_string(),
+            clash: clash.to_string(),
+        };
+        if self.dirs.contains(&normal) {
+            return Err(clash(&normal));
+        }
+        let parents: Vec<&str> = normal
+            .match_indices('/')
+            .map(|(i, _)| &normal[..i])
+            .collect();
+        if let Some(file) = parents.iter().find(|p| self.files.contains(**p)) {
+            return Err(clash(file));
+        }
+        // Deepest first: once a parent is known, so are all of its own.
+        for parent in parents.into_iter().rev() {
+            if !self.dirs.insert(parent.to_string()) {
+                break;
+            }
+        }
+        self.files.insert(normal.clone());
+        Ok(normal)
+    }
 }
 
 const WRITE_BUFFER: usize = 1 << 20;
+
+/// Archives hold ssh host keys, munge keys and password hashes (image
+/// rootfs), so they are owner-only, whatever the umask, as HPE's script makes them.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+/// Creates a new owner-only file (never an existing one, nor through a symlink).
+fn create_private_file(path: &Path) -> Result<File, ArchiveError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(io(path))?;
+    // The umask may have taken bits away (even the owner's); set them exactly.
+    file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+        .map_err(io(path))?;
+    Ok(file)
+}
+
+/// Creates a new owner-only directory (not an existing one).
+fn create_private_dir(path: &Path) -> Result<(), ArchiveError> {
+    std::fs::DirBuilder::new()
+        .mode(DIR_MODE)
+        .create(path)
+        .map_err(io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE)).map_err(io(path))
+}
+
+/// Warns about `*.partial` archives in `dir`: an earlier run was killed
+/// before it could remove its own (or another run is writing there now).
+fn warn_stale_partials(dir: &Path) {
+    const SHOWN: usize = 10;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let stale: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    for path in stale.iter().take(SHOWN) {
+        tracing::warn!(
+            "found {}, a partial archive of an earlier run that was killed (or of a run still writing there); it is not a usable archive: remove it once no imsflow writes into {}",
+            escaped(&path.display().to_string()),
+            escaped(&dir.display().to_string())
+        );
+    }
+    if stale.len() > SHOWN {
+        tracing::warn!(
+            "and {} more partial archive(s) in {}",
+            stale.len() - SHOWN,
+            escaped(&dir.display().to_string())
+        );
+    }
+}
 
 /// Partial archives being written by this process, so that an interrupted
 /// run can remove them (see `remove_partials`).
 static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
+fn partials() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    // A panic elsewhere while holding the lock leaves a usable list.
+    PARTIALS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Removes every partial archive this process is writing; returns their paths.
 /// For signal handlers: the writers themselves may never get to drop.
 pub fn remove_partials() -> Vec<PathBuf> {
-    let paths = std::mem::take(&mut *PARTIALS.lock().unwrap());
+    let paths = std::mem::take(&mut *partials());
     for p in &paths {
         let _ = if p.is_dir() {
             std::fs::remove_dir_all(p)
@@ -80,7 +266,7 @@ pub fn remove_partials() -> Vec<PathBuf> {
 }
 
 fn forget_partial(path: &Path) {
-    PARTIALS.lock().unwrap().retain(|p| p != path);
+    partials().retain(|p| p != path);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -92,24 +278,27 @@ pub enum Format {
 
 /// An output archive being written under `<final>.partial`; `finish` makes
 /// it appear under its final name, and dropping it unfinished removes it.
+/// Files are created 0600 and directories 0700, whatever the umask.
 pub struct ArchiveWriter {
     final_path: PathBuf,
     partial: PathBuf,
     tar: Option<tar::Builder<std::io::BufWriter<File>>>,
-    written: HashSet<String>,
+    members: MemberSet,
     finished: bool,
     /// Member modification time: when the archive was made.
     mtime: u64,
 }
 
 impl ArchiveWriter {
-    /// `dir/name.tar` (tar) or `dir/name/` (dir).
+    /// `dir/name.tar` (tar) or `dir/name/` (dir). `name` is a single file name.
     pub fn create(dir: &Path, name: &str, format: Format) -> Result<ArchiveWriter, ArchiveError> {
+        check_archive_name(name)?;
         let final_path = match format {
             Format::Tar => dir.join(format!("{name}.tar")),
             Format::Dir => dir.join(name),
         };
-        if final_path.exists() {
+        // symlink_metadata: a dangling symlink is "there" too, not to be replaced.
+        if std::fs::symlink_metadata(&final_path).is_ok() {
             return Err(ArchiveError::Io {
                 path: final_path,
                 source: std::io::Error::new(
@@ -118,12 +307,13 @@ impl ArchiveWriter {
                 ),
             });
         }
+        warn_stale_partials(dir);
         let mut partial = final_path.clone().into_os_string();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
         let tar = match format {
             Format::Tar => {
-                let file = File::create_new(&partial).map_err(io(&partial))?;
+                let file = create_private_file(&partial)?;
                 // Large writes: members arrive in network-sized chunks.
                 let mut builder =
                     tar::Builder::new(std::io::BufWriter::with_capacity(WRITE_BUFFER, file));
@@ -131,11 +321,11 @@ impl ArchiveWriter {
                 Some(builder)
             }
             Format::Dir => {
-                std::fs::create_dir(&partial).map_err(io(&partial))?;
+                create_private_dir(&partial)?;
                 None
             }
         };
-        PARTIALS.lock().unwrap().push(partial.clone());
+        partials().push(partial.clone());
         let mtime = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -143,7 +333,7 @@ impl ArchiveWriter {
             final_path,
             partial,
             tar,
-            written: HashSet::new(),
+            members: MemberSet::default(),
             finished: false,
             mtime,
         })
@@ -153,27 +343,39 @@ impl ArchiveWriter {
         &self.final_path
     }
 
-    /// Adds a member of known size from a reader (streamed, never buffered whole).
+    /// The path the archive is written under until `finish`.
+    pub fn partial_path(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Adds a member of known size from a reader (streamed, never buffered
+    /// whole), under the normal form of `path`.
     pub fn add(&mut self, path: &str, size: u64, data: impl Read) -> Result<(), ArchiveError> {
-        check_member_path(path)?;
-        if !self.written.insert(path.to_string()) {
-            return Err(ArchiveError::Duplicate(path.to_string()));
-        }
+        let path = self.members.insert(path)?;
         match &mut self.tar {
             Some(builder) => {
                 let mut header = tar::Header::new_gnu();
                 header.set_size(size);
-                header.set_mode(0o644);
+                header.set_mode(FILE_MODE);
                 header.set_mtime(self.mtime);
                 header.set_entry_type(tar::EntryType::Regular);
                 builder
-                    .append_data(&mut header, path, data)
+                    .append_data(&mut header, &path, data)
                     .map_err(io(&self.partial))
             }
             None => {
-                let target = self.partial.join(path);
-                std::fs::create_dir_all(target.parent().unwrap()).map_err(io(&target))?;
-                let file = File::create_new(&target).map_err(io(&target))?;
+                // One level at a time, each owner-only; never the partial
+                // itself, so a writer racing a signal handler's removal fails
+                // instead of recreating it.
+                let mut target = self.partial.clone();
+                let mut segments = path.split('/').peekable();
+                while let Some(segment) = segments.next() {
+                    target.push(segment);
+                    if segments.peek().is_some() && !target.is_dir() {
+                        create_private_dir(&target)?;
+                    }
+                }
+                let file = create_private_file(&target)?;
                 let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
                 let copied = std::io::copy(&mut data.take(size), &mut file).map_err(io(&target))?;
                 std::io::Write::flush(&mut file).map_err(io(&target))?;
@@ -293,6 +495,11 @@ impl ArchiveReader {
         &self.0.path
     }
 
+    /// A tar file (members in file order), not a directory.
+    pub fn is_tar(&self) -> bool {
+        self.0.is_tar
+    }
+
     pub fn members(&self) -> &[Member] {
         &self.0.members
     }
@@ -378,9 +585,14 @@ fn index_dir(root: &Path, dir: &Path, out: &mut Vec<Member>) -> Result<(), Archi
         } else if kind.is_file() {
             let rel = path
                 .strip_prefix(root)
-                .unwrap()
+                .unwrap_or(&path)
                 .to_string_lossy()
                 .into_owned();
+            // The rules of tar members: a name with a control character is refused.
+            let rel = normalize_member_path(&rel).map_err(|e| ArchiveError::Invalid {
+                archive: root.to_path_buf(),
+                reason: e.to_string(),
+            })?;
             let size = entry.metadata().map_err(io(&path))?.len();
             out.push(Member {
                 path: rel,
@@ -390,7 +602,10 @@ fn index_dir(root: &Path, dir: &Path, out: &mut Vec<Member>) -> Result<(), Archi
         } else {
             return Err(ArchiveError::Invalid {
                 archive: root.to_path_buf(),
-                reason: format!("{} is not a regular file or directory", path.display()),
+                reason: format!(
+                    "{} is not a regular file or directory",
+                    escaped(&path.display().to_string())
+                ),
             });
         }
     }
@@ -406,7 +621,7 @@ fn index_tar(path: &Path) -> Result<Vec<Member>, ArchiveError> {
     let file_len = file.metadata().map_err(io(path))?.len();
     let mut archive = tar::Archive::new(file);
     let mut members = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = MemberSet::default();
     let entries = archive
         .entries_with_seek()
         .map_err(|e| invalid(format!("not a readable tar file: {e}")))?;
@@ -422,19 +637,19 @@ fn index_tar(path: &Path) -> Result<Vec<Member>, ArchiveError> {
             tar::EntryType::Directory => continue,
             other => {
                 return Err(invalid(format!(
-                    "member `{name}` is a {other:?}, not a regular file; refusing it"
+                    "member `{}` is a {other:?}, not a regular file; refusing it",
+                    escaped(&name)
                 )));
             }
         }
-        check_member_path(&name).map_err(|e| invalid(e.to_string()))?;
-        if !seen.insert(name.clone()) {
-            return Err(invalid(format!("member `{name}` appears twice")));
-        }
+        // Indexed under its normal form: `s/./a` and `s/a` are one member twice.
+        let name = seen.insert(&name).map_err(|e| invalid(e.to_string()))?;
         let size = entry.size();
         let offset = entry.raw_file_position();
         if offset.saturating_add(size) > file_len {
             return Err(invalid(format!(
-                "member `{name}` is truncated: the file ends before its {size} bytes"
+                "member `{}` is truncated: the file ends before its {size} bytes",
+                escaped(&name)
             )));
         }
         members.push(Member {
@@ -449,4 +664,100 @@ fn index_tar(path: &Path) -> Result<Vec<Member>, ArchiveError> {
 /// Writes `bytes` to a tar or dir archive member; a convenience for small documents.
 pub fn add_bytes(writer: &mut ArchiveWriter, path: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
     writer.add(path, bytes.len() as u64, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn member_paths_have_one_normal_form() {
+        for spelling in [
+            "s/a.json",
+            "s/./a.json",
+            "s//a.json",
+            "./s/a.json",
+            "s/.//./a.json",
+        ] {
+            assert_eq!(
+                normalize_member_path(spelling).unwrap(),
+                "s/a.json",
+                "{spelling}"
+            );
+        }
+        for (bad, why) in [
+            ("dir/", "ends with `/`"),
+            ("s/a/..", "`..`"),
+            ("../x", "`..`"),
+            ("/etc/passwd", "absolute"),
+            ("", "empty"),
+            ("./", "ends with `/`"),
+            (".", "names no file"),
+            ("a\nb", "control character"),
+            ("a\\b", "backslash"),
+        ] {
+            let err = normalize_member_path(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn member_uniqueness_is_decided_on_the_normal_form() {
+        let mut set = MemberSet::default();
+        assert_eq!(set.insert("s/a.json").unwrap(), "s/a.json");
+        for twice in ["s/./a.json", "s//a.json"] {
+            let err = set.insert(twice).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("archive member `{twice}` is written twice (as `s/a.json`)")
+            );
+        }
+        // A file cannot also be a directory, in either order.
+        assert!(matches!(
+            set.insert("s/a.json/b"),
+            Err(ArchiveError::FileAndDir { .. })
+        ));
+        assert!(matches!(
+            set.insert("s"),
+            Err(ArchiveError::FileAndDir { .. })
+        ));
+        assert!(set.insert("s/b.json").is_ok());
+    }
+
+    #[test]
+    fn archive_names_are_single_file_names() {
+        assert!(check_archive_name("export-ims-data-2024").is_ok());
+        for bad in ["sub/x", "../x", "x/", ".", "..", "", "a\\b", "a\nb"] {
+            assert!(check_archive_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn printed_names_have_control_characters_escaped() {
+        assert_eq!(escaped("s3_artifacts/a.json"), "s3_artifacts/a.json");
+        assert_eq!(
+            escaped("a\nproblem: forged\x1b[2K"),
+            "a\\nproblem: forged\\u{1b}[2K"
+        );
+        assert_eq!(escaped("evil\u{202e}txt"), "evil\\u{202e}txt");
+    }
+
+    #[test]
+    fn a_partial_archive_is_owner_only_from_its_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [Format::Tar, Format::Dir] {
+            let mut w = ArchiveWriter::create(dir.path(), &format!("{format:?}"), format).unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let want = if format == Format::Tar { 0o600 } else { 0o700 };
+            assert_eq!(mode(w.partial_path()), want, "{format:?} .partial");
+            add_bytes(&mut w, "s3_artifacts/b/x.json", b"{}").unwrap();
+            if format == Format::Dir {
+                assert_eq!(mode(&w.partial_path().join("s3_artifacts/b")), 0o700);
+                assert_eq!(mode(&w.partial_path().join("s3_artifacts/b/x.json")), 0o600);
+            }
+            let done = w.finish().unwrap();
+            assert_eq!(mode(&done), want, "{format:?} archive");
+        }
+    }
 }

@@ -68,15 +68,40 @@ struct Unit {
     _permit: OwnedSemaphorePermit,
 }
 
-fn ranges(size: u64, config: &TransferConfig) -> Vec<Option<(u64, u64)>> {
+/// The largest object imsflow transfers: S3's own limit for one object
+/// (5 TiB). Sizes come from plans, which plugins write; a larger one is
+/// refused before anything is fetched, so that no size can make the unit
+/// count (or the arithmetic of ranges) explode.
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
+/// The units of an object, generated lazily: the whole object (`None`), or
+/// its byte ranges `[start, end)` in order. Checked arithmetic: the last
+/// range ends at `size` whatever the sizes.
+fn ranges(
+    size: u64,
+    config: &TransferConfig,
+) -> impl Iterator<Item = Option<(u64, u64)>> + Send + 'static {
+    let whole = size <= config.range_threshold;
+    let step = config.range_size.max(1);
+    let split = (!whole).then(|| {
+        std::iter::successors(Some(0u64), move |&start| {
+            start.checked_add(step).filter(|&next| next < size)
+        })
+        .map(move |start| Some((start, start.saturating_add(step).min(size))))
+    });
+    whole
+        .then_some(None)
+        .into_iter()
+        .chain(split.into_iter().flatten())
+}
+
+/// How many units `ranges` yields, without generating them.
+fn unit_count(size: u64, config: &TransferConfig) -> u64 {
     if size <= config.range_threshold {
-        return vec![None];
+        1
+    } else {
+        size.div_ceil(config.range_size.max(1))
     }
-    let step = config.range_size;
-    (0..size)
-        .step_by(step as usize)
-        .map(|start| Some((start, (start + step).min(size))))
-        .collect()
 }
 
 /// Streams `jobs` into `writer` in order and returns it with what was written.
@@ -87,38 +112,46 @@ pub async fn stream_into(
     progress: indicatif::ProgressBar,
     config: &TransferConfig,
 ) -> Result<(ArchiveWriter, Vec<Archived>), TransferError> {
+    if let Some(job) = jobs.iter().find(|j| j.size > MAX_OBJECT_SIZE) {
+        return Err(TransferError {
+            bucket: job.bucket.clone(),
+            key: job.key.clone(),
+            path: job.path.clone(),
+            message: format!(
+                "its planned size, {} bytes, is over the largest object S3 holds ({MAX_OBJECT_SIZE} bytes, 5 TiB); refusing the plan",
+                job.size
+            ),
+        });
+    }
     let concurrency = config.concurrency.max(1);
     let (unit_tx, unit_rx) = std::sync::mpsc::sync_channel::<Unit>(concurrency);
-    let units: Vec<(ObjectJob, Option<(u64, u64)>)> = jobs
-        .iter()
-        .flat_map(|j| {
-            ranges(j.size, config)
-                .into_iter()
-                .map(move |r| (j.clone(), r))
-        })
-        .collect();
-    let spawner = tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(concurrency));
-        for (job, range) in units {
-            let permit = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore is never closed");
-            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-            tokio::spawn(fetch(s3.clone(), job, range, tx));
-            // Never blocks: at most `concurrency` units exist, and that is the capacity.
-            if unit_tx
-                .send(Unit {
-                    rx,
-                    _permit: permit,
-                })
-                .is_err()
-            {
-                break;
+    let spawner = {
+        let jobs = jobs.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(concurrency));
+            // Units are made as slots free up: never more than `concurrency` exist.
+            for job in jobs {
+                for range in ranges(job.size, &config) {
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+                    tokio::spawn(fetch(s3.clone(), job.clone(), range, tx));
+                    // Never blocks: at most `concurrency` units exist, and that is the capacity.
+                    if unit_tx
+                        .send(Unit {
+                            rx,
+                            _permit: permit,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
             }
-        }
-    });
+        })
+    };
     let config = config.clone();
     let written = tokio::task::spawn_blocking(move || {
         let mut archived = Vec::new();
@@ -133,7 +166,7 @@ pub async fn stream_into(
             };
             let mut reader = JobReader {
                 units: &unit_rx,
-                pending_units: ranges(job.size, &config).len(),
+                pending_units: unit_count(job.size, &config),
                 current: None,
                 buffer: Bytes::new(),
                 remaining: job.size,
@@ -194,7 +227,7 @@ async fn fetch(
 /// refusing an object whose length differs from the planned size.
 struct JobReader<'a> {
     units: &'a std::sync::mpsc::Receiver<Unit>,
-    pending_units: usize,
+    pending_units: u64,
     current: Option<Unit>,
     buffer: Bytes,
     remaining: u64,
@@ -265,5 +298,50 @@ impl Read for JobReader<'_> {
         self.remaining -= n as u64;
         self.progress.inc(n as u64);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_lazy_and_end_exactly_at_the_size_without_overflow() {
+        let config = TransferConfig::default();
+        let units: Vec<_> = ranges(40 << 20, &config).collect();
+        assert_eq!(units, vec![None], "small objects are one unit");
+        // The largest object: 327,680 ranges made one at a time, the last one
+        // ending at the size.
+        let count = ranges(MAX_OBJECT_SIZE, &config).count() as u64;
+        assert_eq!(count, unit_count(MAX_OBJECT_SIZE, &config));
+        assert_eq!(count, MAX_OBJECT_SIZE / config.range_size);
+        assert_eq!(
+            ranges(MAX_OBJECT_SIZE, &config).last(),
+            Some(Some((MAX_OBJECT_SIZE - config.range_size, MAX_OBJECT_SIZE)))
+        );
+        // Where `start + step` would pass u64::MAX, the ranges still end at the size.
+        let huge = TransferConfig {
+            range_threshold: 0,
+            range_size: 1 << 63,
+            ..config
+        };
+        let units: Vec<_> = ranges(u64::MAX, &huge).collect();
+        assert_eq!(units, vec![Some((0, 1 << 63)), Some((1 << 63, u64::MAX))]);
+        assert_eq!(unit_count(u64::MAX, &huge), 2);
+        // The first unit of an absurd size is there at once: nothing is collected.
+        assert_eq!(
+            ranges(u64::MAX, &config).next(),
+            Some(Some((0, config.range_size)))
+        );
+        let odd = TransferConfig {
+            range_threshold: 0,
+            range_size: 3,
+            ..TransferConfig::default()
+        };
+        assert_eq!(
+            ranges(7, &odd).collect::<Vec<_>>(),
+            vec![Some((0, 3)), Some((3, 6)), Some((6, 7))]
+        );
+        assert_eq!(unit_count(7, &odd), 3);
     }
 }

@@ -107,19 +107,33 @@ pub async fn export(
 }
 
 pub fn verify(cli: &Cli, archive: &Path) -> anyhow::Result<Exit> {
-    let report = imsflow::verify::verify(archive)
-        .with_context(|| format!("reading {}", archive.display()))?;
+    use imsflow::archive::escaped;
+    let shown = escaped(&archive.display().to_string()).into_owned();
+    let report = imsflow::verify::verify(archive).with_context(|| format!("reading {shown}"))?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        if !cli.quiet {
+            // What each artifact could be checked against; names from the
+            // archive are escaped, so none can forge a line.
+            for c in report.checks.iter().filter(|c| c.ok) {
+                let checked = if c.checked.is_empty() {
+                    "present".to_string()
+                } else {
+                    c.checked.join(", ")
+                };
+                println!("ok ({checked}): {}", escaped(&c.url));
+            }
+        }
         for p in &report.problems {
             println!("problem: {p}");
         }
         println!(
-            "{}: {} artifacts, {} verified by sha256 ({} read), {} problem(s)",
-            archive.display(),
+            "{shown}: {} artifacts: {} verified by sha256, {} by ETag, {} by size only ({} read), {} problem(s)",
             report.artifacts,
-            report.checksummed,
+            report.sha256_verified,
+            report.etag_verified,
+            report.size_only,
             imsflow::units::bytes(report.bytes_read),
             report.problems.len()
         );

@@ -16,7 +16,7 @@ Exit codes:
   1   error (invalid workflow, failed step, refused or failed plan)
   2   --dry-run only: effects are pending (as terraform plan -detailed-exitcode)
   64  usage error (bad command line)
-  130 interrupted (Ctrl-C); a partial archive is removed";
+  130 interrupted (Ctrl-C, SIGTERM or SIGHUP); a partial archive is removed";
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,9 @@ enum Command {
         connect: Connect,
     },
     /// Check an export archive (tar or directory): every artifact export.json
-    /// lists is present, with the recorded size and sha256. Exit 0 or 1.
+    /// lists is present under s3_artifacts/, with the recorded size, and its
+    /// bytes reproduce the recorded sha256 and S3 ETag (HPE archives have the
+    /// ETag only). Says per artifact what it could check. Exit 0 or 1.
     Verify { archive: PathBuf },
     /// Check workflow files without running them.
     Validate {
@@ -143,7 +145,7 @@ pub fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         tokio::select! {
             r = dispatch(&cli) => r.map_err(Failure::Error),
-            _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted(interrupted())),
+            signal = interruption() => Err(Failure::Interrupted(interrupted(signal))),
         }
     });
     match outcome {
@@ -167,8 +169,32 @@ enum Failure {
     Interrupted(anyhow::Error),
 }
 
-/// Ctrl-C: nothing was renamed into place; remove what was half-written.
-fn interrupted() -> anyhow::Error {
+/// The first SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, Kubernetes) or
+/// SIGHUP (a closed terminal or ssh session): all of them end a run the same way.
+async fn interruption() -> &'static str {
+    use tokio::signal::unix::SignalKind;
+    /// Waits for one signal; never returns if it cannot be handled.
+    async fn next(kind: SignalKind, name: &'static str) -> &'static str {
+        match tokio::signal::unix::signal(kind) {
+            Ok(mut signal) => {
+                signal.recv().await;
+                name
+            }
+            Err(e) => {
+                tracing::warn!("cannot handle {name}: {e}");
+                std::future::pending().await
+            }
+        }
+    }
+    tokio::select! {
+        name = next(SignalKind::interrupt(), "SIGINT") => name,
+        name = next(SignalKind::terminate(), "SIGTERM") => name,
+        name = next(SignalKind::hangup(), "SIGHUP") => name,
+    }
+}
+
+/// Interrupted: nothing was renamed into place; remove what was half-written.
+fn interrupted(signal: &str) -> anyhow::Error {
     let removed = imsflow::archive::remove_partials();
     let what = if removed.is_empty() {
         "no archive was being written".to_string()
@@ -176,7 +202,7 @@ fn interrupted() -> anyhow::Error {
         let names: Vec<_> = removed.iter().map(|p| p.display().to_string()).collect();
         format!("removed the partial archive {}", names.join(", "))
     };
-    anyhow::anyhow!("interrupted: {what}; nothing was saved under a final archive name")
+    anyhow::anyhow!("interrupted by {signal}: {what}; nothing was saved under a final archive name")
 }
 
 fn init_logging(cli: &Cli) {
@@ -191,6 +217,7 @@ fn init_logging(cli: &Cli) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a terminal: escape codes garble logs and pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

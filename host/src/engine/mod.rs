@@ -257,7 +257,9 @@ fn output_target(wf: &Workflow, ctx: &serde_json::Value) -> Result<Option<Output
             ctx["run"]["timestamp"].as_str().unwrap_or_default()
         ),
     };
-    crate::archive::check_member_path(&name).map_err(|e| format!("archive.name: {e}"))?;
+    // A single file name: the archive lands in `output_dir` itself, never
+    // in (or through a symlink to) a subdirectory of it.
+    crate::archive::check_archive_name(&name).map_err(|e| format!("archive.name: {e}"))?;
     let format = match &a.format {
         Some(f) => match render_string(f, ctx)
             .map_err(|e| format!("archive.format: {e}"))?

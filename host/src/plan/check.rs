@@ -13,7 +13,9 @@ const NOT_YET_EXECUTABLE: &[&str] = &["ims-delete", "ims-store-write", "ims-rest
 
 pub fn check(plan: &Plan) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut members: HashMap<String, &str> = HashMap::new();
+    // Members by normal form (the writer's): `s/./a.json` is `s/a.json`.
+    let mut members = crate::archive::MemberSet::default();
+    let mut writers: HashMap<String, &str> = HashMap::new();
     let mut last_archive_effect = None;
     let mut index_at = None;
     for (i, e) in plan.effects.iter().enumerate() {
@@ -39,13 +41,24 @@ pub fn check(plan: &Plan) -> Vec<String> {
                     "{at} writes archive member `{path}` but the workflow has no `[archive] output_dir`"
                 ));
             }
-            if let Err(err) = crate::archive::check_member_path(path) {
-                problems.push(format!("{at}: {err}"));
-            } else if let Some(first) = members.insert(path.to_string(), &e.step) {
-                problems.push(format!(
-                    "archive member `{path}` is written twice (by steps `{first}` and `{}`)",
-                    e.step
-                ));
+            match members.insert(path) {
+                Ok(normal) => {
+                    writers.insert(normal, &e.step);
+                }
+                Err(crate::archive::ArchiveError::Duplicate { normal, .. }) => {
+                    let first = writers.get(&normal).copied().unwrap_or_default();
+                    let spelled = if normal == path {
+                        String::new()
+                    } else {
+                        format!(" (as `{}`)", crate::archive::escaped(&normal))
+                    };
+                    problems.push(format!(
+                        "archive member `{}`{spelled} is written twice (by steps `{first}` and `{}`)",
+                        crate::archive::escaped(path),
+                        e.step
+                    ));
+                }
+                Err(err) => problems.push(format!("{at}: {err}")),
             }
         }
         if NOT_YET_EXECUTABLE.contains(&e.effect.kind()) {
