@@ -6,6 +6,7 @@ mod dag;
 mod dry_run;
 mod export;
 mod grants;
+mod hardening_net;
 mod plan_apply;
 mod plan_show;
 mod sandbox;
