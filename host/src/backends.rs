@@ -173,6 +173,8 @@ fn service_url(
     path: &str,
 ) -> Result<reqwest::Url, BackendError> {
     let denied = |why: String| {
+        // The path is the plugin's: shown escaped, so it cannot forge output.
+        let path = path.escape_debug();
         tracing::warn!("denied: {service} path `{path}`: {why}");
         BackendError::Denied(format!(
             "service `{service}`: path `{path}` is refused: {why}"
@@ -217,6 +219,7 @@ impl Backends {
             p => match p.strip_prefix("configmaps/") {
                 Some(name) if is_catalog_configmap(name) => format!("{base}/{name}"),
                 Some(name) => {
+                    let name = name.escape_debug();
                     tracing::warn!("denied: product-catalog ConfigMap `{name}`");
                     return Err(BackendError::Denied(format!(
                         "product-catalog: `{name}` is not a catalog ConfigMap name (`cray-product-catalog` followed by [a-z0-9.-] only)"

@@ -216,6 +216,12 @@ async fn a_dot_dot_service_path_is_denied() {
         "{}",
         verdicts[0]
     );
+    // The plugin's path is echoed escaped: it cannot forge output lines.
+    assert!(
+        verdicts[11].contains("path `..\\n/bos/v2/sessiontemplates`"),
+        "{}",
+        verdicts[11]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
