@@ -323,6 +323,7 @@ pub struct CaBundle {
 
 impl CaBundle {
     pub fn from_pem(pem: &[u8]) -> Result<CaBundle, String> {
+        use aws_smithy_http_client::tls::{TlsContext, TrustStore};
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let ders = CertificateDer::pem_slice_iter(pem)
@@ -342,7 +343,6 @@ impl CaBundle {
                 .add(der)
                 .map_err(|e| format!("certificate {} is not a usable CA: {e}", n + 1))?;
         }
-        use aws_smithy_http_client::tls::{TlsContext, TrustStore};
         let s3_tls = TlsContext::builder()
             .with_trust_store(TrustStore::default().with_pem_certificate(pem))
             .build()
