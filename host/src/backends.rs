@@ -1,7 +1,8 @@
 //! What host imports read from: CSM services over HTTP, S3, and the input
 //! archive. Plugins never see the credentials held here.
 use crate::archive::ArchiveReader;
-use crate::kube::Kube;
+use crate::connect::{BodyError, error_chain, read_capped, request_error, without_userinfo};
+use crate::kube::{Kube, KubeError};
 use crate::s3::S3Store;
 use std::sync::Arc;
 
@@ -30,6 +31,9 @@ pub struct ServiceResponse {
 pub enum BackendError {
     #[error("no {0} is configured for this run")]
     NotConfigured(&'static str),
+    /// A request that would leave what the grant covers.
+    #[error("{0}")]
+    Denied(String),
     #[error("{0}")]
     NotFound(String),
     #[error("the answer is larger than {0} bytes")]
@@ -82,32 +86,121 @@ impl Backends {
             .find(|(n, _)| *n == service)
             .map(|(_, b)| *b)
             .ok_or_else(|| BackendError::NotFound(format!("unknown service `{service}`")))?;
-        let url = format!(
-            "{}/{base}{}",
-            client.gateway.trim_end_matches('/'),
-            path.trim_start_matches('/')
-        );
-        let mut req = client.http.get(&url);
+        let url = service_url(&client.gateway, service, base, path)?;
+        // Messages name the request without the gateway's userinfo.
+        let shown = without_userinfo(url.as_str());
+        let mut req = client.http.get(url);
         if let Some(token) = &client.token {
             req = req.bearer_auth(token);
         }
         let resp = req
             .send()
             .await
-            .map_err(|e| BackendError::Failed(format!("GET {url}: {e}")))?;
+            .map_err(|e| BackendError::Failed(format!("GET {shown}: {}", request_error(e))))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
+        let body = read_capped(resp, MAX_SERVICE_BODY)
             .await
-            .map_err(|e| BackendError::Failed(format!("GET {url}: {e}")))?;
-        if body.len() > MAX_SERVICE_BODY {
-            return Err(BackendError::TooLarge(MAX_SERVICE_BODY as u64));
-        }
+            .map_err(|e| match e {
+                BodyError::TooLarge(max) => BackendError::TooLarge(max as u64),
+                e => BackendError::Failed(format!("GET {shown}: {e}")),
+            })?;
         Ok(ServiceResponse {
             status,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }
+}
+
+/// Why a plugin's service path is refused: it could leave the service's
+/// prefix once a URL parser, the gateway or the service decoded it.
+fn check_service_path(path: &str) -> Result<(), String> {
+    if let Some(c) = path.chars().find(|c| matches!(c, '?' | '#')) {
+        return Err(format!(
+            "`{c}` is not allowed: a service path has no query or fragment"
+        ));
+    }
+    // The URL parser reads `\` as `/` and drops tabs and newlines, so either
+    // could make a dot segment out of what was checked as something else.
+    if path.chars().any(|c| c == '\\' || c.is_control()) {
+        return Err("backslashes and control characters are not allowed".into());
+    }
+    for segment in path.split('/') {
+        let decoded = percent_decode(segment)
+            .ok_or_else(|| format!("`{segment}` is not a valid percent-encoded segment"))?;
+        if decoded == "." || decoded == ".." {
+            return Err("`.` and `..` segments are not allowed, encoded or not".into());
+        }
+        // A second decoding (by the gateway or the service) must not find
+        // anything the first one would have refused.
+        if decoded
+            .chars()
+            .any(|c| matches!(c, '/' | '\\' | '?' | '#' | '%') || c.is_control())
+        {
+            return Err(format!(
+                "`{segment}` encodes `/`, `\\`, `?`, `#`, `%` or a control character, which is not allowed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `%XX` decoded once; None when a `%` is not followed by two hex digits.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The URL of `path` under `{gateway}/{base}`, refused (`Denied`) unless it
+/// provably stays there: the path is checked first, and the parsed result
+/// must still have the gateway's origin, start with the service prefix and
+/// carry no query or fragment.
+fn service_url(
+    gateway: &str,
+    service: &str,
+    base: &str,
+    path: &str,
+) -> Result<reqwest::Url, BackendError> {
+    let denied = |why: String| {
+        // The path is the plugin's: shown escaped, so it cannot forge output.
+        let path = path.escape_debug();
+        tracing::warn!("denied: {service} path `{path}`: {why}");
+        BackendError::Denied(format!(
+            "service `{service}`: path `{path}` is refused: {why}"
+        ))
+    };
+    check_service_path(path).map_err(denied)?;
+    let prefix = format!("{}/{base}", gateway.trim_end_matches('/'));
+    let prefix_url = reqwest::Url::parse(&prefix).map_err(|e| {
+        BackendError::Failed(format!(
+            "the gateway URL `{}` is not a URL: {e}",
+            without_userinfo(gateway)
+        ))
+    })?;
+    let url = reqwest::Url::parse(&format!("{prefix}{}", path.trim_start_matches('/')))
+        .map_err(|e| denied(format!("not a URL path: {e}")))?;
+    if url.origin() != prefix_url.origin()
+        || !url.path().starts_with(prefix_url.path())
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(denied(format!(
+            "it resolves outside `{}`",
+            without_userinfo(prefix_url.as_str())
+        )));
+    }
+    Ok(url)
 }
 
 impl Backends {
@@ -124,22 +217,89 @@ impl Backends {
         let api_path = match path.trim_matches('/') {
             "configmaps" => format!("{base}?labelSelector=type%3Dcray-product-catalog"),
             p => match p.strip_prefix("configmaps/") {
-                Some(name)
-                    if name.starts_with("cray-product-catalog") && !name.contains(['/', '?']) =>
-                {
-                    format!("{base}/{name}")
+                Some(name) if is_catalog_configmap(name) => format!("{base}/{name}"),
+                Some(name) => {
+                    let name = name.escape_debug();
+                    tracing::warn!("denied: product-catalog ConfigMap `{name}`");
+                    return Err(BackendError::Denied(format!(
+                        "product-catalog: `{name}` is not a catalog ConfigMap name (`cray-product-catalog` followed by [a-z0-9.-] only)"
+                    )));
                 }
-                _ => {
+                None => {
                     return Err(BackendError::NotFound(format!(
                         "product-catalog serves `configmaps` and `configmaps/cray-product-catalog*`, not `{p}`"
                     )));
                 }
             },
         };
-        let (status, body) = kube
-            .get(&api_path)
-            .await
-            .map_err(|e| BackendError::Failed(e.to_string()))?;
+        let (status, body) = kube.get(&api_path).await.map_err(|e| match e {
+            KubeError::TooLarge { max, .. } => BackendError::TooLarge(max as u64),
+            e => BackendError::Failed(error_chain(&e)),
+        })?;
         Ok(ServiceResponse { status, body })
+    }
+}
+
+/// A catalog ConfigMap name: `cray-product-catalog` and the split ones
+/// (`cray-product-catalog-<product>`). Only `[a-z0-9.-]`, as Kubernetes
+/// allows, so nothing in it is a path separator, an escape, a query or a
+/// dot segment; at most 253 characters, the Kubernetes limit.
+fn is_catalog_configmap(name: &str) -> bool {
+    name.starts_with("cray-product-catalog")
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_urls_stay_under_the_service_prefix() {
+        let url = |path| service_url("https://u:p@gw/base/", "ims", "apis/ims/", path);
+        assert_eq!(
+            url("/v3/images/abc-1").unwrap().as_str(),
+            "https://u:p@gw/base/apis/ims/v3/images/abc-1"
+        );
+        for hostile in [
+            "..",
+            "../bos",
+            "a/../..",
+            "%2e%2E/bos",
+            "a%2f..%2f..",
+            "a\\..\\..",
+            "a?b",
+            "a#b",
+            "%2",
+            "%zz",
+            ".\n.",
+        ] {
+            let err = url(hostile).unwrap_err();
+            assert!(matches!(err, BackendError::Denied(_)), "{hostile}: {err}");
+            assert!(!err.to_string().contains("u:p"), "{err}");
+        }
+    }
+
+    #[test]
+    fn catalog_configmap_names_are_lowercase_digits_dots_and_dashes() {
+        assert!(is_catalog_configmap("cray-product-catalog"));
+        assert!(is_catalog_configmap("cray-product-catalog-cos.2"));
+        for bad in [
+            "cray-product-catalog/x",
+            "cray-product-catalog\\x",
+            "cray-product-catalog%2fx",
+            "cray-product-catalog?x",
+            "cray-product-catalog#x",
+            "cray-product-catalogX",
+            "other",
+        ] {
+            assert!(!is_catalog_configmap(bad), "{bad}");
+        }
+        assert!(!is_catalog_configmap(&format!(
+            "cray-product-catalog{}",
+            "a".repeat(240)
+        )));
     }
 }

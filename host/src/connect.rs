@@ -7,14 +7,27 @@ use crate::s3::{S3Settings, S3Store};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const DEFAULT_GATEWAY: &str = "https://api-gw-service-nmn.local";
 pub const PLATFORM_CA: &str = "/etc/pki/trust/anchors/platform-ca-certs.crt";
 pub const NCN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
 
+/// Time to open a connection (TCP and TLS) to the gateway, Keycloak, STS or
+/// the Kubernetes API. A firewalled or dead endpoint fails in this time
+/// instead of waiting for the kernel's minutes-long SYN retries.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a whole request to those, body included. Their answers are
+/// capped (64 MiB at most), so a working link finishes well within it; a
+/// server that accepts and then says nothing fails the run instead of
+/// hanging it forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest Keycloak or STS answer read: both are a few hundred bytes of JSON.
+const MAX_AUTH_BODY: usize = 1 << 20;
+
 /// Connection settings. Every field can come from the config file
 /// (`imsflow.toml`, same names), the environment (`IMSFLOW_<NAME>`) or a flag.
-#[derive(Debug, Default, Clone, serde::Deserialize, clap::Args)]
+#[derive(Default, Clone, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Connect {
     /// API gateway base URL [default: https://api-gw-service-nmn.local].
@@ -40,6 +53,26 @@ pub struct Connect {
     pub s3_access_key: Option<String>,
     #[arg(long, env = "IMSFLOW_S3_SECRET_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<String>,
+}
+
+/// Shows which settings are set, never the token or the S3 secret key.
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Connect")
+            .field("gateway", &self.gateway.as_deref().map(without_userinfo))
+            .field("token", &secret(&self.token))
+            .field("token_file", &self.token_file)
+            .field("ca_file", &self.ca_file)
+            .field("kubeconfig", &self.kubeconfig)
+            .field(
+                "s3_endpoint",
+                &self.s3_endpoint.as_deref().map(without_userinfo),
+            )
+            .field("s3_access_key", &self.s3_access_key)
+            .field("s3_secret_key", &secret(&self.s3_secret_key))
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +108,7 @@ impl Connect {
         };
         let file: Connect = toml::from_str(&text).map_err(|e| ConnectError::File {
             path: path.into(),
-            message: e.to_string(),
+            message: toml_error_without_source(&e, &text),
         })?;
         macro_rules! fill { ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* } }
         fill!(
@@ -111,29 +144,37 @@ impl Connect {
             .unwrap_or_else(|| DEFAULT_GATEWAY.into())
             .trim_end_matches('/')
             .to_string();
-        let mut http = reqwest::Client::builder();
-        let ca = self
+        let mut http = http_client_builder();
+        let ca_file = self
             .ca_file
             .clone()
             .or_else(|| Some(PathBuf::from(PLATFORM_CA)).filter(|p| p.exists()));
+        // One CA bundle for everything on the CSM side: the gateway (and
+        // Keycloak, STS behind it) and S3, which is often RGW behind the
+        // same private platform CA.
+        let ca = ca_file
+            .map(|path| {
+                let pem = std::fs::read(&path)
+                    .map_err(|e| ConnectError::Other(format!("CA file {}: {e}", path.display())))?;
+                CaBundle::from_pem(&pem)
+                    .map_err(|e| ConnectError::Other(format!("CA file {}: {e}", path.display())))
+            })
+            .transpose()?;
         if let Some(ca) = &ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| ConnectError::Other(format!("CA file {}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ConnectError::Other(format!("CA file {}: {e}", ca.display())))?;
-            for cert in certs {
+            for cert in ca.reqwest_certificates() {
                 http = http.add_root_certificate(cert);
             }
         }
         let http = http
             .build()
-            .map_err(|e| ConnectError::Other(e.to_string()))?;
+            .map_err(|e| ConnectError::Other(error_chain(&e)))?;
         let kube = self
             .kubeconfig_path()
             .map(|p| Kube::from_kubeconfig(&p))
             .transpose()?;
         let token = self.token(&http, &gateway, kube.as_ref()).await?;
-        let s3 = self.s3(&http, &gateway, &token).await?;
+        let mut s3 = self.s3(&http, &gateway, &token).await?;
+        s3.ca = ca;
         Ok(Backends {
             services: Some(ServiceClient {
                 http,
@@ -172,7 +213,7 @@ impl Connect {
             .await?;
         let url = format!("{gateway}/keycloak/realms/shasta/protocol/openid-connect/token");
         let fail = |message: String| ConnectError::Token {
-            what: format!("Keycloak token ({url})"),
+            what: format!("Keycloak token ({})", without_userinfo(&url)),
             message,
         };
         let resp = http
@@ -184,11 +225,15 @@ impl Connect {
             ])
             .send()
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(request_error(e)))?;
         if !resp.status().is_success() {
             return Err(fail(format!("HTTP {}", resp.status())));
         }
-        let body: Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
+        let body = read_capped(resp, MAX_AUTH_BODY)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let body: Value = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("the answer is not JSON: {e}")))?;
         body["access_token"]
             .as_str()
             .map(String::from)
@@ -209,11 +254,12 @@ impl Connect {
                 access_key: access_key.clone(),
                 secret_key: secret_key.clone(),
                 session_token: None,
+                ca: None,
             });
         }
         let url = format!("{gateway}/apis/sts/token");
         let fail = |message: String| ConnectError::Sts {
-            url: url.clone(),
+            url: without_userinfo(&url),
             message,
         };
         let resp = http
@@ -221,11 +267,15 @@ impl Connect {
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(request_error(e)))?;
         if resp.status().as_u16() != 201 {
             return Err(fail(format!("HTTP {} (expected 201)", resp.status())));
         }
-        let body: Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
+        let body = read_capped(resp, MAX_AUTH_BODY)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let body: Value = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("the answer is not JSON: {e}")))?;
         let c = &body["Credentials"];
         let field = |k: &str| {
             c[k].as_str()
@@ -240,6 +290,7 @@ impl Connect {
             access_key: field("AccessKeyId")?,
             secret_key: field("SecretAccessKey")?,
             session_token: c["SessionToken"].as_str().map(String::from),
+            ca: None,
         })
     }
 }
@@ -251,4 +302,219 @@ pub fn config_file(flag: Option<&Path>) -> Option<PathBuf> {
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/imsflow/imsflow.toml"))
         })
+}
+
+/// Every HTTP client of the CSM side starts here, so that none waits forever.
+pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+}
+
+/// A CA bundle whose every certificate is a usable trust anchor. It is
+/// checked once, here, because the S3 client's TLS setup panics on a bad
+/// certificate when it first connects instead of returning an error.
+#[derive(Clone)]
+pub struct CaBundle {
+    certs: Vec<reqwest::Certificate>,
+    /// The same roots (with the system's) for the S3 client.
+    s3_tls: aws_smithy_http_client::tls::TlsContext,
+}
+
+impl CaBundle {
+    pub fn from_pem(pem: &[u8]) -> Result<CaBundle, String> {
+        use aws_smithy_http_client::tls::{TlsContext, TrustStore};
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let ders = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+        if ders.is_empty() {
+            return Err("holds no PEM certificate".into());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let mut certs = Vec::with_capacity(ders.len());
+        for (n, der) in ders.into_iter().enumerate() {
+            certs.push(
+                reqwest::Certificate::from_der(&der)
+                    .map_err(|e| format!("certificate {}: {}", n + 1, error_chain(&e)))?,
+            );
+            roots
+                .add(der)
+                .map_err(|e| format!("certificate {} is not a usable CA: {e}", n + 1))?;
+        }
+        let s3_tls = TlsContext::builder()
+            .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+            .build()
+            .map_err(|e| error_chain(&e))?;
+        Ok(CaBundle { certs, s3_tls })
+    }
+
+    pub(crate) fn s3_tls(&self) -> &aws_smithy_http_client::tls::TlsContext {
+        &self.s3_tls
+    }
+
+    pub fn reqwest_certificates(&self) -> Vec<reqwest::Certificate> {
+        self.certs.clone()
+    }
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaBundle({} certificates)", self.certs.len())
+    }
+}
+
+/// Why a response body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("reading the answer: {0}")]
+    Read(String),
+}
+
+/// Reads a response body, but never more than `max` bytes: a server that
+/// streams forever costs `max` bytes of memory, not all of it.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Read(request_error(e)))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An error and its causes, `outer: cause: root cause`, so that the user
+/// reads "Connection refused" and not only "error sending request". A cause
+/// whose text the message already holds is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// A reqwest error's chain, without the URL reqwest adds: callers name the
+/// request themselves, with the userinfo stripped (see `without_userinfo`).
+pub(crate) fn request_error(e: reqwest::Error) -> String {
+    error_chain(&e.without_url())
+}
+
+/// The URL without `user:password@`, for messages: a gateway given as
+/// `https://user:pass@host` must not print the password in every error.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The authority ends where the URL parser ends it (`\` is a separator
+    // for http and https).
+    let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Keys of the config file whose values are secrets.
+const SECRET_KEYS: &[&str] = &["token", "s3_secret_key"];
+
+/// A config file parse error, with its position but without the source line
+/// that toml quotes (it can be `s3_secret_key = "...`), and with any secret
+/// value that the message itself repeats replaced by `<redacted>`.
+fn toml_error_without_source(e: &toml::de::Error, text: &str) -> String {
+    let mut message = e.message().trim().to_string();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().trim_matches(['"', '\'']);
+        let value = value.trim().trim_matches(['"', '\'']).trim();
+        if SECRET_KEYS.contains(&key) && !value.is_empty() {
+            message = message.replace(value, "<redacted>");
+        }
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_is_stripped_from_urls_in_messages() {
+        assert_eq!(
+            without_userinfo("https://admin:pw@gw.local/apis/ims/"),
+            "https://gw.local/apis/ims/"
+        );
+        assert_eq!(without_userinfo("https://a@b:pw@gw"), "https://gw");
+        assert_eq!(
+            without_userinfo("https://gw.local/x@y"),
+            "https://gw.local/x@y"
+        );
+        assert_eq!(without_userinfo("not a url"), "not a url");
+    }
+
+    #[test]
+    fn a_secret_echoed_by_a_config_parse_error_is_redacted() {
+        let text = "gateway = \"https://gw\"\ns3_secret_key = 918273645\n";
+        let e = toml::from_str::<Connect>(text).unwrap_err();
+        assert!(e.to_string().contains("918273645"), "toml quotes it: {e}");
+        let message = toml_error_without_source(&e, text);
+        assert!(
+            !message.contains("918273645") && message.starts_with("line 2, column 17: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_error_chain_names_the_root_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        assert_eq!(
+            error_chain(&Outer(io)),
+            "error sending request: Connection refused"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        assert_eq!(error_chain(&Repeats(io)), "wrapped: Connection refused");
+    }
 }

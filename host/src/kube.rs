@@ -1,9 +1,14 @@
 //! A minimal Kubernetes API client driven by a kubeconfig: enough to read the
 //! product catalog ConfigMaps and the `admin-client-auth` Secret. Supports
 //! bearer tokens and client certificates (as `/etc/kubernetes/admin.conf` has).
+use crate::connect::{BodyError, http_client_builder, read_capped, request_error};
 use base64::Engine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+
+/// Largest Kubernetes API answer read. A ConfigMap or Secret holds at most
+/// 1 MiB; a list of the catalog's ConfigMaps stays well below this.
+const MAX_KUBE_BODY: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -11,6 +16,8 @@ pub enum KubeError {
     Config { path: PathBuf, message: String },
     #[error("Kubernetes API GET {path}: {message}")]
     Request { path: String, message: String },
+    #[error("Kubernetes API GET {path}: the answer is larger than {max} bytes")]
+    TooLarge { path: String, max: usize },
 }
 
 #[derive(Clone)]
@@ -18,6 +25,8 @@ pub struct Kube {
     http: reqwest::Client,
     server: String,
     token: Option<String>,
+    /// The kubeconfig says `insecure-skip-tls-verify: true`.
+    insecure: bool,
 }
 
 impl Kube {
@@ -59,7 +68,7 @@ impl Kube {
                 })
                 .transpose()
         };
-        let mut http = reqwest::Client::builder();
+        let mut http = http_client_builder();
         if let Some(ca) = decode(&cluster["cluster"]["certificate-authority-data"])? {
             for cert in reqwest::Certificate::from_pem_bundle(&ca)
                 .map_err(|e| bad(format!("CA data: {e}")))?
@@ -67,7 +76,13 @@ impl Kube {
                 http = http.add_root_certificate(cert);
             }
         }
-        if cluster["cluster"]["insecure-skip-tls-verify"] == true {
+        let insecure = cluster["cluster"]["insecure-skip-tls-verify"] == true;
+        if insecure {
+            tracing::warn!(
+                "kubeconfig {}: cluster `{cluster_name}` has insecure-skip-tls-verify: true; \
+                 the Kubernetes API's certificate is not checked",
+                path.display()
+            );
             http = http.danger_accept_invalid_certs(true);
         }
         if let (Some(mut cert), Some(key)) = (
@@ -91,11 +106,14 @@ impl Kube {
             ),
             _ => None,
         };
-        let http = http.build().map_err(|e| bad(e.to_string()))?;
+        let http = http
+            .build()
+            .map_err(|e| bad(crate::connect::error_chain(&e)))?;
         Ok(Kube {
             http,
             server: server.trim_end_matches('/').to_string(),
             token,
+            insecure,
         })
     }
 
@@ -109,9 +127,18 @@ impl Kube {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| fail(request_error(e)))?;
         let status = resp.status().as_u16();
-        Ok((status, resp.text().await.map_err(|e| fail(e.to_string()))?))
+        let body = read_capped(resp, MAX_KUBE_BODY)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge(max) => KubeError::TooLarge {
+                    path: path.to_string(),
+                    max,
+                },
+                e => fail(e.to_string()),
+            })?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     /// A Secret's decoded data value.
@@ -126,8 +153,16 @@ impl Kube {
             path: path.clone(),
             message,
         };
+        if self.insecure {
+            tracing::warn!(
+                "reading Secret {namespace}/{name} from {} without checking its certificate \
+                 (insecure-skip-tls-verify): anyone on the path can read or forge it",
+                crate::connect::without_userinfo(&self.server)
+            );
+        }
         let (status, body) = self.get(&path).await?;
         if status != 200 {
+            let body: String = body.chars().take(300).collect();
             return Err(fail(format!("HTTP {status}: {body}")));
         }
         let secret: Value = serde_json::from_str(&body).map_err(|e| fail(e.to_string()))?;

@@ -1,9 +1,9 @@
 //! The host's S3 client (Ceph RGW): small reads for plugins, and the
 //! streaming GETs that move artifacts into archives.
+use crate::connect::CaBundle;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +15,9 @@ pub struct S3Settings {
     pub access_key: String,
     pub secret_key: String,
     pub session_token: Option<String>,
+    /// Extra trusted roots (`--ca-file`, the platform CA), added to the
+    /// system's: an RGW behind the site's private CA must verify.
+    pub ca: Option<CaBundle>,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -22,6 +25,7 @@ impl std::fmt::Debug for S3Settings {
         f.debug_struct("S3Settings")
             .field("endpoint", &self.endpoint)
             .field("access_key", &self.access_key)
+            .field("ca", &self.ca)
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +89,17 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
 }
 
+/// An SDK error with its causes, `dispatch failure: io error: ...: UnknownIssuer`.
+/// Not the SDK's `DisplayErrorContext`: that one appends the error's Rust
+/// Debug form, which is no message for a user.
+struct DisplayErrorContext<E>(E);
+
+impl<E: std::error::Error + 'static> std::fmt::Display for DisplayErrorContext<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::connect::error_chain(&self.0))
+    }
+}
+
 fn failed(op: &str, bucket: &str, key: &str, e: impl std::fmt::Display) -> S3Error {
     S3Error::Failed(format!("S3 {op} s3://{bucket}/{key}: {e}"))
 }
@@ -93,7 +108,11 @@ impl S3Store {
     /// Path-style, and checksums only when required: Ceph RGW 16 rejects the
     /// SDK's default aws-chunked uploads.
     pub fn new(s: &S3Settings) -> S3Store {
-        let conf = aws_sdk_s3::Config::builder()
+        let mut conf = aws_sdk_s3::Config::builder();
+        if let Some(ca) = &s.ca {
+            conf = conf.http_client(https_client_trusting(ca));
+        }
+        let conf = conf
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&s.endpoint)
             .region(Region::new("us-east-1"))
@@ -220,6 +239,27 @@ impl S3Store {
             Err(e) => Err(failed("GET", bucket, key, DisplayErrorContext(e))),
         }
     }
+}
+
+/// The SDK's default HTTPS client (rustls with aws-lc, the system's roots,
+/// proxies from the environment), trusting `ca` as well. The SDK has no
+/// setting for extra roots: they need a client of our own.
+fn https_client_trusting(ca: &CaBundle) -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    let tls_context = ca.s3_tls().clone();
+    Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut conn = ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(tls_context.clone());
+        conn.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            conn.set_sleep_impl(components.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    })
 }
 
 /// Uploads. Bodies stream from a byte range of a file (a tar member or a

@@ -127,6 +127,7 @@ async fn an_object_over_the_largest_s3_size_is_refused_before_anything_is_fetche
         access_key: "k".into(),
         secret_key: "s".into(),
         session_token: None,
+        ca: None,
     }));
     let out = tempfile::tempdir().unwrap();
     let writer = ArchiveWriter::create(out.path(), "huge", Format::Tar).unwrap();

@@ -8,6 +8,7 @@ mod export;
 mod grants;
 mod hardening_archive;
 mod hardening_inputs;
+mod hardening_net;
 mod plan_apply;
 mod plan_show;
 mod sandbox;

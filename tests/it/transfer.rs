@@ -13,6 +13,7 @@ fn store(sys: &System) -> Arc<S3Store> {
         access_key: sys.s3.access_key.clone(),
         secret_key: sys.s3.secret_key.clone(),
         session_token: None,
+        ca: None,
     }))
 }
 

@@ -141,6 +141,7 @@ impl From<crate::backends::BackendError> for wit::HostError {
     fn from(e: crate::backends::BackendError) -> Self {
         use crate::backends::BackendError;
         match e {
+            BackendError::Denied(why) => wit::HostError::Denied(why),
             BackendError::NotFound(what) => wit::HostError::NotFound(what),
             BackendError::TooLarge(max) => wit::HostError::TooLarge(max),
             other => wit::HostError::Failed(other.to_string()),
