@@ -114,11 +114,6 @@ pub fn normalize_member_path(path: &str) -> Result<String, ArchiveError> {
     Ok(segments.join("/"))
 }
 
-/// Checks that a member path is allowed (see `normalize_member_path`).
-pub fn check_member_path(path: &str) -> Result<(), ArchiveError> {
-    normalize_member_path(path).map(drop)
-}
-
 /// Checks an archive name: a single file name, so that the archive lands in
 /// the output directory itself and never in (or through a symlink to) a
 /// subdirectory of it.
@@ -471,6 +466,13 @@ impl ArchiveReader {
     /// Indexes the archive. Links, devices and unsafe member paths are refused.
     pub fn open(path: &Path) -> Result<ArchiveReader, ArchiveError> {
         let meta = std::fs::metadata(path).map_err(io(path))?;
+        if !meta.is_dir() && !meta.is_file() {
+            // A FIFO or a device would block or never end.
+            return Err(ArchiveError::Invalid {
+                archive: path.to_path_buf(),
+                reason: "it is neither a tar file nor a directory (a device or FIFO?)".into(),
+            });
+        }
         let (is_tar, members) = if meta.is_dir() {
             let mut members = Vec::new();
             index_dir(path, path, &mut members)?;

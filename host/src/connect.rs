@@ -27,6 +27,9 @@ const MAX_AUTH_BODY: usize = 1 << 20;
 
 /// Connection settings. Every field can come from the config file
 /// (`imsflow.toml`, same names), the environment (`IMSFLOW_<NAME>`) or a flag.
+/// Largest config, token, CA or kubeconfig file read: each is a few KiB.
+pub const MAX_SMALL_FILE: u64 = 4 << 20;
+
 #[derive(Default, Clone, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Connect {
@@ -96,16 +99,16 @@ pub enum ConnectError {
 impl Connect {
     /// Fills unset fields from a config file, if it exists.
     pub fn with_file(mut self, path: &Path) -> Result<Connect, ConnectError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self),
-            Err(e) => {
-                return Err(ConnectError::File {
+        if !path.exists() {
+            return Ok(self);
+        }
+        let text =
+            crate::read::read_text_capped(path, MAX_SMALL_FILE, "config file").map_err(|e| {
+                ConnectError::File {
                     path: path.into(),
-                    message: e.to_string(),
-                });
-            }
-        };
+                    message: e.reason,
+                }
+            })?;
         let file: Connect = toml::from_str(&text).map_err(|e| ConnectError::File {
             path: path.into(),
             message: toml_error_without_source(&e, &text),
@@ -154,8 +157,8 @@ impl Connect {
         // same private platform CA.
         let ca = ca_file
             .map(|path| {
-                let pem = std::fs::read(&path)
-                    .map_err(|e| ConnectError::Other(format!("CA file {}: {e}", path.display())))?;
+                let pem = crate::read::read_capped(&path, MAX_SMALL_FILE, "CA file")
+                    .map_err(|e| ConnectError::Other(e.to_string()))?;
                 CaBundle::from_pem(&pem)
                     .map_err(|e| ConnectError::Other(format!("CA file {}: {e}", path.display())))
             })
@@ -197,11 +200,11 @@ impl Connect {
             return Ok(t.clone());
         }
         if let Some(f) = &self.token_file {
-            return std::fs::read_to_string(f)
+            return crate::read::read_text_capped(f, MAX_SMALL_FILE, "token file")
                 .map(|t| t.trim().to_string())
                 .map_err(|e| ConnectError::Token {
                     what: format!("token file {}", f.display()),
-                    message: e.to_string(),
+                    message: e.reason,
                 });
         }
         let kube = kube.ok_or_else(|| ConnectError::Token {

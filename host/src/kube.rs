@@ -35,7 +35,9 @@ impl Kube {
             path: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let text =
+            crate::read::read_text_capped(path, crate::connect::MAX_SMALL_FILE, "kubeconfig")
+                .map_err(|e| bad(e.reason))?;
         let cfg: Value = serde_yaml::from_str(&text).map_err(|e| bad(format!("not YAML: {e}")))?;
         let current = cfg["current-context"]
             .as_str()
@@ -99,10 +101,14 @@ impl Kube {
         let token = match (&user["token"], &user["tokenFile"]) {
             (Value::String(t), _) => Some(t.clone()),
             (_, Value::String(f)) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| bad(format!("tokenFile {f}: {e}")))?
-                    .trim()
-                    .to_string(),
+                crate::read::read_text_capped(
+                    Path::new(f),
+                    crate::connect::MAX_SMALL_FILE,
+                    "kubeconfig tokenFile",
+                )
+                .map_err(|e| bad(e.to_string()))?
+                .trim()
+                .to_string(),
             ),
             _ => None,
         };

@@ -8,6 +8,7 @@ pub mod backends;
 pub mod bindings;
 pub mod connect;
 pub mod engine;
+pub mod etag;
 pub mod kube;
 pub mod plan;
 pub mod plugin;

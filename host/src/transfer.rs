@@ -49,6 +49,8 @@ pub struct Archived {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+    /// For a multipart ETag: the part size proven to reproduce it, if any.
+    pub part_size: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,16 +173,34 @@ pub async fn stream_into(
                 buffer: Bytes::new(),
                 remaining: job.size,
                 hasher: Sha256::new(),
+                etag: job
+                    .etag
+                    .as_deref()
+                    .and_then(|e| crate::etag::EtagCheck::new(e, job.size, None))
+                    .filter(|c| c.is_multipart()),
                 progress: &progress,
             };
             writer
                 .add(&job.path, job.size, &mut reader)
                 .map_err(|e| fail(e.to_string()))?;
             reader.finish().map_err(|e| fail(e.to_string()))?;
+            let part_size = match reader.etag.take().map(|c| c.finish()) {
+                Some(Ok(size)) => size,
+                Some(Err(why)) => {
+                    tracing::warn!(
+                        "s3://{}/{}: no common part size reproduces its ETag ({why}); export.json records no part_size for it",
+                        job.bucket,
+                        job.key
+                    );
+                    None
+                }
+                None => None,
+            };
             archived.push(Archived {
                 path: job.path.clone(),
                 size: job.size,
                 sha256: hex::encode(reader.hasher.finalize()),
+                part_size,
             });
         }
         Ok((writer, archived))
@@ -232,6 +252,8 @@ struct JobReader<'a> {
     buffer: Bytes,
     remaining: u64,
     hasher: Sha256,
+    /// Recomputes a multipart ETag for each part size consistent with it.
+    etag: Option<crate::etag::EtagCheck>,
     progress: &'a indicatif::ProgressBar,
 }
 
@@ -294,6 +316,9 @@ impl Read for JobReader<'_> {
             .min(self.remaining as usize);
         out[..n].copy_from_slice(&self.buffer[..n]);
         self.hasher.update(&out[..n]);
+        if let Some(etag) = &mut self.etag {
+            etag.update(&out[..n]);
+        }
         self.buffer = self.buffer.slice(n..);
         self.remaining -= n as u64;
         self.progress.inc(n as u64);

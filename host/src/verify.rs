@@ -10,7 +10,7 @@
 //! error, so neither a huge nor a deeply nested index can exhaust memory or
 //! the stack. Every name printed is escaped (`archive::escaped`).
 use crate::archive::{ArchiveError, ArchiveReader, escaped, normalize_member_path};
-use md5::Md5;
+use crate::etag::EtagCheck;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -215,166 +215,13 @@ impl Checker<'_> {
         if let Some(c) = etag_check {
             let multipart = c.is_multipart();
             match c.finish() {
-                Ok(()) => checked.push("etag"),
+                Ok(_) => checked.push("etag"),
                 // The sha256 proved the bytes: the part size is just not one we know.
                 Err(_) if multipart && checked.contains(&"sha256") => {}
                 Err(why) => return Err(format!("{url}: member {shown}: {why}")),
             }
         }
         Ok(())
-    }
-}
-
-/// Part sizes that S3 clients commonly use (aws-cli and boto3 default to
-/// 8 MiB, S3's minimum is 5 MiB, ...), tried in this order when an index entry
-/// records no part size, or one that does not reproduce its ETag.
-const COMMON_PART_SIZES_MIB: [u64; 13] = [8, 5, 16, 15, 64, 10, 32, 100, 25, 50, 128, 6, 7];
-/// Candidate part sizes hashed at once (each is one more MD5 pass).
-const MAX_CANDIDATES: usize = 6;
-
-/// Recomputes an S3 ETag from an object's bytes, when the ETag has the form
-/// S3 gives unencrypted objects: `<md5>` (single PUT: the MD5 of the bytes)
-/// or `<md5>-N` (multipart: the MD5 of the N parts' binary MD5s, which needs
-/// the part size; each part size consistent with N is tried in one pass).
-/// Other ETags cannot be checked.
-enum EtagCheck {
-    Single {
-        want: String,
-        md5: Md5,
-    },
-    Multipart {
-        want: String,
-        parts: Vec<PartHasher>,
-    },
-}
-
-impl EtagCheck {
-    fn new(raw: &str, size: u64, part_size: Option<u64>) -> Option<EtagCheck> {
-        let want = raw.trim().trim_matches('"').to_ascii_lowercase();
-        let (md5, count) = match want.split_once('-') {
-            None => (want.as_str(), None),
-            Some((md5, n)) => (md5, Some(n.parse::<u64>().ok().filter(|&n| n > 0)?)),
-        };
-        if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let Some(count) = count else {
-            return Some(EtagCheck::Single {
-                want,
-                md5: Md5::new(),
-            });
-        };
-        let sizes: Vec<u64> = if count == 1 {
-            // Any part size from the object's size up gives the one part.
-            vec![size]
-        } else {
-            let mut sizes = Vec::new();
-            for p in part_size
-                .into_iter()
-                .chain(COMMON_PART_SIZES_MIB.iter().map(|m| m << 20))
-            {
-                if p > 0 && size.div_ceil(p) == count && !sizes.contains(&p) {
-                    sizes.push(p);
-                }
-            }
-            sizes.truncate(MAX_CANDIDATES);
-            sizes
-        };
-        if size == 0 || sizes.is_empty() {
-            return None;
-        }
-        Some(EtagCheck::Multipart {
-            want,
-            parts: sizes.into_iter().map(PartHasher::new).collect(),
-        })
-    }
-
-    fn is_multipart(&self) -> bool {
-        matches!(self, EtagCheck::Multipart { .. })
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            EtagCheck::Single { md5, .. } => md5.update(data),
-            EtagCheck::Multipart { parts, .. } => parts.iter_mut().for_each(|p| p.update(data)),
-        }
-    }
-
-    /// Whether the bytes reproduce the ETag; if not, why.
-    fn finish(self) -> Result<(), String> {
-        match self {
-            EtagCheck::Single { want, md5 } => {
-                let got = hex::encode(md5.finalize());
-                if got == want {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "its MD5 is {got}, but its ETag is {}",
-                        escaped(&want)
-                    ))
-                }
-            }
-            EtagCheck::Multipart { want, parts } => {
-                let tried: Vec<String> = parts
-                    .iter()
-                    .map(|p| crate::units::bytes(p.part_size))
-                    .collect();
-                if parts.into_iter().any(|p| p.finish() == want) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "its bytes do not reproduce its multipart ETag {} with any part size tried ({})",
-                        escaped(&want),
-                        tried.join(", ")
-                    ))
-                }
-            }
-        }
-    }
-}
-
-/// The multipart ETag of a byte stream cut into parts of one size.
-struct PartHasher {
-    part_size: u64,
-    /// Bytes of the current part hashed so far.
-    filled: u64,
-    part: Md5,
-    of_parts: Md5,
-    count: u64,
-}
-
-impl PartHasher {
-    fn new(part_size: u64) -> PartHasher {
-        PartHasher {
-            part_size,
-            filled: 0,
-            part: Md5::new(),
-            of_parts: Md5::new(),
-            count: 0,
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            let room = self.part_size - self.filled;
-            let n = usize::try_from(room).map_or(data.len(), |room| room.min(data.len()));
-            self.part.update(&data[..n]);
-            self.filled += n as u64;
-            data = &data[n..];
-            if self.filled == self.part_size {
-                self.of_parts.update(self.part.finalize_reset());
-                self.count += 1;
-                self.filled = 0;
-            }
-        }
-    }
-
-    fn finish(mut self) -> String {
-        if self.filled > 0 || self.count == 0 {
-            self.of_parts.update(self.part.finalize());
-            self.count += 1;
-        }
-        format!("{}-{}", hex::encode(self.of_parts.finalize()), self.count)
     }
 }
 
@@ -540,82 +387,5 @@ impl<'de> Visitor<'de> for Skip {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
         while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(Skip)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn md5_hex(data: &[u8]) -> String {
-        hex::encode(Md5::digest(data))
-    }
-
-    /// The multipart ETag of `data` in parts of `part` bytes, as S3 computes it.
-    fn multipart_etag(data: &[u8], part: usize) -> String {
-        let mut of_parts = Vec::new();
-        for chunk in data.chunks(part) {
-            of_parts.extend_from_slice(&Md5::digest(chunk));
-        }
-        format!("{}-{}", md5_hex(&of_parts), data.chunks(part).count())
-    }
-
-    fn check(etag: &str, data: &[u8], part_size: Option<u64>) -> Option<Result<(), String>> {
-        let mut c = EtagCheck::new(etag, data.len() as u64, part_size)?;
-        // Uneven chunks: part boundaries fall inside updates.
-        for chunk in data.chunks(333_333) {
-            c.update(chunk);
-        }
-        Some(c.finish())
-    }
-
-    #[test]
-    fn etags_are_recomputed_for_single_and_multipart_objects() {
-        let data: Vec<u8> = (0..9_438_183u32).map(|i| (i % 251) as u8).collect();
-        let quoted = format!("\"{}\"", md5_hex(&data));
-        assert_eq!(check(&quoted, &data, None), Some(Ok(())));
-        // 5 MiB parts, as the issue's rootfs: found without a recorded part size,
-        // and despite a wrong one.
-        let five = multipart_etag(&data, 5 << 20);
-        assert!(five.ends_with("-2"));
-        assert_eq!(check(&five, &data, None), Some(Ok(())));
-        assert_eq!(check(&five, &data, Some(8 << 20)), Some(Ok(())));
-        // An unusual part size is found when recorded.
-        let three = multipart_etag(&data, 3 << 20);
-        assert_eq!(check(&three, &data, Some(3 << 20)), Some(Ok(())));
-        // Without it, no common size gives 4 parts: the ETag cannot be checked.
-        assert_eq!(check(&three, &data, None), None);
-        // Exact multiples end on a full part.
-        let exact = &data[..4 << 20];
-        assert_eq!(
-            check(&multipart_etag(exact, 2 << 20), exact, Some(2 << 20)),
-            Some(Ok(()))
-        );
-        assert_eq!(
-            check(&multipart_etag(&data, data.len()), &data, None),
-            Some(Ok(()))
-        );
-
-        let mut flipped = data.clone();
-        flipped[7_000_000] ^= 1;
-        let single = check(&quoted, &flipped, None).unwrap().unwrap_err();
-        assert!(single.contains("its MD5 is"), "{single}");
-        let multi = check(&five, &flipped, None).unwrap().unwrap_err();
-        assert!(multi.contains("with any part size tried (8"), "{multi}");
-    }
-
-    #[test]
-    fn etags_that_are_not_md5s_cannot_be_checked() {
-        for etag in [
-            "x",
-            "\"e\"",
-            "abc-2",
-            &format!("{}-0", "0".repeat(32)),
-            &format!("{}-x", "0".repeat(32)),
-        ] {
-            assert!(check(etag, b"data", None).is_none(), "{etag}");
-        }
-        // No common part size gives 1000 parts of a small object.
-        assert!(check(&format!("{}-1000", "0".repeat(32)), b"data", None).is_none());
     }
 }

@@ -109,6 +109,34 @@ fn endless_or_special_files_are_refused_not_read() {
         "{}",
         out.stderr.clone()
     );
+    let out = imsflow(&["verify", fifo.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "verify does not wait on a FIFO");
+    assert!(
+        out.stderr.contains("neither a tar file nor a directory"),
+        "{}",
+        out.stderr
+    );
+    let out = imsflow(&[
+        "export",
+        "--gateway",
+        "http://127.0.0.1:9",
+        "--token-file",
+        "/dev/zero",
+        "--s3-endpoint",
+        "http://127.0.0.1:9",
+        "--s3-access-key",
+        "k",
+        "--s3-secret-key",
+        "s",
+        s.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("token file /dev/zero: is not a regular file"),
+        "{}",
+        out.stderr
+    );
     let err = imsflow::plugin::load(&imsflow::plugin::PluginRef::File {
         path: fifo.clone(),
         sha256: None,
@@ -327,4 +355,35 @@ async fn a_deleted_image_whose_manifest_is_gone_is_skipped_with_a_warning_naming
         "{stderr}"
     );
     assert!(out.stdout.contains("DONE!"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_part_size_is_the_one_that_reproduces_the_etag() {
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
+    // 9,438,183 bytes in 5 MiB parts: ETag `-2`, and 8 MiB (the first common
+    // size) also gives two parts, but a different ETag.
+    let image = sys.expected.ims["images"].iter().next().unwrap().clone();
+    let key = format!("{image}/rootfs");
+    let body: Vec<u8> = (0..9_438_183u32).map(|i| (i % 253) as u8).collect();
+    let s3 = csm_sim::s3::S3::new(&sys.s3);
+    s3.put_multipart("boot-images", &key, &body, 5 << 20)
+        .await
+        .unwrap();
+    let etag = s3.head("boot-images", &key).await.unwrap().unwrap().etag;
+    assert!(etag.ends_with("-2"), "{etag}");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = export(&sys, &["--no-tar", out_dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dir = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap();
+    let entry = &doc["s3_data"]["artifacts"][format!("s3://boot-images/{key}")];
+    assert_eq!(entry["etag"], etag.as_str());
+    assert_eq!(entry["multipart_parts"], 2);
+    assert_eq!(entry["part_size"], 5 << 20, "{entry}");
 }

@@ -152,8 +152,8 @@ impl ArchiveSession {
     }
 }
 
-/// Adds `sha256` and `size` to each entry under `entries_at` whose `relpath`
-/// is a member this run archived.
+/// Adds `sha256`, `size` and a proven `part_size` to each entry under
+/// `entries_at` whose `relpath` is a member this run archived.
 fn complete_index(
     json: &str,
     entries_at: &str,
@@ -178,6 +178,13 @@ fn complete_index(
             let (sha256, size) = (done.sha256.clone(), done.size);
             entry["sha256"] = sha256.into();
             entry["size"] = size.into();
+            // Only a part size proven on the bytes is recorded (see `etag`).
+            if let Some(map) = entry.as_object_mut() {
+                match done.part_size {
+                    Some(part) => map.insert("part_size".into(), part.into()),
+                    None => map.remove("part_size"),
+                };
+            }
         }
     }
     serde_json::to_string(&doc).map_err(|e| e.to_string())

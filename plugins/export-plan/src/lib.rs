@@ -50,15 +50,9 @@ fn flatten(key: &str) -> String {
     if flat.is_empty() { "artifact".into() } else { flat }
 }
 
-/// The part size a multipart ETag (`<md5>-N`) implies, among the sizes
-/// tools use, if one gives N parts for this size. Not verified byte-wise.
-fn part_size(size: u64, etag: &str) -> Option<(u64, u64)> {
-    let parts: u64 = etag.rsplit_once('-')?.1.parse().ok()?;
-    const MIB: u64 = 1 << 20;
-    [8 * MIB, 5 * MIB, 16 * MIB, 10 * MIB, 15 * MIB, 32 * MIB, 64 * MIB, 100 * MIB]
-        .into_iter()
-        .find(|p| size.div_ceil(*p) == parts)
-        .map(|p| (parts, p))
+/// The part count of a multipart ETag (`<md5>-N`).
+fn multipart_parts(etag: &str) -> Option<u64> {
+    etag.rsplit_once('-')?.1.parse().ok()
 }
 
 struct Planner {
@@ -247,9 +241,9 @@ impl Step for ExportPlan {
                 entry.insert("etag".into(), json!(head.etag));
                 entry.insert("content_type".into(), json!(head.content_type));
                 entry.insert("metadata".into(), Value::Object(metadata));
-                if let Some((parts, size)) = part_size(head.size, &head.etag) {
+                // The host adds `part_size` once it has proven it on the bytes.
+                if let Some(parts) = multipart_parts(&head.etag) {
                     entry.insert("multipart_parts".into(), json!(parts));
-                    entry.insert("part_size".into(), json!(size));
                 }
                 artifacts.insert(url.clone(), Value::Object(entry));
                 total += head.size;
