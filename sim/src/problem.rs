@@ -36,6 +36,10 @@ impl Problem {
             errors: Some(errors),
         }
     }
+    /// 422 from link or S3 checks: real IMS gives these only a `detail`.
+    pub fn unprocessable(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Problem {
         Problem::invalid(json!({ field: [message.into()] }))
     }
@@ -52,8 +56,8 @@ impl From<crate::s3::S3Error> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        // Connexion leaves `type` out (RFC 7807 then means about:blank).
         let mut body = json!({
-            "type": "about:blank",
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "detail": self.detail,

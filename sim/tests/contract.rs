@@ -55,6 +55,25 @@ impl Client {
     async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::PATCH, path, Some(body)).await
     }
+    /// A request with the body as given and no `Content-Type` unless `mime`.
+    async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        mime: Option<&str>,
+        body: &'static str,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method, self.sys.url(path))
+            .bearer_auth(&self.token)
+            .body(body);
+        if let Some(m) = mime {
+            req = req.header("content-type", m);
+        }
+        req.send().await.unwrap()
+    }
+
     async fn delete(&self, path: &str) -> u16 {
         self.call(reqwest::Method::DELETE, path, None).await.0
     }
@@ -228,7 +247,7 @@ async fn ims_status_codes_and_problem_bodies() {
         .send()
         .await
         .unwrap();
-    assert_eq!(empty.status(), 400);
+    assert_eq!(empty.status(), 415, "no JSON content type");
 
     let (status, key) = c
         .post(
@@ -604,4 +623,162 @@ async fn bos_templates_are_scoped_by_tenant() {
     assert_eq!(stored["name"], "t1");
     assert_eq!(c.delete("/apis/bos/v2/sessiontemplates/t1").await, 204);
     assert_eq!(c.get("/apis/bos/v2/sessiontemplates/t1").await.0, 404);
+}
+
+// Status codes of the real IMS (shared/spec/csm-apis.md §9).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relinking_with_an_etag_added_is_a_conflict() {
+    let c = Client::new().await;
+    let (_, recipes) = c.get("/apis/ims/v3/recipes").await;
+    let recipe = &recipes.as_array().unwrap()[0];
+    let id = recipe["id"].as_str().unwrap();
+    let mut link = recipe["link"].clone();
+    let url = format!("/apis/ims/v3/recipes/{id}");
+    let (status, _) = c.patch(&url, json!({ "link": link })).await;
+    assert_eq!(status, 200, "the identical link is a no-op");
+    link["etag"] = json!("0123456789abcdef0123456789abcdef");
+    let (status, body) = c.patch(&url, json!({ "link": link })).await;
+    assert_eq!(status, 409, "the whole link dict is compared: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_set_without_a_value_stores_an_empty_string() {
+    let c = Client::new().await;
+    let image = c.a_live_image();
+    let url = format!("/apis/ims/v3/images/{image}");
+    let (status, body) = c
+        .patch(
+            &url,
+            json!({ "metadata": { "operation": "set", "key": "k" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"]["k"], "");
+    let (status, _) = c
+        .patch(
+            &url,
+            json!({ "metadata": { "operation": "set", "key": "k", "value": 1 } }),
+        )
+        .await;
+    assert_eq!(status, 422, "a value that is given must be a string");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_dkms_takes_truthy_strings_and_stores_a_bool() {
+    let c = Client::new().await;
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/recipes",
+            json!({ "name": "r", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
+                    "require_dkms": "yes" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["require_dkms"], true);
+    let id = body["id"].as_str().unwrap();
+    let (status, body) = c
+        .patch(
+            &format!("/apis/ims/v3/recipes/{id}"),
+            json!({ "require_dkms": "off" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["require_dkms"], false);
+    let (status, _) = c
+        .patch(
+            &format!("/apis/ims/v3/recipes/{id}"),
+            json!({ "require_dkms": "maybe" }),
+        )
+        .await;
+    assert_eq!(status, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_without_a_json_content_type_are_415() {
+    let c = Client::new().await;
+    let post = reqwest::Method::POST;
+    let resp = c.raw(post.clone(), "/apis/ims/v3/images", None, "").await;
+    assert_eq!(resp.status(), 415, "empty body");
+    let resp = c
+        .raw(
+            post.clone(),
+            "/apis/ims/v3/images",
+            Some("text/plain"),
+            "name",
+        )
+        .await;
+    assert_eq!(resp.status(), 415, "non-JSON body");
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let image = c.a_live_image();
+    let resp = c
+        .raw(
+            reqwest::Method::PATCH,
+            &format!("/apis/ims/v3/images/{image}"),
+            None,
+            r#"{"arch": "x86_64"}"#,
+        )
+        .await;
+    assert_eq!(resp.status(), 415, "PATCH too");
+    let resp = c
+        .raw(post, "/apis/ims/v3/images", Some("application/json"), "{")
+        .await;
+    assert_eq!(resp.status(), 400, "JSON content type, broken JSON");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelete_with_an_empty_object_is_400() {
+    let c = Client::new().await;
+    let image = c.sys.expected.deleted["images"]
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    let (status, body) = c
+        .patch(&format!("/apis/ims/v3/deleted/images/{image}"), json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["detail"], "No input provided");
+    let (status, _) = c.patch("/apis/ims/v3/deleted/images", json!({})).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_jobs_validates_the_artifact() {
+    let c = Client::new().await;
+    let key = c.sys.expected.ims["public_keys"]
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/jobs",
+            json!({ "job_type": "create", "artifact_id": missing, "public_key_id": key,
+                    "image_root_archive_name": "x" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("No IMS recipe record found"),
+        "{body}"
+    );
+    let (status, body) = c
+        .post("/apis/ims/v3/jobs", json!({ "job_type": "build" }))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let recipe = c.sys.expected.ims["recipes"].iter().next().unwrap().clone();
+    let (status, job) = c
+        .post(
+            "/apis/ims/v3/jobs",
+            json!({ "job_type": "create", "artifact_id": recipe, "public_key_id": key,
+                    "image_root_archive_name": "x" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["status"], "creating");
 }

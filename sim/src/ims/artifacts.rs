@@ -18,19 +18,17 @@ pub fn link_path_value(link: &Value) -> Option<&str> {
 }
 
 fn split(url: &str) -> Result<(&str, &str), Problem> {
-    parse_url(url).ok_or_else(|| {
-        Problem::invalid_field("link", format!("{url} is not an s3://bucket/key URL"))
-    })
+    parse_url(url)
+        .ok_or_else(|| Problem::unprocessable(format!("{url} is not an s3://bucket/key URL")))
 }
 
 /// A recipe link must name an existing object.
 pub async fn check_recipe_link(s3: &S3, path: &str) -> Result<(), Problem> {
     let (bucket, key) = split(path)?;
     if s3.head(bucket, key).await?.is_none() {
-        return Err(Problem::invalid_field(
-            "link",
-            format!("The S3 artifact {path} does not exist"),
-        ));
+        return Err(Problem::unprocessable(format!(
+            "The S3 artifact {path} does not exist"
+        )));
     }
     Ok(())
 }
@@ -40,28 +38,22 @@ pub async fn check_recipe_link(s3: &S3, path: &str) -> Result<(), Problem> {
 pub async fn check_image_link(s3: &S3, path: &str) -> Result<(), Problem> {
     let (bucket, key) = split(path)?;
     if s3.head(bucket, key).await?.is_none() {
-        return Err(Problem::invalid_field(
-            "link",
-            format!("The manifest {path} does not exist"),
-        ));
+        return Err(Problem::unprocessable(format!(
+            "The manifest {path} does not exist"
+        )));
     }
     let manifest: Value = serde_json::from_slice(&s3.get(bucket, key).await?).map_err(|e| {
-        Problem::invalid_field(
-            "link",
-            format!("The manifest {path} is not valid JSON: {e}"),
-        )
+        Problem::unprocessable(format!("The manifest {path} is not valid JSON: {e}"))
     })?;
     if manifest.get("version").and_then(Value::as_str) != Some("1.0") {
-        return Err(Problem::invalid_field(
-            "link",
-            format!("The manifest {path} is not version 1.0"),
-        ));
+        return Err(Problem::unprocessable(format!(
+            "The manifest {path} is not version 1.0"
+        )));
     }
     let Some(artifacts) = manifest.get("artifacts").and_then(Value::as_array) else {
-        return Err(Problem::invalid_field(
-            "link",
-            format!("The manifest {path} has no artifacts list"),
-        ));
+        return Err(Problem::unprocessable(format!(
+            "The manifest {path} has no artifacts list"
+        )));
     };
     let mut rootfs = 0;
     for a in artifacts {
@@ -69,17 +61,15 @@ pub async fn check_image_link(s3: &S3, path: &str) -> Result<(), Problem> {
         let apath = link.and_then(|l| l.get("path")).and_then(Value::as_str);
         let atype = link.and_then(|l| l.get("type")).and_then(Value::as_str);
         let (Some(apath), Some("s3")) = (apath, atype) else {
-            return Err(Problem::invalid_field(
-                "link",
-                format!("The manifest {path} has an artifact without an s3 link"),
-            ));
+            return Err(Problem::unprocessable(format!(
+                "The manifest {path} has an artifact without an s3 link"
+            )));
         };
         let (b, k) = split(apath)?;
         if s3.head(b, k).await?.is_none() {
-            return Err(Problem::invalid_field(
-                "link",
-                format!("The artifact {apath} in manifest {path} does not exist"),
-            ));
+            return Err(Problem::unprocessable(format!(
+                "The artifact {apath} in manifest {path} does not exist"
+            )));
         }
         if a.get("type")
             .and_then(Value::as_str)
