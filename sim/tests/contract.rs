@@ -782,3 +782,100 @@ async fn post_jobs_validates_the_artifact() {
     assert_eq!(status, 201, "{job}");
     assert_eq!(job["status"], "creating");
 }
+
+// Error bodies, headers and routes of the real IMS.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problem_bodies_have_no_type_and_nest_nested_errors() {
+    let c = Client::new().await;
+    let (status, body) = c
+        .get("/apis/ims/v3/images/00000000-0000-4000-8000-000000000000")
+        .await;
+    assert_eq!(status, 404);
+    assert!(body.get("type").is_none(), "{body}");
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/images",
+            json!({ "name": "n", "metadata": { "a": 1 },
+                    "link": { "type": "http", "path": "s3://boot-images/x/manifest.json" } }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(body.get("type").is_none(), "{body}");
+    assert_eq!(
+        body["errors"]["metadata"],
+        json!({ "a": { "value": ["Not a valid string."] } })
+    );
+    assert_eq!(
+        body["errors"]["link"],
+        json!({ "type": ["Type must be one of: s3."] })
+    );
+    // Link checks against S3 give only a detail.
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/images",
+            json!({ "name": "n", "link": { "type": "s3", "path": "s3://boot-images/none/manifest.json" } }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(body.get("errors").is_none(), "{body}");
+    assert!(body["detail"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_content_is_json_and_unknown_routes_are_problem_404s() {
+    let c = Client::new().await;
+    let job = c.sys.expected.jobs.keys().next().unwrap().clone();
+    let resp = c
+        .raw(
+            reqwest::Method::DELETE,
+            &format!("/apis/ims/v3/jobs/{job}"),
+            None,
+            "",
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    for path in [
+        "/apis/ims/v3/nothing",
+        "/apis/ims/v3/images/",
+        "/apis/ims/v9",
+    ] {
+        let resp = c.raw(reqwest::Method::GET, path, None, "").await;
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], 404, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_gets_fill_the_schema_defaults() {
+    let c = Client::new().await;
+    let expect = json!({
+        "build_env_size": 60, "job_mem_size": 8, "enable_debug": false,
+        "initrd_file_name": "initrd", "kernel_parameters_file_name": "kernel-parameters",
+        "require_dkms": true, "remote_build_node": "", "kernel_file_name": null,
+        "kubernetes_configmap": null, "kubernetes_pvc": null, "kubernetes_secret": null,
+        "kubernetes_service": null, "resultant_image_id": null, "ssh_containers": null,
+    });
+    let (_, jobs) = c.get("/apis/ims/v3/jobs").await;
+    let jobs = jobs.as_array().unwrap();
+    assert!(!jobs.is_empty());
+    for job in jobs {
+        let id = job["id"].as_str().unwrap();
+        let (_, one) = c.get(&format!("/apis/ims/v3/jobs/{id}")).await;
+        assert_eq!(&one, job, "list and GET agree");
+        for (field, value) in expect.as_object().unwrap() {
+            assert_eq!(&job[field], value, "{id} {field}");
+        }
+    }
+    // The data file keeps what was stored; the defaults are filled on output.
+    let file = c.sys.data.path().join("ims/v2.4_jobs.json");
+    let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    assert!(stored.iter().all(|j| j.get("build_env_size").is_none()));
+}

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use schema::Kind;
 use serde_json::{Value, json};
@@ -190,12 +190,17 @@ pub fn router() -> Router<Arc<SimState>> {
                     }),
             );
     }
-    // Flask answers unknown routes (trailing slashes included) with a problem body.
-    r.fallback(|| async {
-        Problem::not_found(
-            "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.",
-        )
-    })
+    // Flask answers unknown routes (trailing slashes included) with a
+    // problem body. A catch-all route, because axum does not use a nested
+    // router's fallback here.
+    r.route(
+        "/{*rest}",
+        any(|| async {
+            Problem::not_found(
+                "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.",
+            )
+        }),
+    )
 }
 
 async fn list(s: S, t: Table) -> Reply {
