@@ -3,6 +3,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::primitives::ByteStream;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct S3Config {
@@ -29,6 +30,8 @@ pub struct S3 {
 pub struct Head {
     pub size: u64,
     pub etag: String,
+    /// User metadata (`x-amz-meta-*`), names lower-case.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl S3 {
@@ -90,6 +93,10 @@ impl S3 {
             Ok(h) => Ok(Some(Head {
                 size: h.content_length().unwrap_or(0) as u64,
                 etag: h.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+                metadata: h
+                    .metadata()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
             })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
@@ -115,11 +122,24 @@ impl S3 {
     }
 
     pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<String, S3Error> {
+        self.put_with_metadata(bucket, key, body, &BTreeMap::new())
+            .await
+    }
+
+    /// A PUT with user metadata, as IMS tooling uploads (`md5sum`, ...).
+    pub async fn put_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, S3Error> {
         let out = self
             .client
             .put_object()
             .bucket(bucket)
             .key(key)
+            .set_metadata(Some(metadata.clone().into_iter().collect()))
             .body(ByteStream::from(body))
             .send()
             .await
@@ -138,6 +158,7 @@ impl S3 {
         key: &str,
         body: &[u8],
         part_size: usize,
+        metadata: &BTreeMap<String, String>,
     ) -> Result<String, S3Error> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let upload = self
@@ -145,6 +166,7 @@ impl S3 {
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
+            .set_metadata(Some(metadata.clone().into_iter().collect()))
             .send()
             .await
             .map_err(Self::sdk("MULTIPART PUT", bucket, key))?;

@@ -879,3 +879,107 @@ async fn job_gets_fill_the_schema_defaults() {
     let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     assert!(stored.iter().all(|j| j.get("build_env_size").is_none()));
 }
+
+// Seed data as a real system has it.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_objects_carry_the_uploaders_md5sum_metadata() {
+    let c = Client::new().await;
+    let mut checked = 0;
+    for (url, facts) in &c.sys.expected.objects {
+        let (b, k) = csm_sim::s3::parse_url(url).unwrap();
+        let head = c.s3.head(b, k).await.unwrap().unwrap();
+        assert_eq!(head.metadata, facts.metadata, "{url}: expected.json agrees");
+        if k.ends_with("deleted_manifest.json") {
+            // IMS writes it itself, without metadata.
+            continue;
+        }
+        let md5 = facts
+            .metadata
+            .get("md5sum")
+            .unwrap_or_else(|| panic!("{url} has no md5sum"));
+        assert_eq!(md5.len(), 32, "{url}");
+        if !facts.etag.contains('-') {
+            assert_eq!(md5, &facts.etag, "{url}: single-part ETag is the MD5");
+        }
+        checked += 1;
+    }
+    assert!(checked > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn velero_and_thanos_buckets_hold_objects_nothing_links_to() {
+    let c = Client::new().await;
+    let e = &c.sys.expected;
+    assert_eq!(
+        e.unused_buckets,
+        ["thanos", "velero"].map(String::from).into()
+    );
+    let linked: Vec<&String> = e.links.values().flatten().collect();
+    for bucket in &e.unused_buckets {
+        let listed = c.s3.list(bucket, "").await.unwrap();
+        assert!(listed.len() >= 2, "{bucket} has a few objects");
+        for (key, size, etag) in listed {
+            let url = format!("s3://{bucket}/{key}");
+            let facts = &e.objects[&url];
+            assert_eq!((size, &etag), (facts.size, &facts.etag), "{url}");
+            assert!(!linked.contains(&&url), "{url} is linked");
+        }
+    }
+    let (_, images) = c.get("/apis/ims/v3/images").await;
+    let (_, recipes) = c.get("/apis/ims/v3/recipes").await;
+    let text = format!("{images}{recipes}");
+    for bucket in &e.unused_buckets {
+        assert!(!text.contains(&format!("s3://{bucket}/")), "{bucket}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_seeds_put_different_bytes_under_the_same_well_known_keys() {
+    let one = System::start(&small_spec()).await;
+    let mut spec = small_spec();
+    spec.seed += 1;
+    let two = System::start(&spec).await;
+    let mut shared = 0;
+    for (url, facts) in &one.expected.objects {
+        let Some(other) = two.expected.objects.get(url) else {
+            continue; // keys with record ids differ anyway
+        };
+        assert_ne!(facts.sha256, other.sha256, "{url}");
+        shared += 1;
+    }
+    // NCN boot files, product catalog artifacts, velero and thanos objects.
+    assert!(shared >= 10, "only {shared} keys in common");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_session_tokens_are_non_empty_and_accepted_by_rgw() {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let c = Client::new().await;
+    let (status, body) = c.call(reqwest::Method::PUT, "/apis/sts/token", None).await;
+    assert_eq!(status, 201);
+    let creds = &body["Credentials"];
+    let token = creds["SessionToken"].as_str().unwrap();
+    assert!(!token.is_empty());
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(creds["EndpointURL"].as_str().unwrap())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            creds["AccessKeyId"].as_str().unwrap(),
+            creds["SecretAccessKey"].as_str().unwrap(),
+            Some(token.to_string()),
+            None,
+            "test",
+        ))
+        .force_path_style(true)
+        .build();
+    let s3 = aws_sdk_s3::Client::from_conf(conf);
+    let listed = s3
+        .list_objects_v2()
+        .bucket("boot-images")
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.key_count().unwrap_or(0) > 0);
+}
