@@ -238,6 +238,79 @@ impl S3 {
         self.delete(bucket, from).await
     }
 
+    /// A copy in `part_size` parts (UploadPartCopy), as boto3's managed copy
+    /// does for large objects: the target's ETag is `<md5 of part md5s>-<parts>`
+    /// and it gets no user metadata. The source stays.
+    pub async fn copy_multipart(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        size: u64,
+        part_size: u64,
+    ) -> Result<String, S3Error> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let err = Self::sdk("MULTIPART COPY", bucket, from);
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(to)
+            .send()
+            .await
+            .map_err(Self::sdk("MULTIPART COPY", bucket, from))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let mut parts = Vec::new();
+        let mut start = 0u64;
+        while start < size.max(1) {
+            let end = (start + part_size).min(size).saturating_sub(1);
+            let n = parts.len() as i32 + 1;
+            let part = self
+                .client
+                .upload_part_copy()
+                .bucket(bucket)
+                .key(to)
+                .upload_id(&upload_id)
+                .part_number(n)
+                .copy_source(format!("{bucket}/{}", encode_key(from)))
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .customize()
+                // RGW answers 411 to a bodiless PUT without a Content-Length,
+                // and the SDK sends none for UploadPartCopy.
+                .mutate_request(|req| {
+                    req.headers_mut().insert("content-length", "0");
+                })
+                .send()
+                .await
+                .map_err(Self::sdk("MULTIPART COPY", bucket, from))?;
+            let etag = part
+                .copy_part_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default();
+            parts.push(CompletedPart::builder().part_number(n).e_tag(etag).build());
+            start += part_size;
+        }
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(to)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(done
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string())
+    }
+
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), S3Error> {
         match self.client.create_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(()),

@@ -983,3 +983,169 @@ async fn sts_session_tokens_are_non_empty_and_accepted_by_rgw() {
         .unwrap();
     assert!(listed.key_count().unwrap_or(0) > 0);
 }
+
+// Soft delete moves objects the way real IMS (boto3's managed copy) does.
+
+/// Uploads an image like IMS tooling (md5sum metadata), rootfs of `rootfs_len`
+/// bytes, and registers it; returns its id.
+async fn upload_image(c: &Client, prefix: &str, rootfs_len: usize) -> String {
+    use sha2::Digest;
+    let mut artifacts = Vec::new();
+    for (name, len, mime) in [
+        (
+            "rootfs",
+            rootfs_len,
+            "application/vnd.cray.image.rootfs.squashfs",
+        ),
+        ("kernel", 4096, "application/vnd.cray.image.kernel"),
+    ] {
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let md5 = hex::encode(md5::Md5::digest(&body));
+        let meta = [("md5sum".to_string(), md5.clone())].into();
+        let key = format!("{prefix}/{name}");
+        let etag =
+            c.s3.put_with_metadata("boot-images", &key, body, &meta)
+                .await
+                .unwrap();
+        artifacts.push(json!({ "type": mime, "md5": md5,
+            "link": { "path": format!("s3://boot-images/{key}"), "etag": etag, "type": "s3" } }));
+    }
+    let manifest =
+        json!({ "version": "1.0", "created": "2024-05-14 12:00:00", "artifacts": artifacts });
+    c.s3.put(
+        "boot-images",
+        &format!("{prefix}/manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (status, image) = c
+        .post(
+            "/apis/ims/v3/images",
+            json!({ "name": prefix, "link": { "type": "s3", "path": format!("s3://boot-images/{prefix}/manifest.json") } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{image}");
+    image["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_delete_copies_large_objects_as_multipart_and_drops_their_metadata() {
+    let c = Client::new().await;
+    let big = (8 << 20) + 4096;
+    let id = upload_image(&c, "big", big).await;
+    let head = |key: String| {
+        let s3 = &c.s3;
+        async move { s3.head("boot-images", &key).await.unwrap().unwrap() }
+    };
+    let (rootfs, kernel) = (
+        head("big/rootfs".into()).await,
+        head("big/kernel".into()).await,
+    );
+    assert!(!rootfs.etag.contains('-') && rootfs.metadata.contains_key("md5sum"));
+
+    let (status, body) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/apis/ims/v3/images/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let moved = head("deleted/big/rootfs".into()).await;
+    assert!(
+        moved.etag.ends_with("-2"),
+        "single-part comes back as -2: {}",
+        moved.etag
+    );
+    assert!(
+        moved.metadata.is_empty(),
+        "metadata dropped: {:?}",
+        moved.metadata
+    );
+    let small = head("deleted/big/kernel".into()).await;
+    assert_eq!(small.etag, kernel.etag, "small objects keep their ETag");
+    assert_eq!(small.metadata, kernel.metadata, "and their metadata");
+
+    // The deleted manifest records the moved objects' real ETags.
+    let doc: Value = serde_json::from_slice(
+        &c.s3
+            .get(
+                "boot-images",
+                &format!("deleted/{id}/deleted_manifest.json"),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let created = doc["created"].as_str().unwrap();
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(created, "%Y-%m-%d %H:%M:%S").is_ok(),
+        "{created}"
+    );
+    let entry = |mime: &str| {
+        doc["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["type"] == mime)
+            .unwrap()
+            .clone()
+    };
+    let manifest = head("deleted/big/manifest.json".into()).await;
+    let m = entry("application/vnd.cray.image.manifest");
+    assert_eq!(m["link"]["etag"], manifest.etag.as_str());
+    assert!(m.get("md5").is_none());
+    let r = entry("application/vnd.cray.image.rootfs.squashfs");
+    assert_eq!(r["link"]["etag"], moved.etag.as_str());
+    assert!(r["md5"].is_string(), "md5 copied from the source manifest");
+
+    // Undelete restores neither the ETag nor the metadata; the link etag
+    // becomes the manifest's S3 ETag although it was "".
+    let (status, _) = c
+        .patch(
+            &format!("/apis/ims/v3/deleted/images/{id}"),
+            json!({ "operation": "undelete" }),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let back = head("big/rootfs".into()).await;
+    assert!(back.etag.ends_with("-2") && back.metadata.is_empty());
+    assert_ne!(back.etag, rootfs.etag);
+    let (_, record) = c.get(&format!("/apis/ims/v3/images/{id}")).await;
+    let live_manifest = head("big/manifest.json".into()).await;
+    assert_eq!(record["link"]["etag"], live_manifest.etag.as_str());
+    assert_eq!(record["link"]["path"], "s3://boot-images/big/manifest.json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_delete_of_an_image_whose_manifest_is_missing_moves_nothing_and_keeps_the_link() {
+    let c = Client::new().await;
+    let image = c.a_live_image();
+    let (_, before) = c.get(&format!("/apis/ims/v3/images/{image}")).await;
+    c.s3.delete("boot-images", &format!("{image}/manifest.json"))
+        .await
+        .unwrap();
+    assert_eq!(c.delete(&format!("/apis/ims/v3/images/{image}")).await, 204);
+    let (_, deleted) = c.get(&format!("/apis/ims/v3/deleted/images/{image}")).await;
+    assert_eq!(
+        deleted["link"], before["link"],
+        "the live link, etag included"
+    );
+    for a in ["rootfs", "kernel", "initrd"] {
+        assert!(
+            c.exists(&format!("s3://boot-images/{image}/{a}")).await,
+            "{a} stays"
+        );
+        assert!(
+            !c.exists(&format!("s3://boot-images/deleted/{image}/{a}"))
+                .await
+        );
+    }
+    assert!(
+        !c.exists(&format!(
+            "s3://boot-images/deleted/{image}/deleted_manifest.json"
+        ))
+        .await
+    );
+}
