@@ -3,6 +3,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// IMS's own detail texts (`src/server/errors.py`).
+pub const MISSING_INPUT: &str = "No input provided. Determine the specific information that is missing or invalid and then re-run the request with valid information.";
+pub const VALIDATION_FAILED: &str = "Input data was understood, but failed validation. Re-run request with valid input values for the fields indicated in the response.";
+pub const NOT_FOUND: &str = "Requested resource does not exist. Re-run request with valid ID.";
+pub const PATCH_CONFLICT: &str = "Requested resource exists, but cannot be patched due to a patch conflict. Re-run request with valid input values.";
+
 #[derive(Debug)]
 pub struct Problem {
     pub status: StatusCode,
@@ -32,7 +38,7 @@ impl Problem {
     pub fn invalid(errors: Value) -> Problem {
         Problem {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            detail: "Error validating input".into(),
+            detail: VALIDATION_FAILED.into(),
             errors: Some(errors),
         }
     }

@@ -738,7 +738,13 @@ async fn undelete_with_an_empty_object_is_400() {
         .patch(&format!("/apis/ims/v3/deleted/images/{image}"), json!({}))
         .await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["detail"], "No input provided");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("No input provided. "),
+        "{body}"
+    );
     let (status, _) = c.patch("/apis/ims/v3/deleted/images", json!({})).await;
     assert_eq!(status, 400);
 }
@@ -1147,5 +1153,51 @@ async fn soft_delete_of_an_image_whose_manifest_is_missing_moves_nothing_and_kee
             "s3://boot-images/deleted/{image}/deleted_manifest.json"
         ))
         .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problem_details_are_the_real_ims_texts() {
+    let c = Client::new().await;
+    let (_, body) = c
+        .get("/apis/ims/v3/images/00000000-0000-4000-8000-000000000000")
+        .await;
+    assert_eq!(
+        body["detail"],
+        "Requested resource does not exist. Re-run request with valid ID."
+    );
+    let (_, body) = c
+        .post("/apis/ims/v3/public-keys", json!({ "name": "k" }))
+        .await;
+    assert_eq!(body["title"], "Unprocessable Entity");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Input data was understood, but failed validation."),
+        "{body}"
+    );
+    let (_, body) = c.post("/apis/ims/v3/public-keys", json!({})).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("No input provided. Determine"),
+        "{body}"
+    );
+    let image = c.a_live_image();
+    let other = json!({ "type": "s3", "path": "s3://boot-images/other/manifest.json" });
+    let (status, body) = c
+        .patch(
+            &format!("/apis/ims/v3/images/{image}"),
+            json!({ "link": other }),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert!(
+        body["detail"].as_str().unwrap().starts_with(
+            "Requested resource exists, but cannot be patched due to a patch conflict."
+        ),
+        "{body}"
     );
 }

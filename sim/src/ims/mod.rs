@@ -75,7 +75,7 @@ fn body_json(headers: &HeaderMap, body: &Bytes) -> Result<Value, Problem> {
         ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Problem::bad_request("No input provided"));
+        return Err(Problem::bad_request(crate::problem::MISSING_INPUT));
     }
     serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("The request body is not JSON: {e}")))
@@ -95,7 +95,8 @@ fn no_content() -> Reply {
 }
 
 fn missing(kind: Kind, id: &str) -> Problem {
-    Problem::not_found(format!("No {} record matches id={id}", noun(kind)))
+    tracing::info!("no IMS {} record matches id={id}", noun(kind));
+    Problem::not_found(crate::problem::NOT_FOUND)
 }
 
 pub fn router() -> Router<Arc<SimState>> {
@@ -149,14 +150,14 @@ pub fn router() -> Router<Arc<SimState>> {
                     let ims = s.ims.lock().await;
                     match ims.get(Table::Jobs, &id) {
                         Some(r) => ok(StatusCode::OK, jobs::with_defaults(r)),
-                        None => Err(Problem::not_found(format!("No job record matches id={id}"))),
+                        None => Err(Problem::not_found(crate::problem::NOT_FOUND)),
                     }
                 })
                 .delete(|s: S, Path(id): Path<String>| async move {
                     let mut ims = s.ims.lock().await;
                     match ims.remove(Table::Jobs, &id).map_err(Problem::internal)? {
                         Some(_) => no_content(),
-                        None => Err(Problem::not_found(format!("No job record matches id={id}"))),
+                        None => Err(Problem::not_found(crate::problem::NOT_FOUND)),
                     }
                 }),
             );
@@ -287,10 +288,8 @@ async fn patch(s: S, kind: Kind, Path(id): Path<String>, headers: HeaderMap, bod
                 match current {
                     Some(cur) if same_link(cur, &value) => continue,
                     Some(_) => {
-                        return Err(Problem::conflict(format!(
-                            "The {} {id} already has a link; it cannot be replaced",
-                            noun(kind)
-                        )));
+                        tracing::info!("the {} {id} already has another link", noun(kind));
+                        return Err(Problem::conflict(crate::problem::PATCH_CONFLICT));
                     }
                     None => {
                         if !value.is_null() {
@@ -400,7 +399,7 @@ async fn soft_delete(s: &SimState, kind: Kind, id: &str) -> Result<(), Problem> 
 fn check_undelete_body(headers: &HeaderMap, body: &Bytes) -> Result<(), Problem> {
     let body = body_json(headers, body)?;
     if body.as_object().is_some_and(|o| o.is_empty()) {
-        return Err(Problem::bad_request("No input provided"));
+        return Err(Problem::bad_request(crate::problem::MISSING_INPUT));
     }
     match body.get("operation").and_then(Value::as_str) {
         Some("undelete") if body.as_object().is_some_and(|o| o.len() == 1) => Ok(()),

@@ -313,7 +313,7 @@ pub fn job(body: &Value) -> Result<Map<String, Value>, Problem> {
 
 fn check(body: &Value, fields: &[Field]) -> Result<Map<String, Value>, Problem> {
     let Some(obj) = body.as_object().filter(|o| !o.is_empty()) else {
-        return Err(Problem::bad_request("No input provided"));
+        return Err(Problem::bad_request(crate::problem::MISSING_INPUT));
     };
     let mut errors = Map::new();
     for key in obj.keys() {
