@@ -249,8 +249,6 @@ impl S3 {
         size: u64,
         part_size: u64,
     ) -> Result<String, S3Error> {
-        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-        let err = Self::sdk("MULTIPART COPY", bucket, from);
         let upload = self
             .client
             .create_multipart_upload()
@@ -260,17 +258,44 @@ impl S3 {
             .await
             .map_err(Self::sdk("MULTIPART COPY", bucket, from))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let copied = self
+            .copy_parts(bucket, from, to, &upload_id, size, part_size)
+            .await;
+        if copied.is_err() {
+            // Leave no half-done upload holding RGW space.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(to)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        copied
+    }
+
+    async fn copy_parts(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        upload_id: &str,
+        size: u64,
+        part_size: u64,
+    ) -> Result<String, S3Error> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let mut parts = Vec::new();
         let mut start = 0u64;
-        while start < size.max(1) {
-            let end = (start + part_size).min(size).saturating_sub(1);
+        while start < size {
+            let end = (start + part_size).min(size) - 1;
             let n = parts.len() as i32 + 1;
             let part = self
                 .client
                 .upload_part_copy()
                 .bucket(bucket)
                 .key(to)
-                .upload_id(&upload_id)
+                .upload_id(upload_id)
                 .part_number(n)
                 .copy_source(format!("{bucket}/{}", encode_key(from)))
                 .copy_source_range(format!("bytes={start}-{end}"))
@@ -295,7 +320,7 @@ impl S3 {
             .complete_multipart_upload()
             .bucket(bucket)
             .key(to)
-            .upload_id(&upload_id)
+            .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -303,7 +328,7 @@ impl S3 {
             )
             .send()
             .await
-            .map_err(err)?;
+            .map_err(Self::sdk("MULTIPART COPY", bucket, from))?;
         Ok(done
             .e_tag()
             .unwrap_or_default()
