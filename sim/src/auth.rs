@@ -64,7 +64,10 @@ async fn sts_token(State(s): State<Arc<SimState>>) -> Response {
         "EndpointURL": s.config.s3.endpoint,
         "AccessKeyId": s.config.s3.access_key,
         "SecretAccessKey": s.config.s3.secret_key,
-        "SessionToken": "",
+        // Real STS hands out a session token with its temporary keys. RGW
+        // without STS ignores it beyond the signature, so clients that send
+        // it (as they must on a real system) are exercised.
+        "SessionToken": format!("sim-session-{}", crate::random_uuid(&mut fastrand::Rng::new())),
         "Expiration": expiration,
     }});
     (StatusCode::CREATED, Json(body)).into_response()

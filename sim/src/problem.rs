@@ -3,6 +3,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// IMS's own detail texts (`src/server/errors.py`).
+pub const MISSING_INPUT: &str = "No input provided. Determine the specific information that is missing or invalid and then re-run the request with valid information.";
+pub const VALIDATION_FAILED: &str = "Input data was understood, but failed validation. Re-run request with valid input values for the fields indicated in the response.";
+pub const NOT_FOUND: &str = "Requested resource does not exist. Re-run request with valid ID.";
+pub const PATCH_CONFLICT: &str = "Requested resource exists, but cannot be patched due to a patch conflict. Re-run request with valid input values.";
+
 #[derive(Debug)]
 pub struct Problem {
     pub status: StatusCode,
@@ -32,9 +38,13 @@ impl Problem {
     pub fn invalid(errors: Value) -> Problem {
         Problem {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            detail: "Error validating input".into(),
+            detail: VALIDATION_FAILED.into(),
             errors: Some(errors),
         }
+    }
+    /// 422 from link or S3 checks: real IMS gives these only a `detail`.
+    pub fn unprocessable(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
     }
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Problem {
         Problem::invalid(json!({ field: [message.into()] }))
@@ -52,8 +62,8 @@ impl From<crate::s3::S3Error> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        // Connexion leaves `type` out (RFC 7807 then means about:blank).
         let mut body = json!({
-            "type": "about:blank",
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "detail": self.detail,

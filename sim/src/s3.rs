@@ -3,6 +3,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::primitives::ByteStream;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct S3Config {
@@ -29,6 +30,8 @@ pub struct S3 {
 pub struct Head {
     pub size: u64,
     pub etag: String,
+    /// User metadata (`x-amz-meta-*`), names lower-case.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl S3 {
@@ -90,6 +93,10 @@ impl S3 {
             Ok(h) => Ok(Some(Head {
                 size: h.content_length().unwrap_or(0) as u64,
                 etag: h.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+                metadata: h
+                    .metadata()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
             })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
@@ -115,11 +122,24 @@ impl S3 {
     }
 
     pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<String, S3Error> {
+        self.put_with_metadata(bucket, key, body, &BTreeMap::new())
+            .await
+    }
+
+    /// A PUT with user metadata, as IMS tooling uploads (`md5sum`, ...).
+    pub async fn put_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, S3Error> {
         let out = self
             .client
             .put_object()
             .bucket(bucket)
             .key(key)
+            .set_metadata(Some(metadata.clone().into_iter().collect()))
             .body(ByteStream::from(body))
             .send()
             .await
@@ -138,6 +158,7 @@ impl S3 {
         key: &str,
         body: &[u8],
         part_size: usize,
+        metadata: &BTreeMap<String, String>,
     ) -> Result<String, S3Error> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let upload = self
@@ -145,6 +166,7 @@ impl S3 {
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
+            .set_metadata(Some(metadata.clone().into_iter().collect()))
             .send()
             .await
             .map_err(Self::sdk("MULTIPART PUT", bucket, key))?;
@@ -214,6 +236,104 @@ impl S3 {
             .await
             .map_err(Self::sdk("COPY", bucket, from))?;
         self.delete(bucket, from).await
+    }
+
+    /// A copy in `part_size` parts (UploadPartCopy), as boto3's managed copy
+    /// does for large objects: the target's ETag is `<md5 of part md5s>-<parts>`
+    /// and it gets no user metadata. The source stays.
+    pub async fn copy_multipart(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        size: u64,
+        part_size: u64,
+    ) -> Result<String, S3Error> {
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(to)
+            .send()
+            .await
+            .map_err(Self::sdk("MULTIPART COPY", bucket, from))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let copied = self
+            .copy_parts(bucket, from, to, &upload_id, size, part_size)
+            .await;
+        if copied.is_err() {
+            // Leave no half-done upload holding RGW space.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(to)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        copied
+    }
+
+    async fn copy_parts(
+        &self,
+        bucket: &str,
+        from: &str,
+        to: &str,
+        upload_id: &str,
+        size: u64,
+        part_size: u64,
+    ) -> Result<String, S3Error> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let mut parts = Vec::new();
+        let mut start = 0u64;
+        while start < size {
+            let end = (start + part_size).min(size) - 1;
+            let n = parts.len() as i32 + 1;
+            let part = self
+                .client
+                .upload_part_copy()
+                .bucket(bucket)
+                .key(to)
+                .upload_id(upload_id)
+                .part_number(n)
+                .copy_source(format!("{bucket}/{}", encode_key(from)))
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .customize()
+                // RGW answers 411 to a bodiless PUT without a Content-Length,
+                // and the SDK sends none for UploadPartCopy.
+                .mutate_request(|req| {
+                    req.headers_mut().insert("content-length", "0");
+                })
+                .send()
+                .await
+                .map_err(Self::sdk("MULTIPART COPY", bucket, from))?;
+            let etag = part
+                .copy_part_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default();
+            parts.push(CompletedPart::builder().part_number(n).e_tag(etag).build());
+            start += part_size;
+        }
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(to)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(Self::sdk("MULTIPART COPY", bucket, from))?;
+        Ok(done
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string())
     }
 
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), S3Error> {

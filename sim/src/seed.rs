@@ -41,6 +41,24 @@ pub struct SeedSpec {
 pub const MULTIPART_PART: usize = 5 << 20;
 const BOOT: &str = "boot-images";
 const IMS: &str = "ims";
+/// Buckets other services keep on the same RGW, with what is typically in them.
+const UNUSED: [(&str, &[&str]); 2] = [
+    (
+        "velero",
+        &[
+            "backups/daily-20240514/velero-backup.json",
+            "backups/daily-20240514/daily-20240514.tar.gz",
+        ],
+    ),
+    (
+        "thanos",
+        &[
+            "01HXA3MZ4QK5T9V7W2Y6B8C0DE/meta.json",
+            "01HXA3MZ4QK5T9V7W2Y6B8C0DE/chunks/000001",
+            "01HXA3MZ4QK5T9V7W2Y6B8C0DE/index",
+        ],
+    ),
+];
 
 /// The seeder's record of what it made; `expected.json`.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -57,8 +75,13 @@ pub struct Expected {
     pub links: BTreeMap<String, BTreeSet<String>>,
     /// URLs sources reference that do not exist.
     pub dangling: BTreeSet<String>,
-    /// Every object in `boot-images` and `ims`: URL -> facts.
+    /// Every object in every bucket (`boot-images`, `ims` and the unused
+    /// ones): URL -> facts.
     pub objects: BTreeMap<String, ObjectFacts>,
+    /// Buckets that hold objects no IMS record or link source uses, as a
+    /// real system's velero and thanos buckets: an export leaves them out.
+    #[serde(default)]
+    pub unused_buckets: BTreeSet<String>,
     /// The `admin-client-auth` client secret.
     pub client_secret: String,
 }
@@ -68,6 +91,9 @@ pub struct ObjectFacts {
     pub size: u64,
     pub sha256: String,
     pub etag: String,
+    /// User metadata as a HEAD answers it.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 struct Seeder<'a> {
@@ -138,6 +164,7 @@ pub async fn seed(data: &Path, s3cfg: &S3Config, spec: &SeedSpec) -> anyhow::Res
     for (name, value) in [("bos.json", bos), ("bss.json", bss), ("k8s.json", k8s)] {
         std::fs::write(data.join(name), serde_json::to_vec_pretty(&value)?)?;
     }
+    s.unused_buckets().await?;
     s.record_objects().await?;
     config.save(data)?;
     let expected = s.expected;
@@ -183,12 +210,17 @@ impl Seeder<'_> {
             format!("s3://{bucket}/{key}"),
             hex::encode(sha2::Sha256::digest(&body)),
         );
+        // IMS tooling and the CLI upload with the content's MD5 as metadata.
+        let metadata =
+            BTreeMap::from([("md5sum".to_string(), hex::encode(md5::Md5::digest(&body)))]);
         Ok(if multipart {
             self.s3
-                .put_multipart(bucket, key, &body, MULTIPART_PART)
+                .put_multipart(bucket, key, &body, MULTIPART_PART, &metadata)
                 .await?
         } else {
-            self.s3.put(bucket, key, body).await?
+            self.s3
+                .put_with_metadata(bucket, key, body, &metadata)
+                .await?
         })
     }
 
@@ -515,10 +547,24 @@ impl Seeder<'_> {
         }))
     }
 
+    async fn unused_buckets(&mut self) -> anyhow::Result<()> {
+        for (bucket, keys) in UNUSED {
+            self.s3.create_bucket(bucket).await?;
+            for key in keys {
+                let n = self.rng.usize(1 << 10..8 << 10);
+                let body = self.bytes(n);
+                self.put(bucket, key, body, false).await?;
+            }
+            self.expected.unused_buckets.insert(bucket.into());
+        }
+        Ok(())
+    }
+
     /// Every object now in the buckets, with its hash (moved objects keep the
-    /// bytes they were put with; new ones are read back).
+    /// bytes they were put with; new ones are read back) and metadata.
     async fn record_objects(&mut self) -> anyhow::Result<()> {
-        for bucket in [BOOT, IMS] {
+        let buckets = [BOOT, IMS].into_iter().chain(UNUSED.map(|(b, _)| b));
+        for bucket in buckets {
             for (key, size, etag) in self.s3.list(bucket, "").await? {
                 let url = format!("s3://{bucket}/{key}");
                 let original = format!(
@@ -529,9 +575,19 @@ impl Seeder<'_> {
                     Some(h) => h.clone(),
                     None => hex::encode(sha2::Sha256::digest(self.s3.get(bucket, &key).await?)),
                 };
-                self.expected
-                    .objects
-                    .insert(url, ObjectFacts { size, sha256, etag });
+                let metadata = match self.s3.head(bucket, &key).await? {
+                    Some(h) => h.metadata,
+                    None => anyhow::bail!("{url} vanished while seeding"),
+                };
+                self.expected.objects.insert(
+                    url,
+                    ObjectFacts {
+                        size,
+                        sha256,
+                        etag,
+                        metadata,
+                    },
+                );
             }
         }
         Ok(())

@@ -55,6 +55,25 @@ impl Client {
     async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::PATCH, path, Some(body)).await
     }
+    /// A request with the body as given and no `Content-Type` unless `mime`.
+    async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        mime: Option<&str>,
+        body: &'static str,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method, self.sys.url(path))
+            .bearer_auth(&self.token)
+            .body(body);
+        if let Some(m) = mime {
+            req = req.header("content-type", m);
+        }
+        req.send().await.unwrap()
+    }
+
     async fn delete(&self, path: &str) -> u16 {
         self.call(reqwest::Method::DELETE, path, None).await.0
     }
@@ -228,7 +247,7 @@ async fn ims_status_codes_and_problem_bodies() {
         .send()
         .await
         .unwrap();
-    assert_eq!(empty.status(), 400);
+    assert_eq!(empty.status(), 415, "no JSON content type");
 
     let (status, key) = c
         .post(
@@ -604,4 +623,581 @@ async fn bos_templates_are_scoped_by_tenant() {
     assert_eq!(stored["name"], "t1");
     assert_eq!(c.delete("/apis/bos/v2/sessiontemplates/t1").await, 204);
     assert_eq!(c.get("/apis/bos/v2/sessiontemplates/t1").await.0, 404);
+}
+
+// Status codes of the real IMS (shared/spec/csm-apis.md §9).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relinking_with_an_etag_added_is_a_conflict() {
+    let c = Client::new().await;
+    let (_, recipes) = c.get("/apis/ims/v3/recipes").await;
+    let recipe = &recipes.as_array().unwrap()[0];
+    let id = recipe["id"].as_str().unwrap();
+    let mut link = recipe["link"].clone();
+    let url = format!("/apis/ims/v3/recipes/{id}");
+    let (status, _) = c.patch(&url, json!({ "link": link })).await;
+    assert_eq!(status, 200, "the identical link is a no-op");
+    link["etag"] = json!("0123456789abcdef0123456789abcdef");
+    let (status, body) = c.patch(&url, json!({ "link": link })).await;
+    assert_eq!(status, 409, "the whole link dict is compared: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_set_without_a_value_stores_an_empty_string() {
+    let c = Client::new().await;
+    let image = c.a_live_image();
+    let url = format!("/apis/ims/v3/images/{image}");
+    let (status, body) = c
+        .patch(
+            &url,
+            json!({ "metadata": { "operation": "set", "key": "k" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"]["k"], "");
+    let (status, _) = c
+        .patch(
+            &url,
+            json!({ "metadata": { "operation": "set", "key": "k", "value": 1 } }),
+        )
+        .await;
+    assert_eq!(status, 422, "a value that is given must be a string");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_dkms_takes_truthy_strings_and_stores_a_bool() {
+    let c = Client::new().await;
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/recipes",
+            json!({ "name": "r", "recipe_type": "kiwi-ng", "linux_distribution": "sles15",
+                    "require_dkms": "yes" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["require_dkms"], true);
+    let id = body["id"].as_str().unwrap();
+    let (status, body) = c
+        .patch(
+            &format!("/apis/ims/v3/recipes/{id}"),
+            json!({ "require_dkms": "off" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["require_dkms"], false);
+    let (status, _) = c
+        .patch(
+            &format!("/apis/ims/v3/recipes/{id}"),
+            json!({ "require_dkms": "maybe" }),
+        )
+        .await;
+    assert_eq!(status, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_without_a_json_content_type_are_415() {
+    let c = Client::new().await;
+    let post = reqwest::Method::POST;
+    let resp = c.raw(post.clone(), "/apis/ims/v3/images", None, "").await;
+    assert_eq!(resp.status(), 415, "empty body");
+    let resp = c
+        .raw(
+            post.clone(),
+            "/apis/ims/v3/images",
+            Some("text/plain"),
+            "name",
+        )
+        .await;
+    assert_eq!(resp.status(), 415, "non-JSON body");
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let image = c.a_live_image();
+    let resp = c
+        .raw(
+            reqwest::Method::PATCH,
+            &format!("/apis/ims/v3/images/{image}"),
+            None,
+            r#"{"arch": "x86_64"}"#,
+        )
+        .await;
+    assert_eq!(resp.status(), 415, "PATCH too");
+    let resp = c
+        .raw(post, "/apis/ims/v3/images", Some("application/json"), "{")
+        .await;
+    assert_eq!(resp.status(), 400, "JSON content type, broken JSON");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelete_with_an_empty_object_is_400() {
+    let c = Client::new().await;
+    let image = c.sys.expected.deleted["images"]
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    let (status, body) = c
+        .patch(&format!("/apis/ims/v3/deleted/images/{image}"), json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("No input provided. "),
+        "{body}"
+    );
+    let (status, _) = c.patch("/apis/ims/v3/deleted/images", json!({})).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_jobs_validates_the_artifact() {
+    let c = Client::new().await;
+    let key = c.sys.expected.ims["public_keys"]
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/jobs",
+            json!({ "job_type": "create", "artifact_id": missing, "public_key_id": key,
+                    "image_root_archive_name": "x" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("No IMS recipe record found"),
+        "{body}"
+    );
+    let (status, body) = c
+        .post("/apis/ims/v3/jobs", json!({ "job_type": "build" }))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let recipe = c.sys.expected.ims["recipes"].iter().next().unwrap().clone();
+    let (status, job) = c
+        .post(
+            "/apis/ims/v3/jobs",
+            json!({ "job_type": "create", "artifact_id": recipe, "public_key_id": key,
+                    "image_root_archive_name": "x" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["status"], "creating");
+}
+
+// Error bodies, headers and routes of the real IMS.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problem_bodies_have_no_type_and_nest_nested_errors() {
+    let c = Client::new().await;
+    let (status, body) = c
+        .get("/apis/ims/v3/images/00000000-0000-4000-8000-000000000000")
+        .await;
+    assert_eq!(status, 404);
+    assert!(body.get("type").is_none(), "{body}");
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/images",
+            json!({ "name": "n", "metadata": { "a": 1 },
+                    "link": { "type": "http", "path": "s3://boot-images/x/manifest.json" } }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(body.get("type").is_none(), "{body}");
+    assert_eq!(
+        body["errors"]["metadata"],
+        json!({ "a": { "value": ["Not a valid string."] } })
+    );
+    assert_eq!(
+        body["errors"]["link"],
+        json!({ "type": ["Type must be one of: s3."] })
+    );
+    // Link checks against S3 give only a detail.
+    let (status, body) = c
+        .post(
+            "/apis/ims/v3/images",
+            json!({ "name": "n", "link": { "type": "s3", "path": "s3://boot-images/none/manifest.json" } }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(body.get("errors").is_none(), "{body}");
+    assert!(body["detail"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_content_is_json_and_unknown_routes_are_problem_404s() {
+    let c = Client::new().await;
+    let job = c.sys.expected.jobs.keys().next().unwrap().clone();
+    let resp = c
+        .raw(
+            reqwest::Method::DELETE,
+            &format!("/apis/ims/v3/jobs/{job}"),
+            None,
+            "",
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    for path in [
+        "/apis/ims/v3/nothing",
+        "/apis/ims/v3/images/",
+        "/apis/ims/v9",
+    ] {
+        let resp = c.raw(reqwest::Method::GET, path, None, "").await;
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], 404, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_gets_fill_the_schema_defaults() {
+    let c = Client::new().await;
+    let expect = json!({
+        "build_env_size": 60, "job_mem_size": 8, "enable_debug": false,
+        "initrd_file_name": "initrd", "kernel_parameters_file_name": "kernel-parameters",
+        "require_dkms": true, "remote_build_node": "", "kernel_file_name": null,
+        "kubernetes_configmap": null, "kubernetes_pvc": null, "kubernetes_secret": null,
+        "kubernetes_service": null, "resultant_image_id": null, "ssh_containers": null,
+    });
+    let (_, jobs) = c.get("/apis/ims/v3/jobs").await;
+    let jobs = jobs.as_array().unwrap();
+    assert!(!jobs.is_empty());
+    for job in jobs {
+        let id = job["id"].as_str().unwrap();
+        let (_, one) = c.get(&format!("/apis/ims/v3/jobs/{id}")).await;
+        assert_eq!(&one, job, "list and GET agree");
+        for (field, value) in expect.as_object().unwrap() {
+            assert_eq!(&job[field], value, "{id} {field}");
+        }
+    }
+    // The data file keeps what was stored; the defaults are filled on output.
+    let file = c.sys.data.path().join("ims/v2.4_jobs.json");
+    let stored: Vec<Value> = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    assert!(stored.iter().all(|j| j.get("build_env_size").is_none()));
+}
+
+// Seed data as a real system has it.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_objects_carry_the_uploaders_md5sum_metadata() {
+    let c = Client::new().await;
+    let mut checked = 0;
+    for (url, facts) in &c.sys.expected.objects {
+        let (b, k) = csm_sim::s3::parse_url(url).unwrap();
+        let head = c.s3.head(b, k).await.unwrap().unwrap();
+        assert_eq!(head.metadata, facts.metadata, "{url}: expected.json agrees");
+        if k.ends_with("deleted_manifest.json") {
+            // IMS writes it itself, without metadata.
+            continue;
+        }
+        let md5 = facts
+            .metadata
+            .get("md5sum")
+            .unwrap_or_else(|| panic!("{url} has no md5sum"));
+        assert_eq!(md5.len(), 32, "{url}");
+        if !facts.etag.contains('-') {
+            assert_eq!(md5, &facts.etag, "{url}: single-part ETag is the MD5");
+        }
+        checked += 1;
+    }
+    assert!(checked > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn velero_and_thanos_buckets_hold_objects_nothing_links_to() {
+    let c = Client::new().await;
+    let e = &c.sys.expected;
+    assert_eq!(
+        e.unused_buckets,
+        ["thanos", "velero"].map(String::from).into()
+    );
+    let linked: Vec<&String> = e.links.values().flatten().collect();
+    for bucket in &e.unused_buckets {
+        let listed = c.s3.list(bucket, "").await.unwrap();
+        assert!(listed.len() >= 2, "{bucket} has a few objects");
+        for (key, size, etag) in listed {
+            let url = format!("s3://{bucket}/{key}");
+            let facts = &e.objects[&url];
+            assert_eq!((size, &etag), (facts.size, &facts.etag), "{url}");
+            assert!(!linked.contains(&&url), "{url} is linked");
+        }
+    }
+    let (_, images) = c.get("/apis/ims/v3/images").await;
+    let (_, recipes) = c.get("/apis/ims/v3/recipes").await;
+    let text = format!("{images}{recipes}");
+    for bucket in &e.unused_buckets {
+        assert!(!text.contains(&format!("s3://{bucket}/")), "{bucket}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_seeds_put_different_bytes_under_the_same_well_known_keys() {
+    let one = System::start(&small_spec()).await;
+    let mut spec = small_spec();
+    spec.seed += 1;
+    let two = System::start(&spec).await;
+    let mut shared = 0;
+    for (url, facts) in &one.expected.objects {
+        let Some(other) = two.expected.objects.get(url) else {
+            continue; // keys with record ids differ anyway
+        };
+        assert_ne!(facts.sha256, other.sha256, "{url}");
+        shared += 1;
+    }
+    // NCN boot files, product catalog artifacts, velero and thanos objects.
+    assert!(shared >= 10, "only {shared} keys in common");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_session_tokens_are_non_empty_and_accepted_by_rgw() {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let c = Client::new().await;
+    let (status, body) = c.call(reqwest::Method::PUT, "/apis/sts/token", None).await;
+    assert_eq!(status, 201);
+    let creds = &body["Credentials"];
+    let token = creds["SessionToken"].as_str().unwrap();
+    assert!(!token.is_empty());
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(creds["EndpointURL"].as_str().unwrap())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            creds["AccessKeyId"].as_str().unwrap(),
+            creds["SecretAccessKey"].as_str().unwrap(),
+            Some(token.to_string()),
+            None,
+            "test",
+        ))
+        .force_path_style(true)
+        .build();
+    let s3 = aws_sdk_s3::Client::from_conf(conf);
+    let listed = s3
+        .list_objects_v2()
+        .bucket("boot-images")
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.key_count().unwrap_or(0) > 0);
+}
+
+// Soft delete moves objects the way real IMS (boto3's managed copy) does.
+
+/// Uploads an image like IMS tooling (md5sum metadata), rootfs of `rootfs_len`
+/// bytes, and registers it; returns its id.
+async fn upload_image(c: &Client, prefix: &str, rootfs_len: usize) -> String {
+    use sha2::Digest;
+    let mut artifacts = Vec::new();
+    for (name, len, mime) in [
+        (
+            "rootfs",
+            rootfs_len,
+            "application/vnd.cray.image.rootfs.squashfs",
+        ),
+        ("kernel", 4096, "application/vnd.cray.image.kernel"),
+    ] {
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let md5 = hex::encode(md5::Md5::digest(&body));
+        let meta = [("md5sum".to_string(), md5.clone())].into();
+        let key = format!("{prefix}/{name}");
+        let etag =
+            c.s3.put_with_metadata("boot-images", &key, body, &meta)
+                .await
+                .unwrap();
+        artifacts.push(json!({ "type": mime, "md5": md5,
+            "link": { "path": format!("s3://boot-images/{key}"), "etag": etag, "type": "s3" } }));
+    }
+    let manifest =
+        json!({ "version": "1.0", "created": "2024-05-14 12:00:00", "artifacts": artifacts });
+    c.s3.put(
+        "boot-images",
+        &format!("{prefix}/manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (status, image) = c
+        .post(
+            "/apis/ims/v3/images",
+            json!({ "name": prefix, "link": { "type": "s3", "path": format!("s3://boot-images/{prefix}/manifest.json") } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{image}");
+    image["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_delete_copies_large_objects_as_multipart_and_drops_their_metadata() {
+    let c = Client::new().await;
+    let big = (8 << 20) + 4096;
+    let id = upload_image(&c, "big", big).await;
+    let head = |key: String| {
+        let s3 = &c.s3;
+        async move { s3.head("boot-images", &key).await.unwrap().unwrap() }
+    };
+    let (rootfs, kernel) = (
+        head("big/rootfs".into()).await,
+        head("big/kernel".into()).await,
+    );
+    assert!(!rootfs.etag.contains('-') && rootfs.metadata.contains_key("md5sum"));
+
+    let (status, body) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/apis/ims/v3/images/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let moved = head("deleted/big/rootfs".into()).await;
+    assert!(
+        moved.etag.ends_with("-2"),
+        "single-part comes back as -2: {}",
+        moved.etag
+    );
+    assert!(
+        moved.metadata.is_empty(),
+        "metadata dropped: {:?}",
+        moved.metadata
+    );
+    let small = head("deleted/big/kernel".into()).await;
+    assert_eq!(small.etag, kernel.etag, "small objects keep their ETag");
+    assert_eq!(small.metadata, kernel.metadata, "and their metadata");
+
+    // The deleted manifest records the moved objects' real ETags.
+    let doc: Value = serde_json::from_slice(
+        &c.s3
+            .get(
+                "boot-images",
+                &format!("deleted/{id}/deleted_manifest.json"),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let created = doc["created"].as_str().unwrap();
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(created, "%Y-%m-%d %H:%M:%S").is_ok(),
+        "{created}"
+    );
+    let entry = |mime: &str| {
+        doc["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["type"] == mime)
+            .unwrap()
+            .clone()
+    };
+    let manifest = head("deleted/big/manifest.json".into()).await;
+    let m = entry("application/vnd.cray.image.manifest");
+    assert_eq!(m["link"]["etag"], manifest.etag.as_str());
+    assert!(m.get("md5").is_none());
+    let r = entry("application/vnd.cray.image.rootfs.squashfs");
+    assert_eq!(r["link"]["etag"], moved.etag.as_str());
+    assert!(r["md5"].is_string(), "md5 copied from the source manifest");
+
+    // Undelete restores neither the ETag nor the metadata; the link etag
+    // becomes the manifest's S3 ETag although it was "".
+    let (status, _) = c
+        .patch(
+            &format!("/apis/ims/v3/deleted/images/{id}"),
+            json!({ "operation": "undelete" }),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let back = head("big/rootfs".into()).await;
+    assert!(back.etag.ends_with("-2") && back.metadata.is_empty());
+    assert_ne!(back.etag, rootfs.etag);
+    let (_, record) = c.get(&format!("/apis/ims/v3/images/{id}")).await;
+    let live_manifest = head("big/manifest.json".into()).await;
+    assert_eq!(record["link"]["etag"], live_manifest.etag.as_str());
+    assert_eq!(record["link"]["path"], "s3://boot-images/big/manifest.json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_delete_of_an_image_whose_manifest_is_missing_moves_nothing_and_keeps_the_link() {
+    let c = Client::new().await;
+    let image = c.a_live_image();
+    let (_, before) = c.get(&format!("/apis/ims/v3/images/{image}")).await;
+    c.s3.delete("boot-images", &format!("{image}/manifest.json"))
+        .await
+        .unwrap();
+    assert_eq!(c.delete(&format!("/apis/ims/v3/images/{image}")).await, 204);
+    let (_, deleted) = c.get(&format!("/apis/ims/v3/deleted/images/{image}")).await;
+    assert_eq!(
+        deleted["link"], before["link"],
+        "the live link, etag included"
+    );
+    for a in ["rootfs", "kernel", "initrd"] {
+        assert!(
+            c.exists(&format!("s3://boot-images/{image}/{a}")).await,
+            "{a} stays"
+        );
+        assert!(
+            !c.exists(&format!("s3://boot-images/deleted/{image}/{a}"))
+                .await
+        );
+    }
+    assert!(
+        !c.exists(&format!(
+            "s3://boot-images/deleted/{image}/deleted_manifest.json"
+        ))
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problem_details_are_the_real_ims_texts() {
+    let c = Client::new().await;
+    let (_, body) = c
+        .get("/apis/ims/v3/images/00000000-0000-4000-8000-000000000000")
+        .await;
+    assert_eq!(
+        body["detail"],
+        "Requested resource does not exist. Re-run request with valid ID."
+    );
+    let (_, body) = c
+        .post("/apis/ims/v3/public-keys", json!({ "name": "k" }))
+        .await;
+    assert_eq!(body["title"], "Unprocessable Entity");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Input data was understood, but failed validation."),
+        "{body}"
+    );
+    let (_, body) = c.post("/apis/ims/v3/public-keys", json!({})).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("No input provided. Determine"),
+        "{body}"
+    );
+    let image = c.a_live_image();
+    let other = json!({ "type": "s3", "path": "s3://boot-images/other/manifest.json" });
+    let (status, body) = c
+        .patch(
+            &format!("/apis/ims/v3/images/{image}"),
+            json!({ "link": other }),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert!(
+        body["detail"].as_str().unwrap().starts_with(
+            "Requested resource exists, but cannot be patched due to a patch conflict."
+        ),
+        "{body}"
+    );
 }

@@ -165,6 +165,19 @@ async fn full_export_matches_the_seeded_system() {
         wanted.insert(format!("s3://ims/recipes/{id}/recipe.tar.gz"));
     }
     assert_eq!(artifacts.keys().cloned().collect::<BTreeSet<_>>(), wanted);
+    // HPE lists only the buckets its artifacts are in, not velero's or thanos's.
+    let listed: BTreeSet<String> = doc["s3_data"]["buckets"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        listed,
+        ["boot-images", "ims"].map(String::from).into(),
+        "only the used buckets"
+    );
+    assert!(!e.unused_buckets.is_empty());
     let by_path: BTreeMap<&str, &Vec<u8>> = members.iter().map(|(p, b)| (p.as_str(), b)).collect();
     for (url, entry) in artifacts {
         let relpath = entry["relpath"].as_str().unwrap();

@@ -1,6 +1,7 @@
 //! The IMS API under `/apis/ims`: v2, v3 and the un-versioned (v2) aliases
 //! for public keys, recipes and images, jobs, and the v3 `deleted` store.
 pub mod artifacts;
+mod jobs;
 pub mod schema;
 pub mod store;
 
@@ -8,9 +9,9 @@ use crate::SimState;
 use crate::problem::Problem;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use schema::Kind;
 use serde_json::{Value, json};
@@ -51,9 +52,30 @@ fn noun(kind: Kind) -> &'static str {
     }
 }
 
-fn body_json(body: &Bytes) -> Result<Value, Problem> {
+/// Connexion's body handling: a body without a JSON content type is a 415
+/// before anything looks at it; a JSON one that is empty or does not parse is a 400.
+fn body_json(headers: &HeaderMap, body: &Bytes) -> Result<Value, Problem> {
+    let mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json_type = essence
+        .strip_prefix("application/")
+        .is_some_and(|sub| sub == "json" || sub.ends_with("+json"));
+    if !json_type {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Invalid Content-type ({mime}), expected JSON data"),
+        ));
+    }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Problem::bad_request("No input provided"));
+        return Err(Problem::bad_request(crate::problem::MISSING_INPUT));
     }
     serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(format!("The request body is not JSON: {e}")))
@@ -63,12 +85,18 @@ fn ok(status: StatusCode, v: impl serde::Serialize) -> Reply {
     Ok((status, Json(v)).into_response())
 }
 
+/// Flask answers 204 with its default mimetype, `application/json`.
 fn no_content() -> Reply {
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::CONTENT_TYPE, "application/json")],
+    )
+        .into_response())
 }
 
 fn missing(kind: Kind, id: &str) -> Problem {
-    Problem::not_found(format!("No {} record matches id={id}", noun(kind)))
+    tracing::info!("no IMS {} record matches id={id}", noun(kind));
+    Problem::not_found(crate::problem::NOT_FOUND)
 }
 
 pub fn router() -> Router<Arc<SimState>> {
@@ -89,7 +117,7 @@ pub fn router() -> Router<Arc<SimState>> {
                 .route(
                     &format!("{prefix}/{segment}"),
                     get(move |s: S| list(s, table(kind)))
-                        .post(move |s: S, b: Bytes| create(s, kind, b))
+                        .post(move |s: S, h: HeaderMap, b: Bytes| create(s, kind, h, b))
                         .delete(move |s: S, q: Query<HashMap<String, String>>| {
                             delete_all(s, api, kind, q)
                         }),
@@ -97,7 +125,9 @@ pub fn router() -> Router<Arc<SimState>> {
                 .route(
                     &format!("{prefix}/{segment}/{{id}}"),
                     get(move |s: S, p: Path<String>| one(s, kind, table(kind), p))
-                        .patch(move |s: S, p: Path<String>, b: Bytes| patch(s, kind, p, b))
+                        .patch(move |s: S, p: Path<String>, h: HeaderMap, b: Bytes| {
+                            patch(s, kind, p, h, b)
+                        })
                         .delete(
                             move |s: S, p: Path<String>, q: Query<HashMap<String, String>>| {
                                 delete_one(s, api, kind, p, q)
@@ -108,7 +138,10 @@ pub fn router() -> Router<Arc<SimState>> {
         r = r
             .route(
                 &format!("{prefix}/jobs"),
-                get(|s: S| list(s, Table::Jobs))
+                get(|s: S| jobs::list(s))
+                    .post(|s: S, h: HeaderMap, b: Bytes| async move {
+                        jobs::create(&s, body_json(&h, &b)?).await
+                    })
                     .delete(|s: S, q: Query<HashMap<String, String>>| delete_jobs(s, q)),
             )
             .route(
@@ -116,15 +149,15 @@ pub fn router() -> Router<Arc<SimState>> {
                 get(|s: S, Path(id): Path<String>| async move {
                     let ims = s.ims.lock().await;
                     match ims.get(Table::Jobs, &id) {
-                        Some(r) => ok(StatusCode::OK, r),
-                        None => Err(Problem::not_found(format!("No job record matches id={id}"))),
+                        Some(r) => ok(StatusCode::OK, jobs::with_defaults(r)),
+                        None => Err(Problem::not_found(crate::problem::NOT_FOUND)),
                     }
                 })
                 .delete(|s: S, Path(id): Path<String>| async move {
                     let mut ims = s.ims.lock().await;
                     match ims.remove(Table::Jobs, &id).map_err(Problem::internal)? {
                         Some(_) => no_content(),
-                        None => Err(Problem::not_found(format!("No job record matches id={id}"))),
+                        None => Err(Problem::not_found(crate::problem::NOT_FOUND)),
                     }
                 }),
             );
@@ -139,24 +172,36 @@ pub fn router() -> Router<Arc<SimState>> {
             .route(
                 &format!("/v3/deleted/{segment}"),
                 get(move |s: S| list(s, deleted))
-                    .patch(move |s: S, b: Bytes| undelete_all(s, kind, b))
+                    .patch(move |s: S, h: HeaderMap, b: Bytes| undelete_all(s, kind, h, b))
                     .delete(move |s: S| purge_all(s, kind)),
             )
             .route(
                 &format!("/v3/deleted/{segment}/{{id}}"),
                 get(move |s: S, p: Path<String>| one(s, kind, deleted, p))
-                    .patch(move |s: S, Path(id): Path<String>, b: Bytes| async move {
-                        check_undelete_body(&b)?;
-                        undelete_one(&s, kind, &id).await?;
-                        no_content()
-                    })
+                    .patch(
+                        move |s: S, Path(id): Path<String>, h: HeaderMap, b: Bytes| async move {
+                            check_undelete_body(&h, &b)?;
+                            undelete_one(&s, kind, &id).await?;
+                            no_content()
+                        },
+                    )
                     .delete(move |s: S, Path(id): Path<String>| async move {
                         purge_one(&s, kind, &id).await?;
                         no_content()
                     }),
             );
     }
-    r
+    // Flask answers unknown routes (trailing slashes included) with a
+    // problem body. A catch-all route, because axum does not use a nested
+    // router's fallback here.
+    r.route(
+        "/{*rest}",
+        any(|| async {
+            Problem::not_found(
+                "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.",
+            )
+        }),
+    )
 }
 
 async fn list(s: S, t: Table) -> Reply {
@@ -185,10 +230,10 @@ async fn check_link(
         artifacts::link_path(r) == Some(path) && r.get("id").and_then(Value::as_str) != except
     });
     if taken {
-        return Err(Problem::invalid_field(
-            "link",
-            format!("An {} already uses the link {path}", noun(kind)),
-        ));
+        return Err(Problem::unprocessable(format!(
+            "An {} already uses the link {path}",
+            noun(kind)
+        )));
     }
     match kind {
         Kind::Image => artifacts::check_image_link(&s.s3, path).await,
@@ -197,8 +242,8 @@ async fn check_link(
     }
 }
 
-async fn create(s: S, kind: Kind, body: Bytes) -> Reply {
-    let mut rec = schema::post(kind, &body_json(&body)?)?;
+async fn create(s: S, kind: Kind, headers: HeaderMap, body: Bytes) -> Reply {
+    let mut rec = schema::post(kind, &body_json(&headers, &body)?)?;
     let mut ims = s.ims.lock().await;
     if let Some(link) = rec.get("link").filter(|l| !l.is_null()).cloned() {
         check_link(&s, &ims, kind, &link, None).await?;
@@ -220,8 +265,8 @@ async fn create(s: S, kind: Kind, body: Bytes) -> Reply {
     ok(StatusCode::CREATED, record)
 }
 
-async fn patch(s: S, kind: Kind, Path(id): Path<String>, body: Bytes) -> Reply {
-    let body = body_json(&body)?;
+async fn patch(s: S, kind: Kind, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Reply {
+    let body = body_json(&headers, &body)?;
     if kind == Kind::PublicKey {
         return Err(Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -243,10 +288,8 @@ async fn patch(s: S, kind: Kind, Path(id): Path<String>, body: Bytes) -> Reply {
                 match current {
                     Some(cur) if same_link(cur, &value) => continue,
                     Some(_) => {
-                        return Err(Problem::conflict(format!(
-                            "The {} {id} already has a link; it cannot be replaced",
-                            noun(kind)
-                        )));
+                        tracing::info!("the {} {id} already has another link", noun(kind));
+                        return Err(Problem::conflict(crate::problem::PATCH_CONFLICT));
                     }
                     None => {
                         if !value.is_null() {
@@ -278,8 +321,10 @@ async fn patch(s: S, kind: Kind, Path(id): Path<String>, body: Bytes) -> Reply {
     ok(StatusCode::OK, record)
 }
 
+/// Real IMS compares the whole link dict: the same path with another etag
+/// (even one added where the stored etag is "") is a conflict.
 fn same_link(a: &Value, b: &Value) -> bool {
-    a.get("path") == b.get("path") && a.get("type") == b.get("type")
+    a == b
 }
 
 fn cascade(q: &HashMap<String, String>) -> bool {
@@ -351,8 +396,11 @@ async fn soft_delete(s: &SimState, kind: Kind, id: &str) -> Result<(), Problem> 
     Ok(())
 }
 
-fn check_undelete_body(body: &Bytes) -> Result<(), Problem> {
-    let body = body_json(body)?;
+fn check_undelete_body(headers: &HeaderMap, body: &Bytes) -> Result<(), Problem> {
+    let body = body_json(headers, body)?;
+    if body.as_object().is_some_and(|o| o.is_empty()) {
+        return Err(Problem::bad_request(crate::problem::MISSING_INPUT));
+    }
     match body.get("operation").and_then(Value::as_str) {
         Some("undelete") if body.as_object().is_some_and(|o| o.len() == 1) => Ok(()),
         _ => Err(Problem::invalid_field(
@@ -376,8 +424,8 @@ async fn undelete_one(s: &SimState, kind: Kind, id: &str) -> Result<(), Problem>
     Ok(())
 }
 
-async fn undelete_all(s: S, kind: Kind, body: Bytes) -> Reply {
-    check_undelete_body(&body)?;
+async fn undelete_all(s: S, kind: Kind, headers: HeaderMap, body: Bytes) -> Reply {
+    check_undelete_body(&headers, &body)?;
     for id in ids(&s, table(kind).deleted().unwrap()).await {
         undelete_one(&s, kind, &id).await?;
     }
