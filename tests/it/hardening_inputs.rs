@@ -366,7 +366,7 @@ async fn the_recorded_part_size_is_the_one_that_reproduces_the_etag() {
     let key = format!("{image}/rootfs");
     let body: Vec<u8> = (0..9_438_183u32).map(|i| (i % 253) as u8).collect();
     let s3 = csm_sim::s3::S3::new(&sys.s3);
-    s3.put_multipart("boot-images", &key, &body, 5 << 20)
+    s3.put_multipart("boot-images", &key, &body, 5 << 20, &Default::default())
         .await
         .unwrap();
     let etag = s3.head("boot-images", &key).await.unwrap().unwrap().etag;
