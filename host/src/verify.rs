@@ -243,7 +243,7 @@ impl<'de> Visitor<'de> for &mut Index<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "s3_data" => map.next_value_seed(S3Data(&mut self.checker))?,
+                "s3_data" => map.next_value_seed(NullableMap(S3Data(&mut self.checker)))?,
                 other => {
                     self.created |= other == "created";
                     self.ims_data |= other == "ims_data";
@@ -255,10 +255,17 @@ impl<'de> Visitor<'de> for &mut Index<'_> {
     }
 }
 
-/// `s3_data`: null, or an object whose `artifacts` are checked.
-struct S3Data<'c, 'a>(&'c mut Checker<'a>);
+/// What to do with each entry of a nullable JSON object read as it streams.
+trait Entries {
+    /// For error messages: what the object is.
+    const WHAT: &'static str;
+    fn entry<'de, A: MapAccess<'de>>(&mut self, key: String, map: &mut A) -> Result<(), A::Error>;
+}
 
-impl<'de> DeserializeSeed<'de> for S3Data<'_, '_> {
+/// A JSON object (or null) whose entries are handed one by one to `E`.
+struct NullableMap<E>(E);
+
+impl<'de, E: Entries> DeserializeSeed<'de> for NullableMap<E> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -266,18 +273,18 @@ impl<'de> DeserializeSeed<'de> for S3Data<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for S3Data<'_, '_> {
+impl<'de, E: Entries> Visitor<'de> for NullableMap<E> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("null or an object with `artifacts`")
+        f.write_str(E::WHAT)
     }
 
-    fn visit_none<E>(self) -> Result<(), E> {
+    fn visit_none<X>(self) -> Result<(), X> {
         Ok(())
     }
 
-    fn visit_unit<E>(self) -> Result<(), E> {
+    fn visit_unit<X>(self) -> Result<(), X> {
         Ok(())
     }
 
@@ -285,54 +292,38 @@ impl<'de> Visitor<'de> for S3Data<'_, '_> {
         d.deserialize_map(self)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let checker = self.0;
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
-            if key == "artifacts" {
-                map.next_value_seed(Artifacts(&mut *checker))?;
-            } else {
-                map.next_value::<Skip>()?;
-            }
+            self.0.entry(key, &mut map)?;
         }
         Ok(())
+    }
+}
+
+/// `s3_data`: null, or an object whose `artifacts` are checked.
+struct S3Data<'c, 'a>(&'c mut Checker<'a>);
+
+impl Entries for S3Data<'_, '_> {
+    const WHAT: &'static str = "null or an object with `artifacts`";
+
+    fn entry<'de, A: MapAccess<'de>>(&mut self, key: String, map: &mut A) -> Result<(), A::Error> {
+        if key == "artifacts" {
+            map.next_value_seed(NullableMap(Artifacts(&mut *self.0)))
+        } else {
+            map.next_value::<Skip>().map(drop)
+        }
     }
 }
 
 /// `s3_data.artifacts`: URL -> entry; each entry is checked, then dropped.
 struct Artifacts<'c, 'a>(&'c mut Checker<'a>);
 
-impl<'de> DeserializeSeed<'de> for Artifacts<'_, '_> {
-    type Value = ();
+impl Entries for Artifacts<'_, '_> {
+    const WHAT: &'static str = "null or an object of artifact entries";
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Artifacts<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("null or an object of artifact entries")
-    }
-
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(url) = map.next_key::<String>()? {
-            let entry: Value = map.next_value()?;
-            self.0.artifact(url, entry);
-        }
+    fn entry<'de, A: MapAccess<'de>>(&mut self, url: String, map: &mut A) -> Result<(), A::Error> {
+        let entry: Value = map.next_value()?;
+        self.0.artifact(url, entry);
         Ok(())
     }
 }
