@@ -54,8 +54,7 @@ async fn a_plugin_declaring_an_ungranted_kind_is_refused_at_validate() {
     let err = wf
         .load_plugins(&runtime())
         .await
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         err.contains("wf.toml:12:10: step `r`: plugin `rogue` may emit `archive-add-json` effects, which the step does not grant"),
@@ -74,8 +73,7 @@ async fn an_effect_this_imsflow_cannot_execute_is_refused_before_anything_runs()
     std::fs::create_dir(&out).unwrap();
     let err = run(&wf, &[("out", out.to_str().unwrap())], false)
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let RunError::BadPlan(problems) = &err else {
         panic!("expected a refused plan, got {err}")
     };
@@ -111,8 +109,7 @@ async fn apply_rechecks_grants_of_a_plan_whose_grants_were_edited() {
     let err = engine
         .apply(&plan, &ApplyOptions::default())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let ApplyError::Refused(problems) = &err else {
         panic!("expected a refusal, got {err}")
     };

@@ -33,8 +33,7 @@ fn a_100000_step_reverse_chain_is_refused_at_the_step_limit_without_overflowing_
     }
     // Over the file cap too; parse the text directly to reach the step cap.
     let err = imsflow::workflow::parse("chain.toml", &text, std::path::Path::new("."))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("over the limit of 1048576"), "{err}");
     let small: String = text
@@ -43,8 +42,7 @@ fn a_100000_step_reverse_chain_is_refused_at_the_step_limit_without_overflowing_
         .collect::<Vec<_>>()
         .join("\n");
     let err = imsflow::workflow::parse("chain.toml", &small, std::path::Path::new("."))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         err.starts_with("chain.toml:400")
@@ -64,8 +62,7 @@ fn a_1000_step_reverse_chain_with_a_cycle_is_found_iteratively() {
         ));
     }
     let err = imsflow::workflow::parse("chain.toml", &text, std::path::Path::new("."))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("steps form a cycle: s0 -> s1 -> s2"), "{err}");
 }
@@ -260,7 +257,7 @@ fn a_chatty_plugin_cannot_forge_log_lines_or_flood_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_jobs_abort_the_export_once_without_retries() {
     let sys = csm_sim::testing::System::start(&csm_sim::testing::small_spec()).await;
-    assert!(sys.expected.jobs.len() > 0);
+    assert!(!sys.expected.jobs.is_empty());
     let out_dir = tempfile::tempdir().unwrap();
     let out = export(&sys, &[out_dir.path().to_str().unwrap()]);
     let stderr = out.stderr.clone();
