@@ -51,11 +51,10 @@ async fn a_plugin_declaring_an_ungranted_kind_is_refused_at_validate() {
     let text = rogue("{ }", "[]").replace("@PLUGINS@", test_plugin_dir().to_str().unwrap());
     std::fs::write(&path, text).unwrap();
     let wf = imsflow::workflow::load(path.to_str().unwrap()).unwrap();
-    let err = wf
-        .load_plugins(&runtime())
-        .await
-        .expect_err("refused")
-        .to_string();
+    let Err(err) = wf.load_plugins(&runtime()).await else {
+        panic!("a plugin declaring an ungranted kind must be refused")
+    };
+    let err = err.to_string();
     assert!(
         err.contains("wf.toml:12:10: step `r`: plugin `rogue` may emit `archive-add-json` effects, which the step does not grant"),
         "{err}"
