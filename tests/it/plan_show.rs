@@ -250,3 +250,21 @@ fn a_plan_of_another_format_is_refused_by_format_first() {
     let err = Plan::load(&path).unwrap_err().to_string();
     assert!(err.contains("p.json:3:3: not an imsflow plan"), "{err}");
 }
+
+#[test]
+fn plugin_strings_cannot_forge_lines_in_a_plan_under_review() {
+    let forged = plan(vec![(
+        "export",
+        Effect::ArchiveAddObject {
+            bucket: "boot-images".into(),
+            key: "x\n  export.9  s3://boot-images/harmless -> nothing (1 B)\u{1b}[2K".into(),
+            path: "s3_artifacts/x".into(),
+            size: 1,
+            etag: "e".into(),
+        },
+    )]);
+    let text = imsflow::plan::render::render(&forged);
+    assert!(!text.contains("\n  export.9"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(text.contains("x\\n  export.9"), "{text}");
+}

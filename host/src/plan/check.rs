@@ -38,7 +38,8 @@ pub fn check(plan: &Plan) -> Vec<String> {
             }
             if plan.target.is_none() {
                 problems.push(format!(
-                    "{at} writes archive member `{path}` but the workflow has no `[archive] output_dir`"
+                    "{at} writes archive member `{}` but the workflow has no `[archive] output_dir`",
+                    crate::archive::escaped(path)
                 ));
             }
             match members.insert(path) {

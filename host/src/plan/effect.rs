@@ -271,8 +271,14 @@ impl Effect {
         }
     }
 
-    /// One line for plans: what the effect does, where.
+    /// One line for plans: what the effect does, where. Every string in it
+    /// came from a plugin, so control characters are escaped: a key holding a
+    /// newline cannot forge lines in a plan under review.
     pub fn describe(&self) -> String {
+        crate::archive::escaped(&self.describe_raw()).into_owned()
+    }
+
+    fn describe_raw(&self) -> String {
         match self {
             Effect::ArchiveAddObject {
                 bucket, key, path, ..
