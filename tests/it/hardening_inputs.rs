@@ -15,6 +15,20 @@ fn export(sys: &csm_sim::testing::System, args: &[&str]) -> CliRun {
     imsflow_cli(Some(&sys.data.path().join("imsflow.toml")), &all, &[])
 }
 
+/// `export.json` of an `imsflow export --no-tar` of the system, which must succeed.
+fn export_index(sys: &csm_sim::testing::System) -> serde_json::Value {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = export(sys, &["--no-tar", out_dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dir = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap()
+}
+
 fn no_running_jobs() -> csm_sim::seed::SeedSpec {
     csm_sim::seed::SeedSpec {
         running_jobs: 0,
@@ -286,17 +300,7 @@ fn iso_utc(v: &serde_json::Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_and_bucket_listings_keep_hpes_fields() {
     let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = export(&sys, &["--no-tar", out_dir.path().to_str().unwrap()]);
-    assert_eq!(out.code, 0, "{}", out.stderr.clone());
-    let dir = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap();
+    let doc = export_index(&sys);
     let artifacts = doc["s3_data"]["artifacts"].as_object().unwrap();
     assert!(!artifacts.is_empty());
     for (url, entry) in artifacts {
@@ -368,17 +372,7 @@ async fn the_recorded_part_size_is_the_one_that_reproduces_the_etag() {
         .unwrap();
     let etag = s3.head("boot-images", &key).await.unwrap().unwrap().etag;
     assert!(etag.ends_with("-2"), "{etag}");
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = export(&sys, &["--no-tar", out_dir.path().to_str().unwrap()]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let dir = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap();
+    let doc = export_index(&sys);
     let entry = &doc["s3_data"]["artifacts"][format!("s3://boot-images/{key}")];
     assert_eq!(entry["etag"], etag.as_str());
     assert_eq!(entry["multipart_parts"], 2);
