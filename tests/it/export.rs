@@ -61,33 +61,6 @@ fn saved(run: &Run) -> PathBuf {
     PathBuf::from(line.split_once(": ").unwrap().1)
 }
 
-/// Members of a tar (in order) or a directory, with their bytes.
-fn members(archive: &Path) -> Vec<(String, Vec<u8>)> {
-    if archive.is_dir() {
-        let reader = imsflow::archive::ArchiveReader::open(archive).unwrap();
-        return reader
-            .members()
-            .iter()
-            .map(|m| {
-                (
-                    m.path.clone(),
-                    std::fs::read(archive.join(&m.path)).unwrap(),
-                )
-            })
-            .collect();
-    }
-    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
-    tar.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
-            (e.path().unwrap().to_string_lossy().into_owned(), bytes)
-        })
-        .collect()
-}
-
 fn export_json(members: &[(String, Vec<u8>)]) -> Value {
     let (_, bytes) = members
         .iter()
@@ -119,7 +92,7 @@ async fn full_export_matches_the_seeded_system() {
         name.starts_with("export-ims-data-") && name.ends_with(".tar"),
         "{name}"
     );
-    let members = members(&archive);
+    let members = archive_members(&archive);
     assert_eq!(
         members.last().unwrap().0,
         "export.json",
@@ -232,7 +205,7 @@ async fn flags_shape_the_export_as_hpe_does() {
     let sys = System::start(&spec(0)).await;
     let out = tempfile::tempdir().unwrap();
 
-    let doc = export_json(&members(&saved(&export_into(
+    let doc = export_json(&archive_members(&saved(&export_into(
         &sys,
         out.path(),
         &[
@@ -251,7 +224,7 @@ async fn flags_shape_the_export_as_hpe_does() {
         "no catalog artifacts"
     );
 
-    let doc = export_json(&members(&saved(&export_into(
+    let doc = export_json(&archive_members(&saved(&export_into(
         &sys,
         out.path(),
         &["--exclude-links-from-bss"],
@@ -272,7 +245,7 @@ async fn flags_shape_the_export_as_hpe_does() {
         &["--exclude-linked-artifacts"],
     ));
     assert!(dir.is_dir(), "--exclude-linked-artifacts forces no tar");
-    let members_ = members(&dir);
+    let members_ = archive_members(&dir);
     assert_eq!(
         members_.len(),
         1,
@@ -294,7 +267,7 @@ async fn flags_shape_the_export_as_hpe_does() {
             && dir.join("s3_artifacts/boot-images").is_dir()
     );
 
-    let doc = export_json(&members(&saved(&export_into(
+    let doc = export_json(&archive_members(&saved(&export_into(
         &sys,
         out.path(),
         &["--include-deleted"],

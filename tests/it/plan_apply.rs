@@ -46,25 +46,18 @@ fn plan_export(sys: &System, out: &Path, plan: &Path) -> Plan {
     Plan::load(plan).unwrap()
 }
 
-/// Members of a tar in order, with their bytes; `created` is taken out of
-/// export.json (it is the run's timestamp, which differs between runs).
+/// Members of an archive in order, with their bytes; `created` is taken out
+/// of export.json (it is the run's timestamp, which differs between runs).
 fn members(archive: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
-    tar.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
-            let name = e.path().unwrap().to_string_lossy().into_owned();
-            if name == "export.json" {
-                let mut doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                doc.as_object_mut().unwrap().remove("created");
-                bytes = serde_json::to_vec(&doc).unwrap();
-            }
-            (name, bytes)
-        })
-        .collect()
+    let mut members = archive_members(archive);
+    for (name, bytes) in &mut members {
+        if name == "export.json" {
+            let mut doc: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            doc.as_object_mut().unwrap().remove("created");
+            *bytes = serde_json::to_vec(&doc).unwrap();
+        }
+    }
+    members
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,3 +156,30 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Members of a tar (in order) or a directory, with their bytes.
+pub fn archive_members(archive: &Path) -> Vec<(String, Vec<u8>)> {
+    if archive.is_dir() {
+        let reader = imsflow::archive::ArchiveReader::open(archive).unwrap();
+        return reader
+            .members()
+            .iter()
+            .map(|m| {
+                (
+                    m.path.clone(),
+                    std::fs::read(archive.join(&m.path)).unwrap(),
+                )
+            })
+            .collect();
+    }
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    tar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+            (e.path().unwrap().to_string_lossy().into_owned(), bytes)
+        })
+        .collect()
+}
