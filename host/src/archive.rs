@@ -237,31 +237,20 @@ fn warn_stale_partials(dir: &Path) {
     }
 }
 
-/// Partial archives being written by this process, so that an interrupted
-/// run can remove them (see `remove_partials`).
-static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-fn partials() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    // A panic elsewhere while holding the lock leaves a usable list.
-    PARTIALS.lock().unwrap_or_else(|e| e.into_inner())
+/// The name an archive is written under until it is finished.
+pub fn partial_path_of(final_path: &Path) -> PathBuf {
+    let mut partial = final_path.as_os_str().to_owned();
+    partial.push(".partial");
+    PathBuf::from(partial)
 }
 
-/// Removes every partial archive this process is writing; returns their paths.
-/// For signal handlers: the writers themselves may never get to drop.
-pub fn remove_partials() -> Vec<PathBuf> {
-    let paths = std::mem::take(&mut *partials());
-    for p in &paths {
-        let _ = if p.is_dir() {
-            std::fs::remove_dir_all(p)
-        } else {
-            std::fs::remove_file(p)
-        };
+/// Removes a partial archive (file or directory); true if there was one.
+pub fn remove_partial_at(partial: &Path) -> bool {
+    match std::fs::symlink_metadata(partial) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(partial).is_ok(),
+        Ok(_) => std::fs::remove_file(partial).is_ok(),
+        Err(_) => false,
     }
-    paths
-}
-
-fn forget_partial(path: &Path) {
-    partials().retain(|p| p != path);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -303,9 +292,7 @@ impl ArchiveWriter {
             });
         }
         warn_stale_partials(dir);
-        let mut partial = final_path.clone().into_os_string();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
+        let partial = partial_path_of(&final_path);
         let tar = match format {
             Format::Tar => {
                 let file = create_private_file(&partial)?;
@@ -320,7 +307,6 @@ impl ArchiveWriter {
                 None
             }
         };
-        partials().push(partial.clone());
         let mtime = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -332,6 +318,13 @@ impl ArchiveWriter {
             finished: false,
             mtime,
         })
+    }
+
+    /// Members get this modification time (seconds since the epoch) instead
+    /// of the time of writing: a plan applied again writes the same bytes.
+    pub fn with_mtime(mut self, mtime: u64) -> ArchiveWriter {
+        self.mtime = mtime;
+        self
     }
 
     pub fn final_path(&self) -> &Path {
@@ -401,7 +394,6 @@ impl ArchiveWriter {
             None => sync_tree(&self.partial)?,
         }
         std::fs::rename(&self.partial, &self.final_path).map_err(io(&self.final_path))?;
-        forget_partial(&self.partial);
         if let Some(parent) = self.final_path.parent()
             && let Ok(dir) = File::open(parent)
         {
@@ -431,13 +423,8 @@ impl Drop for ArchiveWriter {
         if self.finished {
             return;
         }
-        forget_partial(&self.partial);
         self.tar.take();
-        let _ = if self.partial.is_dir() {
-            std::fs::remove_dir_all(&self.partial)
-        } else {
-            std::fs::remove_file(&self.partial)
-        };
+        remove_partial_at(&self.partial);
     }
 }
 

@@ -5,10 +5,12 @@
 pub mod apply;
 pub mod archive;
 pub mod backends;
+pub mod cancel;
 pub mod bindings;
 pub mod connect;
 pub mod engine;
 pub mod etag;
+pub mod journal;
 pub mod kube;
 pub mod plan;
 pub mod plugin;

@@ -319,6 +319,7 @@ impl S3Store {
         part_size: u64,
         content_type: Option<&str>,
         metadata: &BTreeMap<String, String>,
+        on_opened: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<String, S3Error> {
         let (bucket, key) = target;
         let created = self
@@ -332,20 +333,39 @@ impl S3Store {
             .await
             .map_err(|e| failed("CreateMultipartUpload", bucket, key, DisplayErrorContext(e)))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
+        // The caller records the id (the journal), so that an upload cut off
+        // by a crash is aborted on resume instead of left orphaned.
+        on_opened(&upload_id);
         let result = self
             .upload_parts(target, source, part_size, &upload_id)
             .await;
         if result.is_err() {
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            let _ = self.abort_multipart(bucket, key, &upload_id).await;
         }
         result
+    }
+
+    /// Aborts a multipart upload; one that no longer exists (completed or
+    /// aborted already) is not an error.
+    pub async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), S3Error> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(()),
+            Err(e) => Err(failed("AbortMultipartUpload", bucket, key, DisplayErrorContext(e))),
+        }
     }
 
     async fn upload_parts(

@@ -22,6 +22,9 @@ pub struct TransferConfig {
     pub range_threshold: u64,
     /// ...of this size.
     pub range_size: u64,
+    /// Stops the transfer between chunks; the writer is then dropped, which
+    /// removes the partial archive.
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl Default for TransferConfig {
@@ -30,6 +33,7 @@ impl Default for TransferConfig {
             concurrency: 8,
             range_threshold: 64 << 20,
             range_size: 16 << 20,
+            cancel: Default::default(),
         }
     }
 }
@@ -179,6 +183,7 @@ pub async fn stream_into(
                     .and_then(|e| crate::etag::EtagCheck::new(e, job.size, None))
                     .filter(|c| c.is_multipart()),
                 progress: &progress,
+                cancel: &config.cancel,
             };
             writer
                 .add(&job.path, job.size, &mut reader)
@@ -255,12 +260,19 @@ struct JobReader<'a> {
     /// Recomputes a multipart ETag for each part size consistent with it.
     etag: Option<crate::etag::EtagCheck>,
     progress: &'a indicatif::ProgressBar,
+    cancel: &'a crate::cancel::Cancel,
 }
 
 impl JobReader<'_> {
     /// The next chunk of the object, or None at its end.
     fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
         loop {
+            if self.cancel.is_cancelled() {
+                return Err(std::io::Error::other(format!(
+                    "interrupted by {}",
+                    self.cancel.why()
+                )));
+            }
             if self.current.is_none() {
                 if self.pending_units == 0 {
                     return Ok(None);
@@ -348,7 +360,7 @@ mod tests {
         let huge = TransferConfig {
             range_threshold: 0,
             range_size: 1 << 63,
-            ..config
+            ..config.clone()
         };
         let units: Vec<_> = ranges(u64::MAX, &huge).collect();
         assert_eq!(units, vec![Some((0, 1 << 63)), Some((1 << 63, u64::MAX))]);

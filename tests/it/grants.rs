@@ -106,7 +106,7 @@ async fn apply_rechecks_grants_of_a_plan_whose_grants_were_edited() {
     plan.steps[0].grants.effects.clear();
     plan.seal();
     let err = engine
-        .apply(&plan, &ApplyOptions::default())
+        .apply(&plan, &ApplyOptions::default(), None)
         .await
         .expect_err("refused");
     let ApplyError::Refused(problems) = &err else {

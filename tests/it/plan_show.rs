@@ -66,6 +66,7 @@ fn plan(effects: Vec<(&str, Effect)>) -> Plan {
         }),
         effects,
         digests: Default::default(),
+        gates: vec![],
         plan_hash: String::new(),
     };
     plan.seal();

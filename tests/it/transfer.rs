@@ -50,6 +50,7 @@ async fn ranged_gets_reassemble_objects_exactly() {
         concurrency: 3,
         range_threshold: 100 << 10,
         range_size: 64 << 10,
+        ..TransferConfig::default()
     };
     let (writer, archived) = stream_into(
         store(&sys),

@@ -4,6 +4,7 @@
 //! `check` is "the final archive exists", `precheck` HEADs each source object.
 use super::Status;
 use crate::archive::ArchiveWriter;
+use crate::journal::Observed;
 use crate::plan::effect::Effect;
 use crate::plan::{OutputTarget, PlannedEffect};
 use crate::s3::S3Store;
@@ -22,6 +23,19 @@ pub fn done(target: &OutputTarget) -> Option<String> {
             "the archive {} already exists: an earlier apply of this plan wrote it",
             path.display()
         )
+    })
+}
+
+/// Removes the partial archive of `target` left by an interrupted or killed
+/// apply of the same plan (the name carries the plan's timestamp and suffix).
+pub fn remove_partial(target: &OutputTarget) -> Option<PathBuf> {
+    let partial = crate::archive::partial_path_of(&target.final_path());
+    crate::archive::remove_partial_at(&partial).then_some(partial)
+}
+
+pub fn has_partial(target: Option<&OutputTarget>) -> bool {
+    target.is_some_and(|t| {
+        std::fs::symlink_metadata(crate::archive::partial_path_of(&t.final_path())).is_ok()
     })
 }
 
@@ -62,9 +76,10 @@ pub struct ArchiveSession {
 }
 
 impl ArchiveSession {
-    pub fn open(target: &OutputTarget) -> Result<ArchiveSession, String> {
+    pub fn open(target: &OutputTarget, mtime: u64) -> Result<ArchiveSession, String> {
         let writer = ArchiveWriter::create(&target.dir, &target.name, target.format)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_mtime(mtime);
         Ok(ArchiveSession {
             writer,
             archived: HashMap::new(),
@@ -80,6 +95,7 @@ impl ArchiveSession {
         s3: Arc<S3Store>,
         batch: &[PlannedEffect],
         bar: indicatif::ProgressBar,
+        cancel: &crate::cancel::Cancel,
     ) -> Result<ArchiveSession, (usize, String)> {
         let jobs = batch
             .iter()
@@ -106,7 +122,11 @@ impl ArchiveSession {
             written,
         } = self;
         let span = tracing::info_span!("effects", first = %batch[0].id, count = batch.len());
-        match transfer::stream_into(s3, jobs, writer, bar, &TransferConfig::default())
+        let config = TransferConfig {
+            cancel: cancel.clone(),
+            ..TransferConfig::default()
+        };
+        match transfer::stream_into(s3, jobs, writer, bar, &config)
             .instrument(span)
             .await
         {
@@ -128,8 +148,20 @@ impl ArchiveSession {
         }
     }
 
+    /// What was archived for a member path, for the journal.
+    pub fn observed(&self, path: &str) -> Observed {
+        self.archived
+            .get(path)
+            .map(|a| Observed {
+                bytes: Some(a.size),
+                sha256: Some(a.sha256.clone()),
+                ..Observed::default()
+            })
+            .unwrap_or_default()
+    }
+
     /// A JSON document, or the index completed with the archived checksums.
-    pub fn add_document(&mut self, effect: &Effect) -> Result<(), String> {
+    pub fn add_document(&mut self, effect: &Effect) -> Result<Observed, String> {
         let (path, doc) = match effect {
             Effect::ArchiveAddJson { path, json } => (path, json.clone()),
             Effect::ArchiveAddIndex {
@@ -142,7 +174,12 @@ impl ArchiveSession {
         crate::archive::add_bytes(&mut self.writer, path, doc.as_bytes())
             .map_err(|e| e.to_string())?;
         self.written += 1;
-        Ok(())
+        use sha2::Digest;
+        Ok(Observed {
+            bytes: Some(doc.len() as u64),
+            sha256: Some(hex::encode(sha2::Sha256::digest(doc.as_bytes()))),
+            ..Observed::default()
+        })
     }
 
     pub fn finish(self) -> Result<PathBuf, String> {

@@ -15,13 +15,15 @@ mod upload;
 
 use crate::archive::ArchiveReader;
 use crate::backends::Backends;
+use crate::journal::{Event, FailureKind, History, Journal, JournalError, Observed};
 use crate::plan::effect::Effect;
-use crate::plan::{InputArchive, Plan, PlannedEffect, check};
+use crate::plan::{InputArchive, Plan, PlannedEffect, PlannedGate, check, render};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -40,9 +42,31 @@ pub enum Status {
     Stale(String),
 }
 
-#[derive(Debug, Clone, Default)]
+/// How an apply treats gates and interrupts.
+#[derive(Clone, Default)]
 pub struct ApplyOptions {
     pub progress: bool,
+    pub gates: GatePolicy,
+    pub cancel: crate::cancel::Cancel,
+}
+
+/// What to do at an approval gate.
+#[derive(Clone, Default)]
+pub struct GatePolicy {
+    /// Approve every gate (`--yes`).
+    pub yes: bool,
+    /// Stop at this gate, as asked (`--until`).
+    pub until: Option<String>,
+    /// Asks a person (an interactive terminal); without it an unapproved gate
+    /// stops the run.
+    pub ask: Option<Arc<dyn Fn(&GatePrompt) -> bool + Send + Sync>>,
+}
+
+/// What a person is shown at a gate.
+pub struct GatePrompt {
+    pub gate: PlannedGate,
+    /// The `show` rendering of the effects that remain.
+    pub remaining: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -54,6 +78,22 @@ pub struct ApplyReport {
     pub archive: Option<PathBuf>,
     /// Warnings worth reading (e.g. an ETag that could not be reproduced).
     pub notes: Vec<String>,
+    /// Resume's verdicts on the effects a stopped run left in progress.
+    pub decisions: Vec<String>,
+    /// The run stopped at a gate instead of finishing.
+    pub stopped: Option<GateStop>,
+    /// The journal said the run had finished: nothing was done.
+    pub already_finished: bool,
+    pub total: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateStop {
+    pub gate: String,
+    /// `until`, `approval needed` or `declined`.
+    pub why: String,
+    /// Effects behind the gate, not applied.
+    pub remaining: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +102,11 @@ pub enum ApplyError {
     Refused(Vec<String>),
     #[error("{0}")]
     Failed(Box<PartialFailure>),
+    #[error("{0}")]
+    Interrupted(String),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
 }
-
 /// A failure part-way: what ran, what did not, what to do.
 #[derive(Debug)]
 pub struct PartialFailure {
@@ -129,12 +172,33 @@ impl fmt::Display for PartialFailure {
     }
 }
 
-/// Checks a plan against the world, then executes it.
+/// The journal of a durable apply, with what it already says.
+pub struct Durable {
+    pub journal: Journal,
+    pub history: History,
+}
+
+/// Checks a plan against the world, then executes it. With a journal, the
+/// apply resumes where the journal says an earlier one stopped.
 pub async fn apply(
     plan: &Plan,
     backends: &Backends,
     opts: &ApplyOptions,
+    durable: Option<Durable>,
 ) -> Result<ApplyReport, ApplyError> {
+    let (journal, history) = match durable {
+        Some(d) => (Some(d.journal), d.history),
+        None => (None, History::default()),
+    };
+    if history.finished() {
+        return Ok(ApplyReport {
+            already_finished: true,
+            total: plan.effects.len(),
+            already_done: history.done.len(),
+            archive: plan.target.as_ref().map(|t| t.final_path()),
+            ..ApplyReport::default()
+        });
+    }
     let mut problems = check::check(plan);
     let input = match &plan.input {
         Some(planned) => match open_input(planned) {
@@ -150,10 +214,51 @@ pub async fn apply(
     if uses_s3 && backends.s3.is_none() {
         problems.push("the plan reads or writes S3, but no S3 endpoint is configured".into());
     }
+    if let Some(until) = &opts.gates.until
+        && !plan.gates.iter().any(|g| &g.name == until)
+    {
+        let names: Vec<&str> = plan.gates.iter().map(|g| g.name.as_str()).collect();
+        problems.push(format!(
+            "--until names gate `{until}`, which this plan does not have (its gates: {})",
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        ));
+    }
     if !problems.is_empty() {
         return Err(ApplyError::Refused(problems));
     }
-    let statuses = precheck(plan, backends, input.as_ref()).await;
+    let mut recorder = Recorder::new(journal);
+    recorder.durable(Event::Accepted {
+        plan_hash: plan.plan_hash.clone(),
+        run_id: plan.run.id.clone(),
+        workflow: plan.workflow.name.clone(),
+        effects: plan.effects.len(),
+        resumed: history.applies > 0,
+        pid: std::process::id(),
+        host: crate::journal::lock::hostname(),
+    })?;
+    let mut report = ApplyReport {
+        total: plan.effects.len(),
+        ..ApplyReport::default()
+    };
+    roll_back_leftovers(plan, backends, &history, &mut recorder, &mut report).await?;
+    let statuses = precheck(plan, backends, input.as_ref(), &history).await;
+    for (e, s) in plan.effects.iter().zip(&statuses) {
+        if history.in_doubt.contains(&e.id) || history.failed.contains_key(&e.id) {
+            let (done, why) = match s {
+                Status::Done(why) => (true, format!("it took effect ({why}); not done again")),
+                Status::Ready => (false, "it had not taken effect; doing it again".to_string()),
+                Status::Stale(why) => (false, format!("the world changed: {why}")),
+            };
+            report
+                .decisions
+                .push(format!("{} was in progress when the run stopped: {why}", e.id));
+            recorder.append(Event::Decided {
+                id: e.id.clone(),
+                done,
+                why,
+            })?;
+        }
+    }
     let stale: Vec<String> = plan
         .effects
         .iter()
@@ -164,6 +269,7 @@ pub async fn apply(
         })
         .collect();
     if !stale.is_empty() {
+        recorder.durable(Event::Finished { ok: false })?;
         return Err(ApplyError::Refused(stale));
     }
     Executor {
@@ -172,13 +278,65 @@ pub async fn apply(
         input: input.as_ref(),
         statuses: &statuses,
         bar: bytes_bar(plan.total_bytes(), opts.progress),
-        report: ApplyReport::default(),
+        report,
         applied_kinds: BTreeMap::new(),
+        opts,
+        recorder,
+        history: &history,
+        pause: pause_point(),
+        archive_open: false,
     }
     .run()
     .await
 }
 
+/// Before a resumed run goes on: multipart uploads that a killed run left
+/// open are aborted, and a partial archive it left is removed (the archive
+/// is rebuilt from the start; its name is this plan's own).
+async fn roll_back_leftovers(
+    plan: &Plan,
+    backends: &Backends,
+    history: &History,
+    recorder: &mut Recorder,
+    report: &mut ApplyReport,
+) -> Result<(), ApplyError> {
+    for (id, (bucket, key, upload_id)) in &history.open_uploads {
+        let Some(s3) = backends.s3.as_deref() else {
+            continue;
+        };
+        let what = match s3.abort_multipart(bucket, key, upload_id).await {
+            Ok(()) => format!("aborted the multipart upload {upload_id} of s3://{bucket}/{key} that the stopped run left open"),
+            Err(e) => {
+                return Err(ApplyError::Refused(vec![format!(
+                    "effect {id}: cannot abort the multipart upload {upload_id} of s3://{bucket}/{key} that the stopped run left open: {e}"
+                )]));
+            }
+        };
+        report.decisions.push(format!("{id}: {what}"));
+        recorder.durable(Event::RolledBack {
+            id: id.clone(),
+            what,
+        })?;
+    }
+    if let Some(target) = &plan.target
+        && history.applies > 0
+        && archive::done(target).is_none()
+        && let Some(partial) = archive::remove_partial(target)
+    {
+        let what = format!(
+            "removed the partial archive {} that the stopped run left; the archive is written again from the start",
+            partial.display()
+        );
+        report.decisions.push(what.clone());
+        if let Some(first) = plan.effects.iter().find(|e| e.effect.archive_path().is_some()) {
+            recorder.durable(Event::RolledBack {
+                id: first.id.clone(),
+                what,
+            })?;
+        }
+    }
+    Ok(())
+}
 /// The input archive, if it is still the one the plan was made from.
 fn open_input(planned: &InputArchive) -> Result<ArchiveReader, String> {
     let path = planned.path.display();
@@ -208,31 +366,26 @@ pub fn index_sha256(reader: &ArchiveReader) -> Option<String> {
     reader.sha256("export.json").ok()
 }
 
-/// Every effect's status, prechecked concurrently, in plan order.
-async fn precheck(plan: &Plan, backends: &Backends, input: Option<&ArchiveReader>) -> Vec<Status> {
+/// Every effect's status, prechecked concurrently, in plan order. What the
+/// journal records as done is done (archive effects excepted: they take
+/// effect only with the finished archive); what it left in progress is
+/// `check`ed.
+async fn precheck(
+    plan: &Plan,
+    backends: &Backends,
+    input: Option<&ArchiveReader>,
+    history: &History,
+) -> Vec<Status> {
     let s3 = backends.s3.as_deref();
-    if let Some(why) = plan.target.as_ref().and_then(archive::done) {
-        // The archive's effects took effect together; their sources may have
-        // changed since, which no longer matters.
-        return futures::stream::iter(&plan.effects)
-            .map(|e| {
-                let why = why.clone();
-                async move {
-                    if e.effect.archive_path().is_some() {
-                        Status::Done(why)
-                    } else {
-                        precheck_one(s3, input, &e.effect).await
-                    }
-                }
-            })
-            .buffered(PRECHECK_CONCURRENCY)
-            .collect()
-            .await;
-    }
+    // The archive's effects took effect together; their sources may have
+    // changed since, which no longer matters.
+    let archive_done = plan.target.as_ref().and_then(archive::done);
     let mut missing_buckets = BTreeMap::new();
     if let Some(s3) = s3 {
         for bucket in plan.effects.iter().filter_map(|e| match &e.effect {
-            Effect::S3UploadFromArchive { bucket, .. } => Some(bucket),
+            Effect::S3UploadFromArchive { bucket, .. } if !history.done.contains_key(&e.id) => {
+                Some(bucket)
+            }
             _ => None,
         }) {
             if !missing_buckets.contains_key(bucket) {
@@ -243,18 +396,32 @@ async fn precheck(plan: &Plan, backends: &Backends, input: Option<&ArchiveReader
     }
     futures::stream::iter(&plan.effects)
         .map(|e| {
+            let archive_done = archive_done.clone();
             let missing = e
                 .effect
                 .bucket()
                 .is_some_and(|b| missing_buckets.get(b) == Some(&true));
             async move {
+                if e.effect.archive_path().is_some() {
+                    if let Some(why) = archive_done {
+                        return Status::Done(why);
+                    }
+                } else if history.done.contains_key(&e.id) {
+                    return Status::Done("the journal records it as done".into());
+                }
                 if missing {
                     return Status::Stale(format!(
                         "bucket `{}` does not exist",
                         e.effect.bucket().unwrap_or_default()
                     ));
                 }
-                precheck_one(s3, input, &e.effect).await
+                let in_doubt = history.in_doubt.contains(&e.id) || history.failed.contains_key(&e.id);
+                match (&e.effect, s3) {
+                    (Effect::S3UploadFromArchive { .. }, Some(s3)) if in_doubt => {
+                        upload::check(s3, input, &e.effect).await
+                    }
+                    _ => precheck_one(s3, input, &e.effect).await,
+                }
             }
         })
         .buffered(PRECHECK_CONCURRENCY)
@@ -283,6 +450,79 @@ async fn precheck_one(
     }
 }
 
+/// Effects announced (made durable as "may have started") at once: one
+/// fsync per window instead of two per effect (see `journal`).
+const WINDOW: usize = 64;
+
+/// Test-only: `<effect index>:<before|started|uploading|executed>` makes the
+/// apply stop at that exact point and wait (for SIGKILL, or a signal that
+/// cancels it); `IMSFLOW_TEST_PAUSE_FILE` is written when it gets there.
+const PAUSE_HOOK: &str = "IMSFLOW_TEST_PAUSE_AT";
+const PAUSE_FILE: &str = "IMSFLOW_TEST_PAUSE_FILE";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Point {
+    /// Before the effect's `started` record.
+    Before,
+    /// Its `started` record is durable; nothing done yet.
+    Started,
+    /// A multipart upload is open (uploads only).
+    Uploading,
+    /// Executed; its `done` record is not written yet.
+    Executed,
+}
+
+fn pause_point() -> Option<(usize, Point)> {
+    let spec = std::env::var(PAUSE_HOOK).ok()?;
+    let (index, point) = spec.split_once(':')?;
+    let point = match point {
+        "before" => Point::Before,
+        "started" => Point::Started,
+        "uploading" => Point::Uploading,
+        "executed" => Point::Executed,
+        _ => return None,
+    };
+    Some((index.parse().ok()?, point))
+}
+
+/// Says it paused, for the test that waits on it.
+fn announce_pause(index: usize, point: Point) {
+    let what = format!("{index}:{point:?}");
+    if let Some(file) = std::env::var_os(PAUSE_FILE) {
+        let _ = std::fs::write(file, &what);
+    }
+    eprintln!("IMSFLOW_TEST_PAUSED {what}");
+}
+
+/// Journal records of one apply; does nothing without a journal.
+#[derive(Clone)]
+struct Recorder(Option<Arc<Mutex<Journal>>>);
+
+impl Recorder {
+    fn new(journal: Option<Journal>) -> Recorder {
+        Recorder(journal.map(|j| Arc::new(Mutex::new(j))))
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Journal) -> Result<(), JournalError>) -> Result<(), ApplyError> {
+        match &self.0 {
+            Some(j) => Ok(f(&mut j.lock().unwrap_or_else(|p| p.into_inner()))?),
+            None => Ok(()),
+        }
+    }
+
+    fn append(&self, event: Event) -> Result<(), ApplyError> {
+        self.with(|j| j.append(event))
+    }
+
+    fn durable(&self, event: Event) -> Result<(), ApplyError> {
+        self.with(|j| j.append_durable(event))
+    }
+
+    fn commit(&self) -> Result<(), ApplyError> {
+        self.with(Journal::commit)
+    }
+}
+
 /// One apply in progress.
 struct Executor<'a> {
     plan: &'a Plan,
@@ -292,6 +532,12 @@ struct Executor<'a> {
     bar: indicatif::ProgressBar,
     report: ApplyReport,
     applied_kinds: BTreeMap<&'static str, usize>,
+    opts: &'a ApplyOptions,
+    recorder: Recorder,
+    history: &'a History,
+    pause: Option<(usize, Point)>,
+    /// An archive session was opened and not finished.
+    archive_open: bool,
 }
 
 impl Executor<'_> {
@@ -301,11 +547,36 @@ impl Executor<'_> {
             .iter()
             .rposition(|e| e.effect.archive_path().is_some());
         let fault = std::env::var(FAULT_HOOK).ok();
+        let gates: BTreeMap<&str, &PlannedGate> = self
+            .plan
+            .gates
+            .iter()
+            .map(|g| (g.before.as_str(), g))
+            .collect();
         let mut session: Option<archive::ArchiveSession> = None;
+        let mut announced = 0;
         let mut i = 0;
         while i < effects.len() {
+            if self.opts.cancel.is_cancelled() {
+                return Err(self.interrupted(i, session));
+            }
+            if let Some(gate) = gates.get(effects[i].id.as_str())
+                && let Some(stop) = self.gate(gate, i)?
+            {
+                drop(session);
+                self.bar.finish_and_clear();
+                self.report.stopped = Some(stop);
+                return Ok(self.report);
+            }
             if let Status::Done(why) = &self.statuses[i] {
                 tracing::info!(effect = %effects[i].id, "already done: {why}");
+                if !self.history.done.contains_key(&effects[i].id) {
+                    self.recorder.append(Event::Done {
+                        id: effects[i].id.clone(),
+                        observed: Observed::default(),
+                        skipped: Some(why.clone()),
+                    })?;
+                }
                 self.report.already_done += 1;
                 if last_archive == Some(i) {
                     self.report.archive = self.plan.target.as_ref().map(|t| t.final_path());
@@ -313,12 +584,18 @@ impl Executor<'_> {
                 i += 1;
                 continue;
             }
+            // No batch crosses a gate; a pause point makes batches of one.
+            let limit = effects[i + 1..]
+                .iter()
+                .position(|e| gates.contains_key(e.id.as_str()))
+                .map_or(effects.len(), |n| i + 1 + n);
             // A run of object effects streams into the archive concurrently.
-            let run = effects[i..]
+            let run = effects[i..limit]
                 .iter()
                 .take_while(|e| matches!(e.effect, Effect::ArchiveAddObject { .. }))
                 .count()
                 .max(1);
+            let run = if self.pause.is_some() { 1 } else { run };
             let batch = &effects[i..i + run];
             if let Some(at) = batch.iter().position(|e| Some(&e.id) == fault.as_ref()) {
                 let discarded = session.as_ref().map_or(0, |s| s.written);
@@ -326,16 +603,41 @@ impl Executor<'_> {
                     i + at,
                     format!("injected fault ({FAULT_HOOK})"),
                     discarded,
+                    FailureKind::Injected,
                 ));
+            }
+            if i + run > announced {
+                announced = (i + WINDOW).max(i + run).min(limit);
+                let ids = effects[i..announced]
+                    .iter()
+                    .zip(&self.statuses[i..announced])
+                    .filter(|(_, s)| !matches!(s, Status::Done(_)))
+                    .map(|(e, _)| e.id.clone())
+                    .collect();
+                self.recorder.durable(Event::Announced { ids })?;
+            }
+            if self.paused_at(i, Point::Before).await? {
+                return Err(self.interrupted(i, session));
+            }
+            for e in batch {
+                self.recorder.append(Event::Started { id: e.id.clone() })?;
+            }
+            if self.paused_at(i, Point::Started).await? {
+                return Err(self.interrupted(i, session));
             }
             let span = tracing::info_span!("effect", id = %batch[0].id, kind = batch[0].effect.kind(), step = %batch[0].step);
             if batch[0].effect.archive_path().is_some() && session.is_none() {
                 let target = self.plan.target.as_ref().ok_or_else(|| {
                     ApplyError::Refused(vec!["archive effects without an output target".into()])
                 })?;
-                session =
-                    Some(archive::ArchiveSession::open(target).map_err(|m| self.failure(i, m, 0))?);
+                let mtime = archive_mtime(&self.plan.run.timestamp);
+                session = Some(
+                    archive::ArchiveSession::open(target, mtime)
+                        .map_err(|m| self.failure(i, m, 0, FailureKind::Executor))?,
+                );
+                self.archive_open = true;
             }
+            let mut observed = vec![Observed::default(); batch.len()];
             match &batch[0].effect {
                 Effect::ArchiveAddObject { .. } => {
                     let open = session.take().expect("opened above");
@@ -343,40 +645,51 @@ impl Executor<'_> {
                     let s3 = self.backends.s3.clone().ok_or_else(|| {
                         ApplyError::Refused(vec!["no S3 endpoint is configured".into()])
                     })?;
-                    let next = open
-                        .add_objects(s3, batch, self.bar.clone())
+                    match open
+                        .add_objects(s3, batch, self.bar.clone(), &self.opts.cancel)
                         .await
-                        .map_err(|(at, m)| self.failure(i + at, m, discarded + at))?;
-                    session = Some(next);
+                    {
+                        Ok(next) => {
+                            for (o, e) in observed.iter_mut().zip(batch) {
+                                *o = next.observed(e.effect.archive_path().unwrap_or_default());
+                            }
+                            session = Some(next);
+                        }
+                        Err(_) if self.opts.cancel.is_cancelled() => {
+                            return Err(self.interrupted(i, None));
+                        }
+                        Err((at, m)) => {
+                            return Err(self.failure(
+                                i + at,
+                                m,
+                                discarded + at,
+                                FailureKind::Executor,
+                            ));
+                        }
+                    }
                 }
                 Effect::ArchiveAddJson { .. } | Effect::ArchiveAddIndex { .. } => {
                     let open = session.as_mut().expect("opened above");
                     let _entered = span.enter();
-                    if let Err(m) = open.add_document(&batch[0].effect) {
-                        let discarded = open.written;
-                        return Err(self.failure(i, m, discarded));
+                    match open.add_document(&batch[0].effect) {
+                        Ok(o) => observed[0] = o,
+                        Err(m) => {
+                            let discarded = open.written;
+                            return Err(self.failure(i, m, discarded, FailureKind::Executor));
+                        }
                     }
                     self.bar.inc(batch[0].effect.size().unwrap_or(0));
                 }
                 Effect::S3UploadFromArchive { .. } => {
-                    let (s3, input) = match (self.backends.s3.as_deref(), self.input) {
-                        (Some(s3), Some(input)) => (s3, input),
-                        _ => {
-                            return Err(ApplyError::Refused(vec![
-                                "uploads need S3 and an input archive".into(),
-                            ]));
+                    match self.upload(i).instrument(span.clone()).await {
+                        Ok(o) => observed[0] = o,
+                        Err(e) => {
+                            if matches!(e, ApplyError::Interrupted(_)) {
+                                return Err(self.interrupted(i, session));
+                            }
+                            return Err(e);
                         }
-                    };
-                    let discarded = session.as_ref().map_or(0, |s| s.written);
-                    let note = upload::apply(s3, input, &batch[0].effect)
-                        .instrument(span.clone())
-                        .await
-                        .map_err(|m| self.failure(i, m, discarded))?;
-                    if let Some(note) = note {
-                        tracing::warn!("{note}");
-                        self.report.notes.push(note);
                     }
-                    self.bar.inc(batch[0].effect.size().unwrap_or(0));
                     self.count(&batch[0].effect);
                 }
                 Effect::Phase { name, .. } => {
@@ -389,8 +702,19 @@ impl Executor<'_> {
                         i,
                         format!("this imsflow cannot execute `{}` effects", other.kind()),
                         discarded,
+                        FailureKind::Executor,
                     ));
                 }
+            }
+            if self.paused_at(i, Point::Executed).await? {
+                return Err(self.interrupted(i + 1, session));
+            }
+            for (e, o) in batch.iter().zip(observed) {
+                self.recorder.append(Event::Done {
+                    id: e.id.clone(),
+                    observed: o,
+                    skipped: None,
+                })?;
             }
             self.report.applied += batch.len();
             i += batch.len();
@@ -398,26 +722,216 @@ impl Executor<'_> {
                 && let Some(open) = session.take()
             {
                 let written = open.written;
-                let path = open
-                    .finish()
-                    .map_err(|m| self.failure(last_archive.unwrap_or(0), m, written))?;
+                let path = open.finish().map_err(|m| {
+                    self.failure(
+                        last_archive.unwrap_or(0),
+                        m,
+                        written,
+                        FailureKind::Executor,
+                    )
+                })?;
                 *self.applied_kinds.entry("archive effects").or_default() += written;
                 self.report.archive = Some(path);
+                self.archive_open = false;
             }
         }
+        self.recorder.durable(Event::Finished { ok: true })?;
         self.bar.finish_and_clear();
         Ok(self.report)
+    }
+
+    /// One upload, rolled back (its multipart upload aborted) if the run is
+    /// interrupted while it is in flight.
+    async fn upload(&mut self, i: usize) -> Result<Observed, ApplyError> {
+        let e = &self.plan.effects[i];
+        let (Some(s3), Some(input)) = (self.backends.s3.as_deref(), self.input) else {
+            return Err(ApplyError::Refused(vec![
+                "uploads need S3 and an input archive".into(),
+            ]));
+        };
+        let Effect::S3UploadFromArchive { bucket, key, .. } = &e.effect else {
+            unreachable!("called for uploads only")
+        };
+        let opened: Arc<Mutex<Option<String>>> = Arc::default();
+        let on_opened = {
+            let (opened, recorder, cancel) =
+                (opened.clone(), self.recorder.clone(), self.opts.cancel.clone());
+            let (id, bucket, key) = (e.id.clone(), bucket.clone(), key.clone());
+            let pause = self.pause == Some((i, Point::Uploading));
+            move |upload_id: &str| {
+                *opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(upload_id.to_string());
+                if let Err(err) = recorder.durable(Event::MultipartOpened {
+                    id: id.clone(),
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    upload_id: upload_id.to_string(),
+                }) {
+                    tracing::error!("{err}");
+                }
+                if pause {
+                    announce_pause(i, Point::Uploading);
+                    while !cancel.is_cancelled() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            _ = self.opts.cancel.cancelled() => None,
+            r = upload::apply(s3, input, &e.effect, &on_opened) => Some(r),
+        };
+        let discarded = 0;
+        match result {
+            Some(Ok((observed, note))) => {
+                if let Some(note) = note {
+                    tracing::warn!("{note}");
+                    self.report.notes.push(note);
+                }
+                self.bar.inc(e.effect.size().unwrap_or(0));
+                Ok(observed)
+            }
+            Some(Err(m)) => Err(self.failure(i, m, discarded, FailureKind::Executor)),
+            None => {
+                let open = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(upload_id) = open {
+                    let what = match s3.abort_multipart(bucket, key, &upload_id).await {
+                        Ok(()) => format!("aborted the multipart upload {upload_id} of s3://{bucket}/{key}"),
+                        Err(err) => format!("could not abort the multipart upload {upload_id} of s3://{bucket}/{key} ({err}); resume aborts it"),
+                    };
+                    self.recorder.durable(Event::RolledBack {
+                        id: e.id.clone(),
+                        what,
+                    })?;
+                }
+                Err(ApplyError::Interrupted(String::new()))
+            }
+        }
+    }
+
+    /// At a gate: go on (approved now or before), or the reason to stop.
+    fn gate(&mut self, gate: &PlannedGate, i: usize) -> Result<Option<GateStop>, ApplyError> {
+        if self.history.gates_approved.contains_key(&gate.name) {
+            return Ok(None);
+        }
+        self.recorder.durable(Event::GateReached {
+            gate: gate.name.clone(),
+        })?;
+        let remaining = self.statuses[i..]
+            .iter()
+            .filter(|s| !matches!(s, Status::Done(_)))
+            .count();
+        let policy = &self.opts.gates;
+        let approve = |by: &str| {
+            self.recorder.durable(Event::GateApproved {
+                gate: gate.name.clone(),
+                by: by.into(),
+            })
+        };
+        let why = if policy.until.as_deref() == Some(gate.name.as_str()) {
+            "until"
+        } else if policy.yes {
+            approve("--yes")?;
+            return Ok(None);
+        } else if let Some(ask) = &policy.ask {
+            self.bar.finish_and_clear();
+            let prompt = GatePrompt {
+                gate: gate.clone(),
+                remaining: render::render(&Plan {
+                    effects: self.plan.effects[i..].to_vec(),
+                    ..self.plan.clone()
+                }),
+            };
+            if tokio::task::block_in_place(|| ask(&prompt)) {
+                approve("a person at the terminal")?;
+                return Ok(None);
+            }
+            "declined"
+        } else {
+            "approval needed"
+        };
+        self.recorder.durable(Event::GateStopped {
+            gate: gate.name.clone(),
+            why: why.into(),
+        })?;
+        Ok(Some(GateStop {
+            gate: gate.name.clone(),
+            why: why.into(),
+            remaining,
+        }))
+    }
+
+    /// Test-only pause; true when it was ended by a cancellation.
+    async fn paused_at(&self, i: usize, point: Point) -> Result<bool, ApplyError> {
+        if self.pause != Some((i, point)) {
+            return Ok(false);
+        }
+        self.recorder.commit()?;
+        announce_pause(i, point);
+        self.opts.cancel.cancelled().await;
+        Ok(true)
     }
 
     fn count(&mut self, effect: &Effect) {
         *self.applied_kinds.entry(effect.kind()).or_default() += 1;
     }
 
+    /// Interrupted before effect `i` (an open archive is dropped, which
+    /// removes it): journalled, and said.
+    fn interrupted(&self, i: usize, session: Option<archive::ArchiveSession>) -> ApplyError {
+        self.bar.finish_and_clear();
+        let why = self.opts.cancel.why();
+        let mut what = match self.plan.effects.get(i) {
+            Some(e) => format!(
+                "interrupted by {why} before effect {} ({} of {} effect(s) done)",
+                e.id,
+                self.report.applied + self.report.already_done,
+                self.plan.effects.len()
+            ),
+            None => format!("interrupted by {why} after the last effect"),
+        };
+        let target = self.plan.target.as_ref();
+        let was_open = session.is_some() || self.archive_open || archive::has_partial(target);
+        drop(session);
+        if let Some(target) = target.filter(|_| was_open) {
+            archive::remove_partial(target);
+            let partial = crate::archive::partial_path_of(&target.final_path());
+            what.push_str(&format!(
+                "; removed the partial archive {}: its archive effects are written again on resume",
+                partial.display()
+            ));
+            if let Some(first) = self.plan.effects.iter().find(|e| e.effect.archive_path().is_some()) {
+                let _ = self.recorder.append(Event::RolledBack {
+                    id: first.id.clone(),
+                    what: format!("removed the partial archive {}", partial.display()),
+                });
+            }
+        }
+        if let Err(e) = self.recorder.durable(Event::Interrupted { signal: why }) {
+            what.push_str(&format!("; {e}"));
+        }
+        tracing::warn!("{what}");
+        ApplyError::Interrupted(what)
+    }
+
     /// The truthful account of a failure at effect `i`.
-    fn failure(&self, i: usize, message: String, archive_discarded: usize) -> ApplyError {
+    fn failure(
+        &self,
+        i: usize,
+        message: String,
+        archive_discarded: usize,
+        kind: FailureKind,
+    ) -> ApplyError {
         self.bar.finish_and_clear();
         let e: &PlannedEffect = &self.plan.effects[i];
         tracing::error!(effect = %e.id, "{message}");
+        if let Err(err) = self.recorder.durable(Event::Failed {
+            id: e.id.clone(),
+            kind,
+            message: message.clone(),
+        }) {
+            tracing::error!("{err}");
+        }
         ApplyError::Failed(Box::new(PartialFailure {
             effect: e.id.clone(),
             line: e.effect.line(),
@@ -428,6 +942,15 @@ impl Executor<'_> {
             archive_discarded,
         }))
     }
+}
+
+/// Archive members carry the plan's time, so that an archive written again
+/// on resume is byte for byte the one an uninterrupted run writes.
+fn archive_mtime(timestamp: &str) -> u64 {
+    chrono::NaiveDateTime::parse_from_str(timestamp, "%Y%m%d%H%M%S%.f")
+        .ok()
+        .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
+        .map_or(0, |t| t.timestamp().max(0) as u64)
 }
 
 fn bytes_bar(total: u64, show: bool) -> indicatif::ProgressBar {

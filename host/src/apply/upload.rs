@@ -3,6 +3,7 @@
 //! content type, metadata and part size the export recorded.
 use super::Status;
 use crate::archive::ArchiveReader;
+use crate::journal::Observed;
 use crate::plan::effect::{Effect, TargetState};
 use crate::s3::S3Store;
 
@@ -60,13 +61,58 @@ pub async fn precheck(s3: &S3Store, input: Option<&ArchiveReader>, effect: &Effe
     }
 }
 
-/// Uploads the member. Returns a note when the new ETag differs from the
-/// exported one (manifests, IMS `link.etag` and BOS boot sets quote it).
+/// `check` of an upload that was in progress when a run stopped: as
+/// `precheck`, and besides, a target that now holds exactly the member's
+/// bytes (its ETag recomputed from them) means the upload finished.
+pub async fn check(s3: &S3Store, input: Option<&ArchiveReader>, effect: &Effect) -> Status {
+    let status = precheck(s3, input, effect).await;
+    let (Status::Stale(_), Effect::S3UploadFromArchive { path, bucket, key, size, part_size, .. }, Some(input)) =
+        (&status, effect, input)
+    else {
+        return status;
+    };
+    let Ok(Some(head)) = s3.head(bucket, key).await else {
+        return status;
+    };
+    if head.size != *size {
+        return status;
+    }
+    let Some(mut recompute) = crate::etag::EtagCheck::new(&head.etag, *size, *part_size) else {
+        return status;
+    };
+    let reader = input.clone();
+    let member = path.clone();
+    let same = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        let (_, mut bytes) = reader.open_member(&member).map_err(std::io::Error::other)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut bytes, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            recompute.update(&buf[..n]);
+        }
+        Ok(recompute.finish().is_ok())
+    })
+    .await;
+    match same {
+        Ok(Ok(true)) => Status::Done(format!(
+            "s3://{bucket}/{key} holds the member's bytes (ETag {} recomputed from them): the upload had finished",
+            head.etag
+        )),
+        _ => status,
+    }
+}
+
+/// Uploads the member. Returns what was observed, and a note when the new
+/// ETag differs from the exported one (manifests, IMS `link.etag` and BOS
+/// boot sets quote it). `on_opened` receives a multipart upload's id.
 pub async fn apply(
     s3: &S3Store,
     input: &ArchiveReader,
     effect: &Effect,
-) -> Result<Option<String>, String> {
+    on_opened: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(Observed, Option<String>), String> {
     let Effect::S3UploadFromArchive {
         path,
         bucket,
@@ -108,8 +154,15 @@ pub async fn apply(
     let source = (file.as_path(), offset, len);
     let new_etag = match part_size {
         Some(part) => {
-            s3.put_file_range_multipart(target, source, *part, content_type.as_deref(), metadata)
-                .await
+            s3.put_file_range_multipart(
+                target,
+                source,
+                *part,
+                content_type.as_deref(),
+                metadata,
+                on_opened,
+            )
+            .await
         }
         None => {
             s3.put_file_range(target, source, content_type.as_deref(), metadata)
@@ -117,10 +170,17 @@ pub async fn apply(
         }
     }
     .map_err(|e| e.to_string())?;
-    Ok(match etag {
+    let note = match etag {
         Some(want) if *want != new_etag => Some(format!(
             "s3://{bucket}/{key} was uploaded with ETag {new_etag}, but the archive recorded {want}; references that quote the old ETag will not match"
         )),
         _ => None,
-    })
+    };
+    let observed = Observed {
+        bytes: Some(*size),
+        etag: Some(new_etag),
+        sha256: sha256.clone(),
+        http_status: Some(200),
+    };
+    Ok((observed, note))
 }

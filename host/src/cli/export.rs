@@ -54,9 +54,19 @@ pub async fn export(
     dry_run: bool,
     estimate: bool,
     connect: &Connect,
+    cancel: &imsflow::cancel::Cancel,
 ) -> anyhow::Result<Exit> {
     let wf = workflow::load("export")?;
-    let report = super::run::execute(cli, &wf, params, dry_run || estimate, connect).await?;
+    let report = super::run::execute(
+        cli,
+        &wf,
+        params,
+        dry_run || estimate,
+        connect,
+        &super::run::GateFlags::default(),
+        cancel,
+    )
+    .await?;
     let plan = &report.plan;
     let summary = report.output("plan");
     if cli.json {

@@ -3,6 +3,7 @@
 mod export;
 mod list;
 mod run;
+mod runs;
 
 use clap::{Parser, Subcommand};
 use imsflow::connect::Connect;
@@ -12,11 +13,14 @@ use std::sync::Arc;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0   success; for --dry-run: nothing to do
+  0   success; for --dry-run: nothing to do; stopped at the gate --until named
   1   error (invalid workflow, failed step, refused or failed plan)
-  2   --dry-run only: effects are pending (as terraform plan -detailed-exitcode)
+  2   effects are pending: --dry-run (as terraform plan -detailed-exitcode), or
+      a gate was not approved (continue with `imsflow resume RUN --yes`)
   64  usage error (bad command line)
-  130 interrupted (Ctrl-C, SIGTERM or SIGHUP); a partial archive is removed";
+  130 interrupted (Ctrl-C, SIGTERM or SIGHUP): apply stops between effects,
+      rolls back the one in progress and says how to resume; a second
+      signal exits at once";
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        gates: run::GateFlags,
+        #[command(flatten)]
         connect: Connect,
     },
     /// Plan a workflow and save the plan for review (`show`) and `apply`.
@@ -72,12 +78,33 @@ enum Command {
         connect: Connect,
     },
     /// Apply exactly a saved plan, after checking that it is intact, made by
-    /// this imsflow and its plugins, and not stale.
+    /// this imsflow and its plugins, and not stale. The journal
+    /// (`PLAN.journal`) records every effect; applying a plan again continues
+    /// where it stopped.
     #[command(after_help = EXIT_CODES)]
     Apply {
         plan: PathBuf,
         #[command(flatten)]
+        gates: run::GateFlags,
+        #[command(flatten)]
         connect: Connect,
+    },
+    /// Continue a run that stopped (killed, interrupted, failed, or at a
+    /// gate): effects journalled as done are skipped, the one in progress is
+    /// checked, and the rest applied. RUN is a run id (`imsflow runs list`),
+    /// or a plan or journal file.
+    #[command(after_help = EXIT_CODES)]
+    Resume {
+        run: String,
+        #[command(flatten)]
+        gates: run::GateFlags,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Past and unfinished runs, from their journals.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
     },
     /// Render a saved plan for review: one line per effect, grouped, with totals.
     Show { plan: PathBuf },
@@ -125,6 +152,14 @@ enum ListOnly {
     List,
 }
 
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Every run: id, workflow, state, effects done/total, start time.
+    List,
+    /// One run's effects with their outcomes.
+    Show { run: String },
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -142,35 +177,35 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let cancel = imsflow::cancel::Cancel::default();
     let outcome = runtime.block_on(async {
-        tokio::select! {
-            r = dispatch(&cli) => r.map_err(Failure::Error),
-            signal = interruption() => Err(Failure::Interrupted(interrupted(signal))),
-        }
+        tokio::spawn(watch_signals(cancel.clone()));
+        dispatch(&cli, &cancel).await
     });
     match outcome {
         Ok(exit) => ExitCode::from(exit as u8),
-        Err(failure) => {
-            let (code, e) = match failure {
-                Failure::Error(e) => (1, e),
-                Failure::Interrupted(e) => (130, e),
-            };
+        Err(e) => {
             if cli.json {
                 println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             }
             eprintln!("error: {e:#}");
-            ExitCode::from(code)
+            // After a signal, whatever the command reported, it was interrupted.
+            ExitCode::from(if cancel.is_cancelled() { 130 } else { 1 })
         }
     }
 }
 
-enum Failure {
-    Error(anyhow::Error),
-    Interrupted(anyhow::Error),
+/// SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, Kubernetes) and SIGHUP (a
+/// closed terminal or ssh session) all cancel the run; a second one exits at
+/// once.
+async fn watch_signals(cancel: imsflow::cancel::Cancel) {
+    let first = interruption().await;
+    cancel.cancel(first);
+    let second = interruption().await;
+    eprintln!("error: {second} again: exiting now, without finishing or rolling back");
+    std::process::exit(130);
 }
 
-/// The first SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, Kubernetes) or
-/// SIGHUP (a closed terminal or ssh session): all of them end a run the same way.
 async fn interruption() -> &'static str {
     use tokio::signal::unix::SignalKind;
     /// Waits for one signal; never returns if it cannot be handled.
@@ -191,18 +226,6 @@ async fn interruption() -> &'static str {
         name = next(SignalKind::terminate(), "SIGTERM") => name,
         name = next(SignalKind::hangup(), "SIGHUP") => name,
     }
-}
-
-/// Interrupted: nothing was renamed into place; remove what was half-written.
-fn interrupted(signal: &str) -> anyhow::Error {
-    let removed = imsflow::archive::remove_partials();
-    let what = if removed.is_empty() {
-        "no archive was being written".to_string()
-    } else {
-        let names: Vec<_> = removed.iter().map(|p| p.display().to_string()).collect();
-        format!("removed the partial archive {}", names.join(", "))
-    };
-    anyhow::anyhow!("interrupted by {signal}: {what}; nothing was saved under a final archive name")
 }
 
 fn init_logging(cli: &Cli) {
@@ -232,22 +255,37 @@ fn runtime() -> anyhow::Result<Arc<imsflow::sandbox::Runtime>> {
     ))
 }
 
-async fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
+/// Commands that apply effects watch `cancel` themselves (they stop between
+/// effects and roll back); the others simply stop.
+async fn dispatch(cli: &Cli, cancel: &imsflow::cancel::Cancel) -> anyhow::Result<Exit> {
+    let stop = async {
+        cancel.cancelled().await;
+        anyhow::bail!("interrupted by {}", cancel.why())
+    };
     match &cli.command {
         Command::Run {
             workflow,
             params,
             dry_run,
+            gates,
             connect,
-        } => run::run(cli, workflow, &params.params, *dry_run, connect).await,
+        } => run::run(cli, workflow, &params.params, *dry_run, connect, gates, cancel).await,
         Command::Plan {
             workflow,
             params,
             out,
             connect,
-        } => run::plan(cli, workflow, &params.params, out, connect).await,
-        Command::Apply { plan, connect } => run::apply(cli, plan, connect).await,
-        Command::Show { plan } => run::show(cli, plan),
+        } => run::plan(cli, workflow, &params.params, out, connect, cancel).await,
+        Command::Apply {
+            plan,
+            gates,
+            connect,
+        } => run::apply(cli, plan, connect, gates, cancel).await,
+        Command::Resume {
+            run,
+            gates,
+            connect,
+        } => run::resume(cli, run, connect, gates, cancel).await,
         Command::Export {
             target_dir,
             flags,
@@ -256,8 +294,19 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
             connect,
         } => {
             let dir = target_dir.as_deref().unwrap_or(std::path::Path::new("."));
-            export::export(cli, &flags.params(dir), *dry_run, *estimate_size, connect).await
+            let params = flags.params(dir);
+            export::export(cli, &params, *dry_run, *estimate_size, connect, cancel).await
         }
+        other => tokio::select! {
+            r = simple(cli, other) => r,
+            e = stop => e,
+        },
+    }
+}
+
+async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
+    match command {
+        Command::Show { plan } => run::show(cli, plan),
         Command::Verify { archive } => export::verify(cli, archive),
         Command::Validate { files } => list::validate(cli, files).await,
         Command::Workflows {
@@ -266,5 +315,16 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Plugins {
             command: ListOnly::List,
         } => list::plugins(cli).await,
+        Command::Runs {
+            command: RunsCommand::List,
+        } => runs::list(cli),
+        Command::Runs {
+            command: RunsCommand::Show { run },
+        } => runs::show(cli, run),
+        Command::Run { .. }
+        | Command::Plan { .. }
+        | Command::Apply { .. }
+        | Command::Resume { .. }
+        | Command::Export { .. } => unreachable!("dispatched above"),
     }
 }

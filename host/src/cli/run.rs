@@ -1,13 +1,18 @@
-//! `run`, `plan`, `apply` and `show`: the plan/apply cycle.
+//! `run`, `plan`, `apply`, `resume` and `show`: the plan/apply cycle. Every
+//! apply is journalled (`imsflow::journal`): a run keeps its plan under the
+//! state directory, `apply FILE` keeps its journal beside FILE.
 use super::{Cli, Exit};
 use anyhow::Context;
-use imsflow::apply::ApplyOptions;
+use imsflow::apply::{ApplyError, ApplyOptions, ApplyReport, Durable, GatePolicy, GatePrompt};
 use imsflow::backends::Backends;
+use imsflow::cancel::Cancel;
 use imsflow::connect::Connect;
-use imsflow::engine::{Engine, RunError, RunOptions, RunReport};
+use imsflow::engine::{Engine, Planned, RunError, RunOptions, RunReport};
+use imsflow::journal::{self, runs};
 use imsflow::plan::{Plan, render};
 use imsflow::workflow;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Params {
@@ -52,28 +57,63 @@ fn options(cli: &Cli, params: &[(String, String)], dry_run: bool) -> RunOptions 
     }
 }
 
-/// Plans and, unless `dry_run`, applies a workflow; prints the report.
-pub async fn execute(
+/// Plans a workflow; an interrupt while planning stops it (nothing is applied).
+async fn plan_workflow(
     cli: &Cli,
+    engine: &Engine,
     wf: &workflow::Workflow,
-    params: &[(String, String)],
-    dry_run: bool,
-    connect: &Connect,
-) -> anyhow::Result<RunReport> {
-    let engine = Engine::new(
-        super::runtime()?,
-        backends(cli, connect, reads_csm(wf)).await?,
-    );
-    match engine.run(wf, &options(cli, params, dry_run)).await {
-        Ok(report) => Ok(report),
+    opts: &RunOptions,
+    cancel: &Cancel,
+) -> anyhow::Result<Planned> {
+    let planned = tokio::select! {
+        r = engine.plan(wf, opts) => r,
+        _ = cancel.cancelled() => anyhow::bail!(
+            "interrupted by {} while planning; nothing was applied", cancel.why()
+        ),
+    };
+    match planned {
+        Ok(p) => Ok(p),
         Err(e @ RunError::StepsFailed { .. }) => {
             if let RunError::StepsFailed { steps, .. } = &e {
                 print_steps(cli, steps);
             }
             Err(e.into())
         }
-        Err(e) => Err(e).with_context(|| format!("running workflow `{}`", wf.name)),
+        Err(e) => Err(e).with_context(|| format!("planning workflow `{}`", wf.name)),
     }
+}
+
+/// Plans and, unless `dry_run`, applies a workflow under a journal kept in
+/// the state directory (`imsflow runs list`, `imsflow resume`).
+pub async fn execute(
+    cli: &Cli,
+    wf: &workflow::Workflow,
+    params: &[(String, String)],
+    dry_run: bool,
+    connect: &Connect,
+    gates: &GateFlags,
+    cancel: &Cancel,
+) -> anyhow::Result<RunReport> {
+    let engine = Engine::new(
+        super::runtime()?,
+        backends(cli, connect, reads_csm(wf)).await?,
+    );
+    let planned = plan_workflow(cli, &engine, wf, &options(cli, params, dry_run), cancel).await?;
+    let apply = if dry_run || planned.plan.effects.is_empty() {
+        None
+    } else {
+        let plan = &planned.plan;
+        let path = runs::run_dir(&plan.run.id)?.join(runs::PLAN_FILE);
+        plan.save(&path)?;
+        let opts = apply_options(cli, gates, cancel);
+        Some(apply_durable(&engine, plan, &path, &opts, false).await?)
+    };
+    Ok(RunReport {
+        plan: planned.plan,
+        steps: planned.steps,
+        apply,
+        peak_rss_kib: imsflow::engine::peak_rss_kib(),
+    })
 }
 
 pub async fn run(
@@ -82,15 +122,16 @@ pub async fn run(
     params: &[(String, String)],
     dry_run: bool,
     connect: &Connect,
+    gates: &GateFlags,
+    cancel: &Cancel,
 ) -> anyhow::Result<Exit> {
     let wf = workflow::load(workflow)?;
-    let report = execute(cli, &wf, params, dry_run, connect).await?;
-    print_report(cli, &report);
-    Ok(if dry_run && !report.plan.effects.is_empty() {
+    let report = execute(cli, &wf, params, dry_run, connect, gates, cancel).await?;
+    Ok(print_report(cli, &report).unwrap_or(if dry_run && !report.plan.effects.is_empty() {
         Exit::Pending
     } else {
         Exit::Ok
-    })
+    }))
 }
 
 pub async fn plan(
@@ -99,22 +140,14 @@ pub async fn plan(
     params: &[(String, String)],
     out: &Path,
     connect: &Connect,
+    cancel: &Cancel,
 ) -> anyhow::Result<Exit> {
     let wf = workflow::load(workflow)?;
     let engine = Engine::new(
         super::runtime()?,
         backends(cli, connect, reads_csm(&wf)).await?,
     );
-    let planned = match engine.plan(&wf, &options(cli, params, false)).await {
-        Ok(p) => p,
-        Err(e @ RunError::StepsFailed { .. }) => {
-            if let RunError::StepsFailed { steps, .. } = &e {
-                print_steps(cli, steps);
-            }
-            return Err(e.into());
-        }
-        Err(e) => return Err(e).with_context(|| format!("planning workflow `{}`", wf.name)),
-    };
+    let planned = plan_workflow(cli, &engine, &wf, &options(cli, params, false), cancel).await?;
     planned.plan.save(out)?;
     if cli.json {
         println!(
@@ -134,35 +167,162 @@ pub async fn plan(
     Ok(Exit::Ok)
 }
 
-pub async fn apply(cli: &Cli, path: &Path, connect: &Connect) -> anyhow::Result<Exit> {
+/// `apply FILE` and `resume RUN`: the same thing, since an apply continues
+/// where the plan's journal says an earlier one stopped.
+pub async fn apply(
+    cli: &Cli,
+    path: &Path,
+    connect: &Connect,
+    gates: &GateFlags,
+    cancel: &Cancel,
+) -> anyhow::Result<Exit> {
     let plan = Plan::load(path)?;
     let touches_csm = plan.effects.iter().any(|e| e.effect.bucket().is_some());
     let engine = Engine::new(
         super::runtime()?,
         backends(cli, connect, touches_csm).await?,
     );
-    let opts = ApplyOptions {
-        progress: !cli.json && !cli.quiet,
-    };
-    let report = engine
-        .apply_saved(&plan, &opts)
+    let opts = apply_options(cli, gates, cancel);
+    let report = apply_durable(&engine, &plan, path, &opts, true)
         .await
         .with_context(|| format!("applying the plan {}", path.display()))?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if !cli.quiet {
-        for note in &report.notes {
-            println!("note: {note}");
-        }
-        println!(
-            "applied {} effect(s); {} already done (plan_hash {})",
-            report.applied, report.already_done, plan.plan_hash
-        );
-        if let Some(archive) = &report.archive {
-            println!("Data saved to: {}", archive.display());
-        }
     }
-    Ok(Exit::Ok)
+    Ok(print_applied(cli, &plan, &report))
+}
+
+pub async fn resume(
+    cli: &Cli,
+    run: &str,
+    connect: &Connect,
+    gates: &GateFlags,
+    cancel: &Cancel,
+) -> anyhow::Result<Exit> {
+    let path = runs::resolve(run)?;
+    apply(cli, &path, connect, gates, cancel).await
+}
+
+/// Approval gates: how this invocation passes them.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GateFlags {
+    /// Approve every approval gate (the stock imports stop before their first destructive phase).
+    #[arg(long)]
+    pub yes: bool,
+    /// Stop at this gate; `imsflow resume RUN` continues from it later.
+    #[arg(long, value_name = "GATE")]
+    pub until: Option<String>,
+}
+
+/// Apply options for this invocation: a person at a terminal is asked at a
+/// gate; anything else stops there unless `--yes`.
+fn apply_options(cli: &Cli, gates: &GateFlags, cancel: &Cancel) -> ApplyOptions {
+    use std::io::IsTerminal;
+    let interactive = !cli.json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    ApplyOptions {
+        progress: !cli.json && !cli.quiet,
+        gates: GatePolicy {
+            yes: gates.yes,
+            until: gates.until.clone(),
+            ask: interactive.then(|| Arc::new(ask) as Arc<dyn Fn(&GatePrompt) -> bool + Send + Sync>),
+        },
+        cancel: cancel.clone(),
+    }
+}
+
+/// Shows what lies behind a gate and asks for yes or no.
+fn ask(prompt: &GatePrompt) -> bool {
+    eprint!("{}", prompt.remaining);
+    eprint!(
+        "\nApproval gate `{}`: {}\nContinue with the effects above? [y/N] ",
+        prompt.gate.name, prompt.gate.description
+    );
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Applies a plan kept at `plan_path` under its journal and lock: a new run,
+/// or the continuation of one that stopped.
+async fn apply_durable(
+    engine: &Engine,
+    plan: &Plan,
+    plan_path: &Path,
+    opts: &ApplyOptions,
+    saved: bool,
+) -> anyhow::Result<ApplyReport> {
+    let begun = journal::begin(plan_path, &plan.plan_hash)
+        .with_context(|| format!("starting the run of {}", plan_path.display()))?;
+    if let Some(old) = &begun.lock.took_over {
+        eprintln!(
+            "note: {} was left by {old}, which is no longer running (killed, or the host rebooted); this run took it over",
+            journal::lock::path_for(plan_path).display()
+        );
+    }
+    runs::register(&plan.run.id, plan_path)?;
+    let durable = Some(Durable {
+        journal: begun.journal,
+        history: begun.history,
+    });
+    let result = if saved {
+        engine.apply_saved(plan, opts, durable).await
+    } else {
+        engine.apply(plan, opts, durable).await
+    };
+    drop(begun.lock);
+    let resume = format!("imsflow resume {}", plan.run.id);
+    match result {
+        Ok(report) => Ok(report),
+        Err(e @ (ApplyError::Interrupted(_) | ApplyError::Failed(_))) => {
+            Err(anyhow::anyhow!("{e}\nTo continue: {resume}"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints what an apply did; the exit code says whether it finished.
+fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exit {
+    let exit = match &report.stopped {
+        Some(stop) if stop.why != "until" => Exit::Pending,
+        _ => Exit::Ok,
+    };
+    if cli.json || cli.quiet {
+        return exit;
+    }
+    if report.already_finished {
+        println!(
+            "run {} already finished: nothing to do ({} effect(s), plan_hash {})",
+            plan.run.id, report.total, plan.plan_hash
+        );
+        return exit;
+    }
+    for decision in &report.decisions {
+        println!("resume: {decision}");
+    }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    println!(
+        "applied {} effect(s); {} already done; {} in the plan (plan_hash {})",
+        report.applied, report.already_done, report.total, plan.plan_hash
+    );
+    if let Some(stop) = &report.stopped {
+        let how = if stop.why == "until" {
+            format!("imsflow resume {}", plan.run.id)
+        } else {
+            format!("imsflow resume {} --yes", plan.run.id)
+        };
+        println!(
+            "Stopped at gate `{}` ({}): {} effect(s) behind it are not applied. To continue: {how}",
+            stop.gate, stop.why, stop.remaining
+        );
+    }
+    if let Some(archive) = &report.archive {
+        println!("Data saved to: {}", archive.display());
+    }
+    exit
 }
 
 pub fn show(cli: &Cli, path: &Path) -> anyhow::Result<Exit> {
@@ -196,35 +356,24 @@ fn print_steps(cli: &Cli, steps: &[imsflow::engine::StepReport]) {
     }
 }
 
-fn print_report(cli: &Cli, report: &RunReport) {
+/// Prints a run's report; with an apply, the exit code it calls for.
+fn print_report(cli: &Cli, report: &RunReport) -> Option<Exit> {
     if cli.json {
         match serde_json::to_string_pretty(report) {
             Ok(text) => println!("{text}"),
             Err(e) => eprintln!("error: cannot render the report: {e}"),
         }
-        return;
     }
-    if cli.quiet {
-        return;
+    if cli.json || cli.quiet {
+        return report.apply.as_ref().map(|a| print_applied(cli, &report.plan, a));
     }
     print_steps(cli, &report.steps);
     let plan = &report.plan;
     match &report.apply {
         None => {
             print!("{}", render::render(plan));
+            None
         }
-        Some(applied) => {
-            for note in &applied.notes {
-                println!("note: {note}");
-            }
-            println!(
-                "applied {} effect(s), {}",
-                applied.applied,
-                imsflow::units::bytes(plan.total_bytes())
-            );
-            if let Some(archive) = &applied.archive {
-                println!("Data saved to: {}", archive.display());
-            }
-        }
+        Some(applied) => Some(print_applied(cli, plan, applied)),
     }
 }

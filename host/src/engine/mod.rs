@@ -8,15 +8,16 @@ mod step;
 
 pub use report::{Planned, RunReport, StepReport, StepStatus, peak_rss_kib};
 
-use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
+use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport, Durable};
 use crate::archive::{ArchiveReader, Format};
 use crate::backends::Backends;
 use crate::plan::{
-    self, InputArchive, OutputTarget, Plan, PlannedEffect, PlannedStep, PluginId, RunFacts,
-    WorkflowId,
+    self, InputArchive, OutputTarget, Plan, PlannedEffect, PlannedGate, PlannedStep, PluginId,
+    RunFacts, WorkflowId,
 };
+use crate::plan::effect::Effect;
 use crate::sandbox::Runtime;
-use crate::workflow::{Workflow, WorkflowError, expr};
+use crate::workflow::{GateAt, GateSpec, Workflow, WorkflowError, expr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -63,8 +64,13 @@ impl Engine {
             let span = tracing::info_span!("apply", run_id = %planned.plan.run.id);
             let options = ApplyOptions {
                 progress: opts.progress,
+                ..ApplyOptions::default()
             };
-            Some(self.apply(&planned.plan, &options).instrument(span).await?)
+            Some(
+                self.apply(&planned.plan, &options, None)
+                    .instrument(span)
+                    .await?,
+            )
         };
         Ok(RunReport {
             plan: planned.plan,
@@ -120,6 +126,17 @@ impl Engine {
             if !failed.is_empty() {
                 return Err(RunError::StepsFailed { failed, steps });
             }
+        let effects: Vec<PlannedEffect> = wf
+                .steps
+                .iter()
+                .zip(effects)
+                .flat_map(|(s, es)| {
+                    es.into_iter()
+                        .enumerate()
+                        .map(|(n, e)| PlannedEffect::new(&s.id, n, e))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
             let mut plan = Plan {
                 format: plan::FORMAT,
                 imsflow_version: env!("CARGO_PKG_VERSION").into(),
@@ -150,17 +167,8 @@ impl Engine {
                 run: facts,
                 target,
                 input,
-                effects: wf
-                    .steps
-                    .iter()
-                    .zip(effects)
-                    .flat_map(|(s, es)| {
-                        es.into_iter()
-                            .enumerate()
-                            .map(|(n, e)| PlannedEffect::new(&s.id, n, e))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect(),
+                gates: place_gates(&wf.gates, &effects),
+                effects,
                 digests: Default::default(),
                 plan_hash: String::new(),
             };
@@ -176,9 +184,15 @@ impl Engine {
         .await
     }
 
-    /// Applies a plan made by this process (no version check needed).
-    pub async fn apply(&self, plan: &Plan, opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
-        apply::apply(plan, &self.backends, opts).await
+    /// Applies a plan made by this process (no version check needed), with
+    /// its journal when it has one.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        opts: &ApplyOptions,
+        durable: Option<Durable>,
+    ) -> Result<ApplyReport, ApplyError> {
+        apply::apply(plan, &self.backends, opts, durable).await
     }
 
     /// Applies a saved plan: it must come from this imsflow and the very
@@ -187,13 +201,14 @@ impl Engine {
         &self,
         plan: &Plan,
         opts: &ApplyOptions,
+        durable: Option<Durable>,
     ) -> Result<ApplyReport, ApplyError> {
         let problems = self.version_problems(plan).await;
         if !problems.is_empty() {
             return Err(ApplyError::Refused(problems));
         }
         let span = tracing::info_span!("apply", run_id = %plan.run.id, plan_hash = %plan.plan_hash);
-        self.apply(plan, opts).instrument(span).await
+        self.apply(plan, opts, durable).instrument(span).await
     }
 
     /// A plan from another imsflow, contract or plugin build, each named with
@@ -283,6 +298,26 @@ fn output_target(wf: &Workflow, ctx: &serde_json::Value) -> Result<Option<Output
         ));
     }
     Ok(Some(OutputTarget { dir, name, format }))
+}
+
+/// Each gate sits before the first effect of its step, or before its phase;
+/// a gate with nothing behind it is not placed (nothing waits on it).
+fn place_gates(gates: &[GateSpec], effects: &[PlannedEffect]) -> Vec<PlannedGate> {
+    gates
+        .iter()
+        .filter_map(|g| {
+            let first = effects.iter().find(|e| match (&g.before, &e.effect) {
+                (GateAt::Step(step), _) => &e.step == step,
+                (GateAt::Phase(name), Effect::Phase { name: n, .. }) => n == name,
+                (GateAt::Phase(_), _) => false,
+            })?;
+            Some(PlannedGate {
+                name: g.name.clone(),
+                description: g.description.clone(),
+                before: first.id.clone(),
+            })
+        })
+        .collect()
 }
 
 fn render_string(template: &str, ctx: &serde_json::Value) -> Result<String, String> {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The plan file format this imsflow writes and reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The plugin contract the plan's effects come from.
 pub const CONTRACT: &str = "imsflow:plugin@0.2.0";
 /// Largest plan file read (plans carry index documents of tens of MiB).
@@ -38,6 +38,8 @@ pub struct Plan {
     pub input: Option<InputArchive>,
     /// In the order they are applied.
     pub effects: Vec<PlannedEffect>,
+    /// Approval gates, each before an effect (see `workflow::GateSpec`).
+    pub gates: Vec<PlannedGate>,
     /// sha256 of each part of the plan, so that a changed part can be named.
     pub digests: BTreeMap<String, String>,
     /// sha256 over all of the above.
@@ -115,6 +117,17 @@ pub struct InputArchive {
     pub index_sha256: Option<String>,
 }
 
+/// An approval gate: apply stops before effect `before` until it is approved
+/// (`--yes`, or yes at the prompt), or because `--until` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedGate {
+    pub name: String,
+    pub description: String,
+    /// The id of the first effect behind the gate.
+    pub before: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlannedEffect {
@@ -178,6 +191,7 @@ impl Plan {
         parts.insert("run".into(), json(&self.run));
         parts.insert("target".into(), json(&self.target));
         parts.insert("input".into(), json(&self.input));
+        parts.insert("gates".into(), json(&self.gates));
         let ids: Vec<&str> = self.effects.iter().map(|e| e.id.as_str()).collect();
         parts.insert("effect order".into(), serde_json::json!(ids));
         for e in &self.effects {

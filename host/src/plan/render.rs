@@ -11,6 +11,13 @@ use std::fmt::Write;
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     header(plan, &mut out);
+    for g in &plan.gates {
+        let _ = writeln!(
+            out,
+            "Approval gate `{}` before effect {}: {}",
+            g.name, g.before, g.description
+        );
+    }
     if plan.effects.is_empty() {
         out.push_str("\nNo effects: nothing to do.\n");
         return out;

@@ -113,6 +113,23 @@ pub struct Workflow {
     pub archive: ArchiveSpec,
     /// In file order, which is also the order effects are applied in.
     pub steps: Vec<StepSpec>,
+    pub gates: Vec<GateSpec>,
+}
+
+/// An approval gate of the workflow (see `model::Gate`).
+#[derive(Debug, Clone)]
+pub struct GateSpec {
+    pub name: String,
+    pub description: String,
+    pub before: GateAt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateAt {
+    /// Before the first effect of this step.
+    Step(String),
+    /// Before the `phase` effect of this name.
+    Phase(String),
 }
 
 /// Resolves a workflow argument: an existing file path, else a stock name.
@@ -254,6 +271,7 @@ impl Validator<'_> {
                 params: Vec::new(),
                 archive: ArchiveSpec::default(),
                 steps: Vec::new(),
+                gates: Vec::new(),
             };
         }
         let params = self.params(&raw.params);
@@ -265,6 +283,7 @@ impl Validator<'_> {
         let steps = self.steps(raw.steps, base);
         self.check_graph(&steps);
         self.check_references(&steps, &param_names);
+        let gates = self.gates(&raw.gates, &steps);
         Workflow {
             name: raw.name.into_inner(),
             description: raw.description,
@@ -273,7 +292,53 @@ impl Validator<'_> {
             params,
             archive,
             steps: steps.into_iter().map(|(spec, _)| spec).collect(),
+            gates,
         }
+    }
+
+    fn gates(
+        &mut self,
+        raw: &[Spanned<model::Gate>],
+        steps: &[(StepSpec, Spanned<model::Step>)],
+    ) -> Vec<GateSpec> {
+        let mut out: Vec<GateSpec> = Vec::new();
+        for gate in raw {
+            let g = gate.get_ref();
+            let name = g.name.get_ref();
+            if !valid_id(name) {
+                self.error(
+                    g.name.span().start,
+                    format!("gate name `{name}`: use letters, digits, `-` and `_`"),
+                );
+            } else if out.iter().any(|o| &o.name == name) {
+                self.error(g.name.span().start, format!("gate `{name}` is declared twice"));
+            }
+            let before = match (&g.before_step, &g.before_phase) {
+                (Some(step), None) => {
+                    if !steps.iter().any(|(s, _)| &s.id == step.get_ref()) {
+                        self.error(
+                            step.span().start,
+                            format!("gate `{name}`: before_step names unknown step `{}`", step.get_ref()),
+                        );
+                    }
+                    GateAt::Step(step.get_ref().clone())
+                }
+                (None, Some(phase)) => GateAt::Phase(phase.get_ref().clone()),
+                _ => {
+                    self.error(
+                        gate.span().start,
+                        format!("gate `{name}`: give exactly one of before_step and before_phase"),
+                    );
+                    continue;
+                }
+            };
+            out.push(GateSpec {
+                name: name.clone(),
+                description: g.description.clone(),
+                before,
+            });
+        }
+        out
     }
 
     fn params(&mut self, raw: &BTreeMap<String, Spanned<model::Param>>) -> Vec<Param> {

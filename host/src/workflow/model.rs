@@ -14,6 +14,19 @@ pub struct File {
     pub archive: Option<Spanned<Archive>>,
     #[serde(default)]
     pub steps: Vec<Spanned<Step>>,
+    #[serde(default)]
+    pub gates: Vec<Spanned<Gate>>,
+}
+
+/// An approval gate: apply stops before the first effect of `before_step`,
+/// or before the `phase` effect named `before_phase`, until approved.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    pub name: Spanned<String>,
+    pub description: String,
+    pub before_step: Option<Spanned<String>>,
+    pub before_phase: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
