@@ -5,8 +5,8 @@
 pub mod apply;
 pub mod archive;
 pub mod backends;
-pub mod cancel;
 pub mod bindings;
+pub mod cancel;
 pub mod connect;
 pub mod engine;
 pub mod etag;

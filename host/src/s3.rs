@@ -364,7 +364,12 @@ impl S3Store {
         {
             Ok(_) => Ok(()),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(()),
-            Err(e) => Err(failed("AbortMultipartUpload", bucket, key, DisplayErrorContext(e))),
+            Err(e) => Err(failed(
+                "AbortMultipartUpload",
+                bucket,
+                key,
+                DisplayErrorContext(e),
+            )),
         }
     }
 

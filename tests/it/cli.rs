@@ -1,12 +1,11 @@
 //! The `imsflow` binary: commands, --json and the documented exit codes.
 use crate::support::*;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn imsflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imsflow"))
+    crate::support::imsflow_command()
         .args(args)
         .current_dir(repo_root())
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
         .output()
         .unwrap()
 }

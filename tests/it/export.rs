@@ -8,7 +8,6 @@ use serde_json::Value;
 use sha2::Digest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn spec(running_jobs: usize) -> SeedSpec {
     SeedSpec {
@@ -25,10 +24,9 @@ struct Run {
 
 /// Runs `imsflow export` against the simulator with its own config file.
 fn imsflow(sys: &System, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
+    let out = imsflow_command()
         .args(args)
         .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
         .env_remove("KUBECONFIG")
         .output()
         .unwrap();
@@ -482,10 +480,9 @@ async fn an_interrupted_export_removes_its_partial_archive_and_says_so() {
     })
     .await;
     let out = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_imsflow"))
+    let child = imsflow_command()
         .args(["export", out.path().to_str().unwrap()])
         .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
         .env_remove("KUBECONFIG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

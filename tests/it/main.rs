@@ -4,6 +4,7 @@ mod support;
 mod cli;
 mod dag;
 mod dry_run;
+mod durable;
 mod export;
 mod grants;
 mod hardening_archive;

@@ -197,21 +197,6 @@ fn mixed() -> Plan {
     ])
 }
 
-fn golden(name: &str, actual: &str) {
-    let path = repo_root().join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing; run with UPDATE_GOLDEN=1", path.display()));
-    assert!(
-        actual == expected,
-        "{} differs from the rendering:\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
-}
-
 #[test]
 fn a_mixed_plan_renders_grouped_by_kind_with_totals() {
     golden("show-mixed.txt", &imsflow::plan::render::render(&mixed()));

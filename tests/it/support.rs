@@ -130,10 +130,18 @@ pub struct CliRun {
 
 /// Runs the `imsflow` binary with the shared compile cache, the connection
 /// config of a simulated CSM when given, and extra environment variables.
-pub fn imsflow_cli(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+/// The imsflow binary, with the tests' compile cache and state directory
+/// (journals of runs), never the user's.
+pub fn imsflow_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imsflow"));
+    cmd.env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
+        .env("IMSFLOW_STATE_DIR", target_dir().join("test-state"));
+    cmd
+}
+
+pub fn imsflow_cli(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    let mut cmd = imsflow_command();
     cmd.args(args)
-        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
         .env_remove("KUBECONFIG")
         .envs(env.iter().copied());
     if let Some(config) = config {
@@ -182,4 +190,20 @@ pub fn archive_members(archive: &Path) -> Vec<(String, Vec<u8>)> {
             (e.path().unwrap().to_string_lossy().into_owned(), bytes)
         })
         .collect()
+}
+
+/// Compares `actual` with `tests/golden/<name>`; `UPDATE_GOLDEN=1` rewrites it.
+pub fn golden(name: &str, actual: &str) {
+    let path = repo_root().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing; run with UPDATE_GOLDEN=1", path.display()));
+    assert!(
+        actual == expected,
+        "{} differs from the rendering:\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
 }

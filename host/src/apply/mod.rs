@@ -190,6 +190,19 @@ pub async fn apply(
         Some(d) => (Some(d.journal), d.history),
         None => (None, History::default()),
     };
+    if let Some(until) = &opts.gates.until
+        && !plan.gates.iter().any(|g| &g.name == until)
+    {
+        let names: Vec<&str> = plan.gates.iter().map(|g| g.name.as_str()).collect();
+        return Err(ApplyError::Refused(vec![format!(
+            "--until names gate `{until}`, which this plan does not have (its gates: {})",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )]));
+    }
     if history.finished() {
         return Ok(ApplyReport {
             already_finished: true,
@@ -213,15 +226,6 @@ pub async fn apply(
     let uses_s3 = plan.effects.iter().any(|e| e.effect.bucket().is_some());
     if uses_s3 && backends.s3.is_none() {
         problems.push("the plan reads or writes S3, but no S3 endpoint is configured".into());
-    }
-    if let Some(until) = &opts.gates.until
-        && !plan.gates.iter().any(|g| &g.name == until)
-    {
-        let names: Vec<&str> = plan.gates.iter().map(|g| g.name.as_str()).collect();
-        problems.push(format!(
-            "--until names gate `{until}`, which this plan does not have (its gates: {})",
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
-        ));
     }
     if !problems.is_empty() {
         return Err(ApplyError::Refused(problems));
@@ -249,9 +253,10 @@ pub async fn apply(
                 Status::Ready => (false, "it had not taken effect; doing it again".to_string()),
                 Status::Stale(why) => (false, format!("the world changed: {why}")),
             };
-            report
-                .decisions
-                .push(format!("{} was in progress when the run stopped: {why}", e.id));
+            report.decisions.push(format!(
+                "{} was in progress when the run stopped: {why}",
+                e.id
+            ));
             recorder.append(Event::Decided {
                 id: e.id.clone(),
                 done,
@@ -305,7 +310,9 @@ async fn roll_back_leftovers(
             continue;
         };
         let what = match s3.abort_multipart(bucket, key, upload_id).await {
-            Ok(()) => format!("aborted the multipart upload {upload_id} of s3://{bucket}/{key} that the stopped run left open"),
+            Ok(()) => format!(
+                "aborted the multipart upload {upload_id} of s3://{bucket}/{key} that the stopped run left open"
+            ),
             Err(e) => {
                 return Err(ApplyError::Refused(vec![format!(
                     "effect {id}: cannot abort the multipart upload {upload_id} of s3://{bucket}/{key} that the stopped run left open: {e}"
@@ -328,7 +335,11 @@ async fn roll_back_leftovers(
             partial.display()
         );
         report.decisions.push(what.clone());
-        if let Some(first) = plan.effects.iter().find(|e| e.effect.archive_path().is_some()) {
+        if let Some(first) = plan
+            .effects
+            .iter()
+            .find(|e| e.effect.archive_path().is_some())
+        {
             recorder.durable(Event::RolledBack {
                 id: first.id.clone(),
                 what,
@@ -415,7 +426,8 @@ async fn precheck(
                         e.effect.bucket().unwrap_or_default()
                     ));
                 }
-                let in_doubt = history.in_doubt.contains(&e.id) || history.failed.contains_key(&e.id);
+                let in_doubt =
+                    history.in_doubt.contains(&e.id) || history.failed.contains_key(&e.id);
                 match (&e.effect, s3) {
                     (Effect::S3UploadFromArchive { .. }, Some(s3)) if in_doubt => {
                         upload::check(s3, input, &e.effect).await
@@ -503,7 +515,10 @@ impl Recorder {
         Recorder(journal.map(|j| Arc::new(Mutex::new(j))))
     }
 
-    fn with(&self, f: impl FnOnce(&mut Journal) -> Result<(), JournalError>) -> Result<(), ApplyError> {
+    fn with(
+        &self,
+        f: impl FnOnce(&mut Journal) -> Result<(), JournalError>,
+    ) -> Result<(), ApplyError> {
         match &self.0 {
             Some(j) => Ok(f(&mut j.lock().unwrap_or_else(|p| p.into_inner()))?),
             None => Ok(()),
@@ -723,12 +738,7 @@ impl Executor<'_> {
             {
                 let written = open.written;
                 let path = open.finish().map_err(|m| {
-                    self.failure(
-                        last_archive.unwrap_or(0),
-                        m,
-                        written,
-                        FailureKind::Executor,
-                    )
+                    self.failure(last_archive.unwrap_or(0), m, written, FailureKind::Executor)
                 })?;
                 *self.applied_kinds.entry("archive effects").or_default() += written;
                 self.report.archive = Some(path);
@@ -754,8 +764,11 @@ impl Executor<'_> {
         };
         let opened: Arc<Mutex<Option<String>>> = Arc::default();
         let on_opened = {
-            let (opened, recorder, cancel) =
-                (opened.clone(), self.recorder.clone(), self.opts.cancel.clone());
+            let (opened, recorder, cancel) = (
+                opened.clone(),
+                self.recorder.clone(),
+                self.opts.cancel.clone(),
+            );
             let (id, bucket, key) = (e.id.clone(), bucket.clone(), key.clone());
             let pause = self.pause == Some((i, Point::Uploading));
             move |upload_id: &str| {
@@ -796,8 +809,12 @@ impl Executor<'_> {
                 let open = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(upload_id) = open {
                     let what = match s3.abort_multipart(bucket, key, &upload_id).await {
-                        Ok(()) => format!("aborted the multipart upload {upload_id} of s3://{bucket}/{key}"),
-                        Err(err) => format!("could not abort the multipart upload {upload_id} of s3://{bucket}/{key} ({err}); resume aborts it"),
+                        Ok(()) => format!(
+                            "aborted the multipart upload {upload_id} of s3://{bucket}/{key}"
+                        ),
+                        Err(err) => format!(
+                            "could not abort the multipart upload {upload_id} of s3://{bucket}/{key} ({err}); resume aborts it"
+                        ),
                     };
                     self.recorder.durable(Event::RolledBack {
                         id: e.id.clone(),
@@ -900,7 +917,12 @@ impl Executor<'_> {
                 "; removed the partial archive {}: its archive effects are written again on resume",
                 partial.display()
             ));
-            if let Some(first) = self.plan.effects.iter().find(|e| e.effect.archive_path().is_some()) {
+            if let Some(first) = self
+                .plan
+                .effects
+                .iter()
+                .find(|e| e.effect.archive_path().is_some())
+            {
                 let _ = self.recorder.append(Event::RolledBack {
                     id: first.id.clone(),
                     what: format!("removed the partial archive {}", partial.display()),

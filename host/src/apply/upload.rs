@@ -66,8 +66,18 @@ pub async fn precheck(s3: &S3Store, input: Option<&ArchiveReader>, effect: &Effe
 /// bytes (its ETag recomputed from them) means the upload finished.
 pub async fn check(s3: &S3Store, input: Option<&ArchiveReader>, effect: &Effect) -> Status {
     let status = precheck(s3, input, effect).await;
-    let (Status::Stale(_), Effect::S3UploadFromArchive { path, bucket, key, size, part_size, .. }, Some(input)) =
-        (&status, effect, input)
+    let (
+        Status::Stale(_),
+        Effect::S3UploadFromArchive {
+            path,
+            bucket,
+            key,
+            size,
+            part_size,
+            ..
+        },
+        Some(input),
+    ) = (&status, effect, input)
     else {
         return status;
     };
@@ -170,6 +180,15 @@ pub async fn apply(
         }
     }
     .map_err(|e| e.to_string())?;
+    // Ceph RGW may answer CompleteMultipartUpload without an ETag: read it.
+    let new_etag = if new_etag.is_empty() {
+        match s3.head(bucket, key).await {
+            Ok(Some(h)) => h.etag,
+            _ => new_etag,
+        }
+    } else {
+        new_etag
+    };
     let note = match etag {
         Some(want) if *want != new_etag => Some(format!(
             "s3://{bucket}/{key} was uploaded with ETag {new_etag}, but the archive recorded {want}; references that quote the old ETag will not match"

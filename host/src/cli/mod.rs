@@ -269,7 +269,18 @@ async fn dispatch(cli: &Cli, cancel: &imsflow::cancel::Cancel) -> anyhow::Result
             dry_run,
             gates,
             connect,
-        } => run::run(cli, workflow, &params.params, *dry_run, connect, gates, cancel).await,
+        } => {
+            run::run(
+                cli,
+                workflow,
+                &params.params,
+                *dry_run,
+                connect,
+                gates,
+                cancel,
+            )
+            .await
+        }
         Command::Plan {
             workflow,
             params,

@@ -127,11 +127,13 @@ pub async fn run(
 ) -> anyhow::Result<Exit> {
     let wf = workflow::load(workflow)?;
     let report = execute(cli, &wf, params, dry_run, connect, gates, cancel).await?;
-    Ok(print_report(cli, &report).unwrap_or(if dry_run && !report.plan.effects.is_empty() {
-        Exit::Pending
-    } else {
-        Exit::Ok
-    }))
+    Ok(
+        print_report(cli, &report).unwrap_or(if dry_run && !report.plan.effects.is_empty() {
+            Exit::Pending
+        } else {
+            Exit::Ok
+        }),
+    )
 }
 
 pub async fn plan(
@@ -218,13 +220,15 @@ pub struct GateFlags {
 /// gate; anything else stops there unless `--yes`.
 fn apply_options(cli: &Cli, gates: &GateFlags, cancel: &Cancel) -> ApplyOptions {
     use std::io::IsTerminal;
-    let interactive = !cli.json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let interactive =
+        !cli.json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     ApplyOptions {
         progress: !cli.json && !cli.quiet,
         gates: GatePolicy {
             yes: gates.yes,
             until: gates.until.clone(),
-            ask: interactive.then(|| Arc::new(ask) as Arc<dyn Fn(&GatePrompt) -> bool + Send + Sync>),
+            ask: interactive
+                .then(|| Arc::new(ask) as Arc<dyn Fn(&GatePrompt) -> bool + Send + Sync>),
         },
         cancel: cancel.clone(),
     }
@@ -365,7 +369,10 @@ fn print_report(cli: &Cli, report: &RunReport) -> Option<Exit> {
         }
     }
     if cli.json || cli.quiet {
-        return report.apply.as_ref().map(|a| print_applied(cli, &report.plan, a));
+        return report
+            .apply
+            .as_ref()
+            .map(|a| print_applied(cli, &report.plan, a));
     }
     print_steps(cli, &report.steps);
     let plan = &report.plan;

@@ -16,7 +16,12 @@ pub fn list(cli: &Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let id_w = all.iter().map(|r| r.id.len()).max().unwrap_or(0).max(3);
-    let wf_w = all.iter().map(|r| r.workflow.len()).max().unwrap_or(0).max(8);
+    let wf_w = all
+        .iter()
+        .map(|r| r.workflow.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
     let state_w = all.iter().map(|r| r.state.len()).max().unwrap_or(0).max(5);
     println!(
         "{:<id_w$}  {:<wf_w$}  {:<state_w$}  {:>11}  STARTED",
@@ -78,7 +83,10 @@ pub fn show(cli: &Cli, run: &str) -> anyhow::Result<Exit> {
         } else if let Some(m) = history.failed.get(id) {
             ("failed".into(), m.clone())
         } else if history.in_doubt.contains(id) {
-            ("in doubt".into(), "in progress when the run stopped; resume checks it".into())
+            (
+                "in doubt".into(),
+                "in progress when the run stopped; resume checks it".into(),
+            )
         } else {
             ("pending".into(), String::new())
         }

@@ -11,11 +11,11 @@ pub use report::{Planned, RunReport, StepReport, StepStatus, peak_rss_kib};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport, Durable};
 use crate::archive::{ArchiveReader, Format};
 use crate::backends::Backends;
+use crate::plan::effect::Effect;
 use crate::plan::{
     self, InputArchive, OutputTarget, Plan, PlannedEffect, PlannedGate, PlannedStep, PluginId,
     RunFacts, WorkflowId,
 };
-use crate::plan::effect::Effect;
 use crate::sandbox::Runtime;
 use crate::workflow::{GateAt, GateSpec, Workflow, WorkflowError, expr};
 use std::path::PathBuf;
@@ -126,7 +126,7 @@ impl Engine {
             if !failed.is_empty() {
                 return Err(RunError::StepsFailed { failed, steps });
             }
-        let effects: Vec<PlannedEffect> = wf
+            let effects: Vec<PlannedEffect> = wf
                 .steps
                 .iter()
                 .zip(effects)

@@ -195,7 +195,10 @@ mod tests {
         assert!(lock.took_over.is_none());
         let e = RunLock::acquire(&path).unwrap_err().to_string();
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
-        assert_eq!(RunLock::holder(&path).map(|h| h.pid), Some(std::process::id()));
+        assert_eq!(
+            RunLock::holder(&path).map(|h| h.pid),
+            Some(std::process::id())
+        );
         drop(lock);
         assert!(!path.exists());
         assert!(RunLock::holder(&path).is_none());
@@ -228,7 +231,10 @@ mod tests {
         };
         std::fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
         let e = RunLock::acquire(&path).unwrap_err().to_string();
-        assert!(e.contains("ncn-m002-elsewhere") && e.contains("remove"), "{e}");
+        assert!(
+            e.contains("ncn-m002-elsewhere") && e.contains("remove"),
+            "{e}"
+        );
         assert!(path.exists(), "the other host's lock is left in place");
     }
 }

@@ -50,8 +50,12 @@ pub enum Event {
         host: String,
     },
     /// These effects may start before their own records are durable.
-    Announced { ids: Vec<String> },
-    Started { id: String },
+    Announced {
+        ids: Vec<String>,
+    },
+    Started {
+        id: String,
+    },
     /// A multipart upload was opened for the effect; resume aborts it if the
     /// effect did not finish, so that no upload is left orphaned.
     MultipartOpened {
@@ -74,15 +78,34 @@ pub enum Event {
         message: String,
     },
     /// Resume's verdict on an effect that was in progress when a run stopped.
-    Decided { id: String, done: bool, why: String },
+    Decided {
+        id: String,
+        done: bool,
+        why: String,
+    },
     /// An effect in progress was undone on interrupt or on resume.
-    RolledBack { id: String, what: String },
-    GateReached { gate: String },
-    GateApproved { gate: String, by: String },
+    RolledBack {
+        id: String,
+        what: String,
+    },
+    GateReached {
+        gate: String,
+    },
+    GateApproved {
+        gate: String,
+        by: String,
+    },
     /// The run stopped at a gate; `resume` continues from it.
-    GateStopped { gate: String, why: String },
-    Interrupted { signal: String },
-    Finished { ok: bool },
+    GateStopped {
+        gate: String,
+        why: String,
+    },
+    Interrupted {
+        signal: String,
+    },
+    Finished {
+        ok: bool,
+    },
 }
 
 /// What an executor saw when its effect ended.
@@ -226,19 +249,18 @@ impl Journal {
 
     /// Appends a record; durable at the next `commit`.
     pub fn append(&mut self, event: Event) -> Result<(), JournalError> {
-        let record = Record {
-            at: now(),
-            event,
-        };
+        let record = Record { at: now(), event };
         let mut line = serde_json::to_vec(&record).map_err(|e| JournalError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.file
+            .write_all(&line)
+            .map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         self.unsynced += 1;
         Ok(())
     }
@@ -309,7 +331,10 @@ fn read_records(path: &Path, file: &mut File) -> Result<(Vec<Record>, u64), Jour
     let mut records = Vec::new();
     let mut good = 0usize;
     for (n, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
-        match (serde_json::from_slice::<Record>(line), line.ends_with(b"\n")) {
+        match (
+            serde_json::from_slice::<Record>(line),
+            line.ends_with(b"\n"),
+        ) {
             (Ok(r), true) => {
                 records.push(r);
                 good += line.len();
@@ -388,9 +413,9 @@ impl History {
                     h.applies += 1;
                     h.ending = None;
                 }
-                Event::Announced { ids } => {
-                    h.in_doubt.extend(ids.iter().filter(|id| !h.done.contains_key(*id)).cloned())
-                }
+                Event::Announced { ids } => h
+                    .in_doubt
+                    .extend(ids.iter().filter(|id| !h.done.contains_key(*id)).cloned()),
                 Event::Started { id } => {
                     h.in_doubt.insert(id.clone());
                 }
@@ -439,7 +464,11 @@ impl History {
                     h.ending = Some(Ending::Interrupted(signal.clone()))
                 }
                 Event::Finished { ok } => {
-                    h.ending = Some(if *ok { Ending::Finished } else { Ending::Failed })
+                    h.ending = Some(if *ok {
+                        Ending::Finished
+                    } else {
+                        Ending::Failed
+                    })
                 }
             }
         }
@@ -491,7 +520,11 @@ mod tests {
     fn a_corrupt_line_in_the_middle_is_refused_with_its_line_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.journal");
-        std::fs::write(&path, "garbage\n{\"at\":\"x\",\"event\":\"finished\",\"ok\":true}\n").unwrap();
+        std::fs::write(
+            &path,
+            "garbage\n{\"at\":\"x\",\"event\":\"finished\",\"ok\":true}\n",
+        )
+        .unwrap();
         let e = read(&path).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
     }

@@ -311,14 +311,20 @@ impl Validator<'_> {
                     format!("gate name `{name}`: use letters, digits, `-` and `_`"),
                 );
             } else if out.iter().any(|o| &o.name == name) {
-                self.error(g.name.span().start, format!("gate `{name}` is declared twice"));
+                self.error(
+                    g.name.span().start,
+                    format!("gate `{name}` is declared twice"),
+                );
             }
             let before = match (&g.before_step, &g.before_phase) {
                 (Some(step), None) => {
                     if !steps.iter().any(|(s, _)| &s.id == step.get_ref()) {
                         self.error(
                             step.span().start,
-                            format!("gate `{name}`: before_step names unknown step `{}`", step.get_ref()),
+                            format!(
+                                "gate `{name}`: before_step names unknown step `{}`",
+                                step.get_ref()
+                            ),
                         );
                     }
                     GateAt::Step(step.get_ref().clone())
