@@ -4,9 +4,11 @@
 use imsflow::engine::{Engine, RunOptions};
 use imsflow::plan::Plan;
 use imsflow::sandbox::Runtime;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{median, test_plugins};
 
 const EFFECTS: usize = 5000;
 const ROUNDS: usize = 5;
@@ -14,36 +16,6 @@ const ROUNDS: usize = 5;
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(bench());
-}
-
-/// Builds `tests/plugins` (as the integration tests do) and returns its output dir.
-fn test_plugins() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("wasm");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(root.join("tests/plugins/Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("running cargo");
-    assert!(status.success(), "building tests/plugins failed");
-    target.join("wasm32-wasip2/release")
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 async fn bench() {

@@ -128,7 +128,16 @@ async fn a_saved_export_plan_applies_to_the_archive_it_named_equal_to_a_direct_r
         );
     }
 
-    // Applying it again does nothing: the archive it names exists.
+    // Applying it again does nothing: its journal says it finished...
+    let again = imsflow(&sys, &["apply", plan_file.to_str().unwrap()], &[]);
+    ok(&again);
+    assert!(
+        again.stdout.contains("already finished: nothing to do"),
+        "{}",
+        again.stdout
+    );
+    // ...and without the journal, the archive it names exists.
+    std::fs::remove_file(imsflow::journal::path_for(&plan_file)).unwrap();
     let again = imsflow(&sys, &["apply", plan_file.to_str().unwrap()], &[]);
     ok(&again);
     assert!(

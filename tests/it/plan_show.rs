@@ -86,7 +86,7 @@ fn mixed() -> Plan {
         etag: Some("0123456789abcdef0123456789abcdef-128".into()),
         precondition,
     };
-    plan(vec![
+    let mut mixed = plan(vec![
         (
             "export",
             Effect::ArchiveAddObject {
@@ -194,7 +194,15 @@ fn mixed() -> Plan {
             },
         ),
         ("restore", Effect::ImsRestart),
-    ])
+    ]);
+    let first_restore = mixed.effects.iter().find(|e| e.step == "restore").unwrap();
+    mixed.gates = vec![imsflow::plan::PlannedGate {
+        name: "destructive".into(),
+        description: "IMS records are deleted and rewritten from here on".into(),
+        before: first_restore.id.clone(),
+    }];
+    mixed.seal();
+    mixed
 }
 
 #[test]
@@ -229,10 +237,10 @@ fn a_plan_of_another_format_is_refused_by_format_first() {
     std::fs::write(&path, r#"{"format": 99, "whatever": true}"#).unwrap();
     let err = Plan::load(&path).unwrap_err().to_string();
     assert!(
-        err.contains("has format 99; this imsflow reads format 1"),
+        err.contains("has format 99; this imsflow reads format 2"),
         "{err}"
     );
-    std::fs::write(&path, "{\n  \"format\": 1,\n  oops\n}").unwrap();
+    std::fs::write(&path, "{\n  \"format\": 2,\n  oops\n}").unwrap();
     let err = Plan::load(&path).unwrap_err().to_string();
     assert!(err.contains("p.json:3:3: not an imsflow plan"), "{err}");
 }
