@@ -626,3 +626,69 @@ fn a_journal_of_another_plan_is_refused() {
         .to_string();
     assert!(e.contains("belongs to another plan"), "{e}");
 }
+
+/// `apply` on a terminal (util-linux `script` gives it one), answering `answer`.
+fn apply_on_a_terminal(rig: &Rig, answer: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let command = format!(
+        "{} apply {}",
+        env!("CARGO_BIN_EXE_imsflow"),
+        rig.plan.display()
+    );
+    let imsflow = imsflow_command();
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &command, "/dev/null"]);
+    // The same environment as every test invocation of imsflow.
+    for (k, v) in imsflow.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let mut child = script
+        .env("IMSFLOW_CONFIG", rig.config())
+        .env("IMSFLOW_STATE_DIR", &rig.state)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{answer}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_gate_a_person_at_a_terminal_sees_what_follows_and_decides() {
+    let rig = Rig::new(true).await;
+    let (code, screen) = apply_on_a_terminal(&rig, "n");
+    assert_eq!(code, Some(2), "{screen}");
+    assert!(
+        screen.contains("data/m13 -> s3://restore/m13 (new)")
+            && screen
+                .contains("Approval gate `half`: the second half uploads into the restore bucket")
+            && screen.contains("Continue with the effects above? [y/N]")
+            && screen.contains("Stopped at gate `half` (declined)"),
+        "{screen}"
+    );
+    let (code, screen) = apply_on_a_terminal(&rig, "y");
+    assert_eq!(code, Some(0), "{screen}");
+    assert_eq!(rig.end_state().await.objects.len(), COUNT);
+    let shown = rig.cli(&["runs", "show", &rig.run_id()]);
+    assert!(
+        shown
+            .stdout
+            .contains("-- gate `half`: approved by a person at the terminal --"),
+        "{}",
+        shown.stdout
+    );
+}
