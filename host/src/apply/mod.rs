@@ -59,8 +59,11 @@ pub struct GatePolicy {
     pub until: Option<String>,
     /// Asks a person (an interactive terminal); without it an unapproved gate
     /// stops the run.
-    pub ask: Option<Arc<dyn Fn(&GatePrompt) -> bool + Send + Sync>>,
+    pub ask: Option<Ask>,
 }
+
+/// Shows a person what lies behind a gate; true when they approve.
+pub type Ask = Arc<dyn Fn(&GatePrompt) -> bool + Send + Sync>;
 
 /// What a person is shown at a gate.
 pub struct GatePrompt {
