@@ -77,6 +77,19 @@ impl Backends {
         if service == "product-catalog" {
             return self.catalog_get(path).await;
         }
+        self.service_call(reqwest::Method::GET, service, path, &[])
+            .await
+    }
+
+    /// A request to a service behind the gateway, with the bearer token. The
+    /// path is confined as for plugins; the query is the host's own.
+    pub async fn service_call(
+        &self,
+        method: reqwest::Method,
+        service: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<ServiceResponse, BackendError> {
         let client = self
             .services
             .as_ref()
@@ -89,20 +102,24 @@ impl Backends {
         let url = service_url(&client.gateway, service, base, path)?;
         // Messages name the request without the gateway's userinfo.
         let shown = without_userinfo(url.as_str());
-        let mut req = client.http.get(url);
+        let mut url = url;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut req = client.http.request(method.clone(), url);
         if let Some(token) = &client.token {
             req = req.bearer_auth(token);
         }
         let resp = req
             .send()
             .await
-            .map_err(|e| BackendError::Failed(format!("GET {shown}: {}", request_error(e))))?;
+            .map_err(|e| BackendError::Failed(format!("{method} {shown}: {}", request_error(e))))?;
         let status = resp.status().as_u16();
         let body = read_capped(resp, MAX_SERVICE_BODY)
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge(max) => BackendError::TooLarge(max as u64),
-                e => BackendError::Failed(format!("GET {shown}: {e}")),
+                e => BackendError::Failed(format!("{method} {shown}: {e}")),
             })?;
         Ok(ServiceResponse {
             status,

@@ -10,6 +10,7 @@ mod grants;
 mod hardening_archive;
 mod hardening_inputs;
 mod hardening_net;
+mod ims_effects;
 mod plan_apply;
 mod plan_show;
 mod sandbox;

@@ -22,7 +22,7 @@ fn step(id: &str, plugin: &str) -> PlannedStep {
     }
 }
 
-fn plan(effects: Vec<(&str, Effect)>) -> Plan {
+pub(crate) fn plan(effects: Vec<(&str, Effect)>) -> Plan {
     let mut counts = std::collections::HashMap::new();
     let effects = effects
         .into_iter()

@@ -11,6 +11,7 @@
 //! 3. effects run in plan order; effects already done are skipped, so a
 //!    half-applied plan can be applied again to completion.
 pub mod archive;
+mod ims;
 mod upload;
 
 use crate::archive::ArchiveReader;
@@ -230,6 +231,13 @@ pub async fn apply(
     if uses_s3 && backends.s3.is_none() {
         problems.push("the plan reads or writes S3, but no S3 endpoint is configured".into());
     }
+    let uses_ims = plan
+        .effects
+        .iter()
+        .any(|e| e.effect.needs_csm() && e.effect.bucket().is_none());
+    if uses_ims && backends.services.is_none() {
+        problems.push("the plan changes IMS, but no CSM gateway is configured".into());
+    }
     if !problems.is_empty() {
         return Err(ApplyError::Refused(problems));
     }
@@ -435,7 +443,7 @@ async fn precheck(
                     (Effect::S3UploadFromArchive { .. }, Some(s3)) if in_doubt => {
                         upload::check(s3, input, &e.effect).await
                     }
-                    _ => precheck_one(s3, input, &e.effect).await,
+                    _ => precheck_one(backends, input, &e.effect).await,
                 }
             }
         })
@@ -445,11 +453,15 @@ async fn precheck(
 }
 
 async fn precheck_one(
-    s3: Option<&crate::s3::S3Store>,
+    backends: &Backends,
     input: Option<&ArchiveReader>,
     effect: &Effect,
 ) -> Status {
+    let s3 = backends.s3.as_deref();
     match effect {
+        Effect::ImsDelete { .. } => ims::precheck(backends, effect).await,
+        // Evaluated when reached, after the effects before it.
+        Effect::Assert { .. } => Status::Ready,
         Effect::ArchiveAddObject { .. } => archive::precheck(s3, effect).await,
         Effect::S3UploadFromArchive { .. } => match s3 {
             Some(s3) => upload::precheck(s3, input, effect).await,
@@ -713,6 +725,26 @@ impl Executor<'_> {
                 Effect::Phase { name, .. } => {
                     tracing::info!(parent: &span, "phase `{name}` begins");
                     self.count(&batch[0].effect);
+                }
+                Effect::ImsDelete { .. } | Effect::Assert { .. } => {
+                    let effect = &batch[0].effect;
+                    let result = if matches!(effect, Effect::Assert { .. }) {
+                        ims::assert(self.backends, effect)
+                            .instrument(span.clone())
+                            .await
+                    } else {
+                        ims::delete(self.backends, effect)
+                            .instrument(span.clone())
+                            .await
+                    };
+                    match result {
+                        Ok(o) => observed[0] = o,
+                        Err(m) => {
+                            let discarded = session.as_ref().map_or(0, |s| s.written);
+                            return Err(self.failure(i, m, discarded, FailureKind::Executor));
+                        }
+                    }
+                    self.count(effect);
                 }
                 other => {
                     let discarded = session.as_ref().map_or(0, |s| s.written);

@@ -179,7 +179,7 @@ pub async fn apply(
     cancel: &Cancel,
 ) -> anyhow::Result<Exit> {
     let plan = Plan::load(path)?;
-    let touches_csm = plan.effects.iter().any(|e| e.effect.bucket().is_some());
+    let touches_csm = plan.effects.iter().any(|e| e.effect.needs_csm());
     let engine = Engine::new(
         super::runtime()?,
         backends(cli, connect, touches_csm).await?,

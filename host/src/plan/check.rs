@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 /// Effect kinds whose executors have not landed yet. A plan holding one is
 /// refused here, so that it is never half-applied.
-const NOT_YET_EXECUTABLE: &[&str] = &["ims-delete", "ims-store-write", "ims-restart", "assert"];
+const NOT_YET_EXECUTABLE: &[&str] = &["ims-store-write", "ims-restart"];
 
 pub fn check(plan: &Plan) -> Vec<String> {
     let mut problems = Vec::new();
@@ -62,6 +62,14 @@ pub fn check(plan: &Plan) -> Vec<String> {
                 Err(err) => problems.push(format!("{at}: {err}")),
             }
         }
+        if let Effect::ImsDelete { id, .. } = &e.effect
+            && !is_record_id(id)
+        {
+            problems.push(format!(
+                "{at} deletes IMS record `{}`, which is not a record id (letters, digits, `-`, `_`, `.`; at most 128)",
+                crate::archive::escaped(id)
+            ));
+        }
         if NOT_YET_EXECUTABLE.contains(&e.effect.kind()) {
             problems.push(format!(
                 "{at} is a `{}` effect, which this version of imsflow cannot execute yet",
@@ -77,4 +85,14 @@ pub fn check(plan: &Plan) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// IMS ids are UUIDs; anything that could change the request path is refused.
+fn is_record_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }

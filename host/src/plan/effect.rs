@@ -24,7 +24,7 @@ impl ImsKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "mode", deny_unknown_fields)]
 pub enum DeleteMode {
     Soft,
@@ -214,6 +214,14 @@ impl Effect {
     }
 
     /// The S3 bucket the effect reads or writes, which its step must grant.
+    /// Whether executing it needs the CSM (S3, the gateway, Kubernetes).
+    pub fn needs_csm(&self) -> bool {
+        !matches!(
+            self,
+            Effect::ArchiveAddJson { .. } | Effect::ArchiveAddIndex { .. } | Effect::Phase { .. }
+        )
+    }
+
     pub fn bucket(&self) -> Option<&str> {
         match self {
             Effect::ArchiveAddObject { bucket, .. }
