@@ -14,6 +14,7 @@ pub mod journal;
 pub mod kube;
 pub mod plan;
 pub mod plugin;
+pub mod postcheck;
 pub mod read;
 pub mod s3;
 pub mod sandbox;

@@ -216,28 +216,7 @@ pub async fn apply(
             ..ApplyReport::default()
         });
     }
-    let mut problems = check::check(plan);
-    let input = match &plan.input {
-        Some(planned) => match open_input(planned) {
-            Ok(reader) => Some(reader),
-            Err(p) => {
-                problems.push(p);
-                None
-            }
-        },
-        None => None,
-    };
-    let uses_s3 = plan.effects.iter().any(|e| e.effect.bucket().is_some());
-    if uses_s3 && backends.s3.is_none() {
-        problems.push("the plan reads or writes S3, but no S3 endpoint is configured".into());
-    }
-    let uses_ims = plan
-        .effects
-        .iter()
-        .any(|e| e.effect.needs_csm() && e.effect.bucket().is_none());
-    if uses_ims && backends.services.is_none() {
-        problems.push("the plan changes IMS, but no CSM gateway is configured".into());
-    }
+    let (problems, input) = structural_problems(plan, backends);
     if !problems.is_empty() {
         return Err(ApplyError::Refused(problems));
     }
@@ -304,6 +283,53 @@ pub async fn apply(
     }
     .run()
     .await
+}
+
+/// What makes a plan unappliable before the world is even looked at, and
+/// the input archive when it is the planned one.
+fn structural_problems(plan: &Plan, backends: &Backends) -> (Vec<String>, Option<ArchiveReader>) {
+    let mut problems = check::check(plan);
+    let input = match &plan.input {
+        Some(planned) => match open_input(planned) {
+            Ok(reader) => Some(reader),
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        },
+        None => None,
+    };
+    let uses_s3 = plan.effects.iter().any(|e| e.effect.bucket().is_some());
+    if uses_s3 && backends.s3.is_none() {
+        problems.push("the plan reads or writes S3, but no S3 endpoint is configured".into());
+    }
+    let uses_ims = plan
+        .effects
+        .iter()
+        .any(|e| e.effect.needs_csm() && e.effect.bucket().is_none());
+    if uses_ims && backends.services.is_none() {
+        problems.push("the plan changes IMS, but no CSM gateway is configured".into());
+    }
+    (problems, input)
+}
+
+/// Everything `apply` would refuse, checked now and listed at once, without
+/// changing anything (an import's preflight, a dry run's warnings).
+pub async fn preflight(plan: &Plan, backends: &Backends) -> Vec<String> {
+    let (mut problems, input) = structural_problems(plan, backends);
+    if problems.is_empty() {
+        let statuses = precheck(plan, backends, input.as_ref(), &History::default()).await;
+        problems.extend(
+            plan.effects
+                .iter()
+                .zip(&statuses)
+                .filter_map(|(e, s)| match s {
+                    Status::Stale(why) => Some(format!("effect {}: {why}", e.id)),
+                    _ => None,
+                }),
+        );
+    }
+    problems
 }
 
 /// Before a resumed run goes on: multipart uploads that a killed run left

@@ -1,6 +1,7 @@
 //! The CLI edge: parsing, logging, dispatch, and the mapping of outcomes to
 //! exit codes. `--json` prints exactly one JSON document on stdout.
 mod export;
+mod import;
 mod list;
 mod run;
 mod runs;
@@ -122,6 +123,19 @@ enum Command {
         /// List what would be exported, with sizes; write nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Import an export archive (HPE's import_ims_data.py, same flags), through
+    /// the stock `import-<mode>` workflow: preflight, pre-import backup (to
+    /// -b), an approval gate before the first destructive phase, the apply
+    /// under a journal (`imsflow resume`), and a post-import verification.
+    #[command(after_help = EXIT_CODES)]
+    Import {
+        #[command(flatten)]
+        flags: import::ImportFlags,
+        #[command(flatten)]
+        gates: run::GateFlags,
         #[command(flatten)]
         connect: Connect,
     },
@@ -308,6 +322,11 @@ async fn dispatch(cli: &Cli, cancel: &imsflow::cancel::Cancel) -> anyhow::Result
             let params = flags.params(dir);
             export::export(cli, &params, *dry_run, *estimate_size, connect, cancel).await
         }
+        Command::Import {
+            flags,
+            gates,
+            connect,
+        } => import::import(cli, flags, gates, connect, cancel).await,
         other => tokio::select! {
             r = simple(cli, other) => r,
             e = stop => e,
@@ -336,6 +355,7 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
         | Command::Plan { .. }
         | Command::Apply { .. }
         | Command::Resume { .. }
-        | Command::Export { .. } => unreachable!("dispatched above"),
+        | Command::Export { .. }
+        | Command::Import { .. } => unreachable!("dispatched above"),
     }
 }

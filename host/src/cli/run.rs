@@ -29,7 +29,11 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 /// Connects to the CSM only when `needed`: a workflow that reads nothing
 /// from it, or a plan that touches nothing, runs anywhere.
-async fn backends(cli: &Cli, connect: &Connect, needed: bool) -> anyhow::Result<Backends> {
+pub(super) async fn backends(
+    cli: &Cli,
+    connect: &Connect,
+    needed: bool,
+) -> anyhow::Result<Backends> {
     if !needed {
         return Ok(Backends::default());
     }
@@ -58,7 +62,7 @@ fn options(cli: &Cli, params: &[(String, String)], dry_run: bool) -> RunOptions 
 }
 
 /// Plans a workflow; an interrupt while planning stops it (nothing is applied).
-async fn plan_workflow(
+pub(super) async fn plan_workflow(
     cli: &Cli,
     engine: &Engine,
     wf: &workflow::Workflow,
@@ -218,7 +222,7 @@ pub struct GateFlags {
 
 /// Apply options for this invocation: a person at a terminal is asked at a
 /// gate; anything else stops there unless `--yes`.
-fn apply_options(cli: &Cli, gates: &GateFlags, cancel: &Cancel) -> ApplyOptions {
+pub(super) fn apply_options(cli: &Cli, gates: &GateFlags, cancel: &Cancel) -> ApplyOptions {
     use std::io::IsTerminal;
     let interactive =
         !cli.json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
@@ -250,7 +254,7 @@ fn ask(prompt: &GatePrompt) -> bool {
 
 /// Applies a plan kept at `plan_path` under its journal and lock: a new run,
 /// or the continuation of one that stopped.
-async fn apply_durable(
+pub(super) async fn apply_durable(
     engine: &Engine,
     plan: &Plan,
     plan_path: &Path,
@@ -287,7 +291,7 @@ async fn apply_durable(
 }
 
 /// Prints what an apply did; the exit code says whether it finished.
-fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exit {
+pub(super) fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exit {
     let exit = match &report.stopped {
         Some(stop) if stop.why != "until" => Exit::Pending,
         _ => Exit::Ok,

@@ -55,6 +55,10 @@ impl Engine {
         Engine { runtime, backends }
     }
 
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
     /// Plans, then applies unless it is a dry run.
     pub async fn run(&self, wf: &Workflow, opts: &RunOptions) -> Result<RunReport, RunError> {
         let planned = self.plan(wf, opts).await?;

@@ -1,0 +1,245 @@
+//! `imsflow import`: HPE's `import_ims_data.py` flags and meanings, on the
+//! stock `import-<mode>` workflows: preflight (everything checked and listed
+//! at once, before the gate and before anything is deleted), the plan, the
+//! gate, the apply under a journal, and a post-import verification.
+use super::run::{GateFlags, apply_durable, apply_options, backends, plan_workflow, print_applied};
+use super::{Cli, Exit};
+use anyhow::Context;
+use imsflow::cancel::Cancel;
+use imsflow::connect::Connect;
+use imsflow::engine::{Engine, RunOptions};
+use imsflow::journal::runs;
+use imsflow::plan::render;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Mode {
+    /// Only add exported IMS resources that do not exist
+    Add,
+    /// Add exported IMS resources that do not exist and modify existing resources to match exported resources
+    Update,
+    /// Delete current IMS jobs, hard delete current IMS resources, then add exported resources
+    Overwrite,
+    /// Delete current IMS jobs, soft delete current IMS resources, then add exported resources
+    SoftOverwrite,
+}
+
+impl Mode {
+    fn workflow(self) -> &'static str {
+        match self {
+            Mode::Add => "import-add",
+            Mode::Update => "import-update",
+            Mode::Overwrite => "import-overwrite",
+            Mode::SoftOverwrite => "import-soft-overwrite",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Cleanup {
+    Never,
+    OnSuccess,
+}
+
+/// HPE's import flags, with HPE's meanings.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "dir"])))]
+pub struct ImportFlags {
+    #[arg(value_enum)]
+    pub mode: Mode,
+    /// The export tar to import (read in place: nothing is extracted).
+    #[arg(short = 'f', long = "file", value_name = "FILE.tar")]
+    pub file: Option<PathBuf>,
+    /// An export directory (an extracted tar, or a --no-tar export).
+    #[arg(short = 'd', long = "dir", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Existing directory for the pre-import backup [default: the current directory].
+    #[arg(short = 'b', long = "backup-dir", value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Proceed with update/overwrite even if IMS jobs are running (`add` never needs it).
+    #[arg(long)]
+    pub ignore_running_jobs: bool,
+    /// Accepted for HPE compatibility; imsflow extracts nothing, so it is unused.
+    #[arg(short = 'w', long = "work-dir", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Accepted for HPE compatibility; imsflow extracts nothing, so there is nothing to clean up.
+    #[arg(short = 'c', long = "cleanup", value_enum)]
+    pub cleanup: Option<Cleanup>,
+    /// Print the plan (every record's action, S3 objects, data files, totals) and stop; exit 2 when there is something to do.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Save the plan for `imsflow show` and `imsflow apply` instead of applying it.
+    #[arg(long, value_name = "FILE")]
+    pub plan_out: Option<PathBuf>,
+}
+
+impl ImportFlags {
+    fn archive(&self) -> &Path {
+        self.file
+            .as_deref()
+            .or(self.dir.as_deref())
+            .expect("clap requires one of -f and -d")
+    }
+}
+
+/// Problems with the command line and local files, all at once.
+fn local_problems(flags: &ImportFlags, backup_dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(file) = &flags.file {
+        if !file.to_string_lossy().ends_with(".tar") {
+            problems.push(format!(
+                "-f {}: the archive must be a .tar file",
+                file.display()
+            ));
+        } else if !file.is_file() {
+            problems.push(format!(
+                "-f {}: not a readable regular file",
+                file.display()
+            ));
+        }
+    }
+    if let Some(dir) = &flags.dir
+        && !dir.is_dir()
+    {
+        problems.push(format!("-d {}: not a directory", dir.display()));
+    }
+    match tempfile::tempfile_in(backup_dir) {
+        Ok(_) => {}
+        Err(e) => problems.push(format!(
+            "-b {}: the backup directory is not writable: {e}",
+            backup_dir.display()
+        )),
+    }
+    problems
+}
+
+pub async fn import(
+    cli: &Cli,
+    flags: &ImportFlags,
+    gates: &GateFlags,
+    connect: &Connect,
+    cancel: &Cancel,
+) -> anyhow::Result<Exit> {
+    let say = |line: &str| {
+        if !cli.json && !cli.quiet {
+            println!("{line}");
+        }
+    };
+    if flags.work_dir.is_some() || flags.cleanup.is_some() {
+        say(
+            "note: -w and -c are accepted for compatibility: imsflow reads the archive in place and extracts nothing",
+        );
+    }
+    let backup_dir = flags
+        .backup_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("."));
+    let archive = std::path::absolute(flags.archive()).unwrap_or_else(|_| flags.archive().into());
+    let mut problems = local_problems(flags, &backup_dir);
+    if problems.is_empty() {
+        say(&format!(
+            "Checking the archive {} (sha256 of every member that has one, sizes otherwise)",
+            archive.display()
+        ));
+        match imsflow::verify::verify(&archive) {
+            Ok(report) => problems.extend(report.problems),
+            Err(e) => problems.push(format!("{}: {e}", archive.display())),
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "preflight failed; nothing was changed:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
+    let wf = imsflow::workflow::load(flags.mode.workflow())?;
+    let params = vec![
+        ("archive".to_string(), archive.display().to_string()),
+        ("backup_dir".to_string(), backup_dir.display().to_string()),
+        (
+            "ignore_running_jobs".to_string(),
+            flags.ignore_running_jobs.to_string(),
+        ),
+    ];
+    let engine = Engine::new(super::runtime()?, backends(cli, connect, true).await?);
+    let opts = RunOptions {
+        params,
+        dry_run: flags.dry_run,
+        progress: !cli.json && !cli.quiet,
+    };
+    let planned = plan_workflow(cli, &engine, &wf, &opts, cancel).await?;
+    let plan = planned.plan;
+    let problems = imsflow::apply::preflight(&plan, engine.backends()).await;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "preflight failed; nothing was changed:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
+    if flags.dry_run {
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", render::render(&plan));
+        }
+        return Ok(if plan.effects.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Pending
+        });
+    }
+    if let Some(out) = &flags.plan_out {
+        plan.save(out)?;
+        say(&format!(
+            "Saved the plan to {}. Review it with `imsflow show {0}`; apply exactly it with `imsflow apply {0}`.",
+            out.display()
+        ));
+        return Ok(Exit::Ok);
+    }
+    let path = runs::run_dir(&plan.run.id)?.join(runs::PLAN_FILE);
+    plan.save(&path)?;
+    let report = apply_durable(
+        &engine,
+        &plan,
+        &path,
+        &apply_options(cli, gates, cancel),
+        false,
+    )
+    .await
+    .with_context(|| format!("importing {}", archive.display()))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let exit = print_applied(cli, &plan, &report);
+    if report.stopped.is_some() {
+        return Ok(exit);
+    }
+    let post = imsflow::postcheck::check(&plan, engine.backends()).await;
+    if !cli.json && !cli.quiet {
+        let kinds: Vec<String> = post
+            .records
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!(
+            "Post-import verification: {} record(s) back under their original ids ({}); {} S3 object(s) checked; {} difference(s)",
+            post.ids_preserved,
+            kinds.join(", "),
+            post.objects,
+            post.differences.len()
+        );
+        for change in &post.etag_changes {
+            println!("note: ETag changed: {change}");
+        }
+    }
+    if !post.differences.is_empty() {
+        anyhow::bail!(
+            "the post-import verification found differences:\n  - {}",
+            post.differences.join("\n  - ")
+        );
+    }
+    say("DONE!");
+    Ok(exit)
+}
