@@ -8,7 +8,9 @@
 use super::Status;
 use crate::backends::{Backends, ServiceResponse};
 use crate::journal::Observed;
-use crate::plan::effect::{Assertion, DeleteMode, Effect, ImsKind, fingerprint};
+use crate::plan::effect::{
+    Assertion, DeleteMode, Effect, ImsKind, fingerprint, records_fingerprint,
+};
 use reqwest::Method;
 use std::time::Duration;
 
@@ -222,6 +224,56 @@ pub async fn assert(backends: &Backends, effect: &Effect) -> Result<Observed, St
         Err(format!(
             "IMS is not empty after the deletes: {}; nothing after this point was applied",
             remaining.join("; ")
+        ))
+    }
+}
+
+/// `precheck` of a data-file write, through the API: IMS still holds the
+/// records the plan saw (ready), or already the planned ones (done).
+pub async fn store_precheck(backends: &Backends, effect: &Effect) -> Status {
+    let Effect::ImsStoreWrite {
+        ims_kind,
+        deleted,
+        records_json,
+        fingerprint: planned,
+        ..
+    } = effect
+    else {
+        return Status::Ready;
+    };
+    let path = if *deleted {
+        format!("v3/deleted/{}", segment(*ims_kind))
+    } else {
+        format!("v3/{}", segment(*ims_kind))
+    };
+    let now = match call(backends, Method::GET, &path, &[]).await {
+        Ok(r) if r.status == 200 => match serde_json::from_str::<serde_json::Value>(&r.body) {
+            Ok(v) => records_fingerprint(&v),
+            Err(e) => return Status::Stale(format!("GET ims/{path}: not JSON: {e}")),
+        },
+        Ok(r) => {
+            return Status::Stale(format!(
+                "GET ims/{path}: HTTP {}: {}",
+                r.status,
+                quote(&r.body)
+            ));
+        }
+        Err(e) => return Status::Stale(e),
+    };
+    let target = serde_json::from_str(records_json)
+        .ok()
+        .map(|v| records_fingerprint(&v));
+    if now == *planned {
+        Status::Ready
+    } else if target.as_ref() == Some(&now) {
+        Status::Done(format!(
+            "IMS already holds the planned {}s",
+            ims_kind.name()
+        ))
+    } else {
+        Status::Stale(format!(
+            "the {}s in IMS changed since planning (ims/{path} no longer has fingerprint {planned})",
+            ims_kind.name()
         ))
     }
 }

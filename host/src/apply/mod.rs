@@ -486,6 +486,7 @@ async fn precheck_one(
     let s3 = backends.s3.as_deref();
     match effect {
         Effect::ImsDelete { .. } => ims::precheck(backends, effect).await,
+        Effect::ImsStoreWrite { .. } => ims::store_precheck(backends, effect).await,
         // Evaluated when reached, after the effects before it.
         Effect::Assert { .. } => Status::Ready,
         Effect::ArchiveAddObject { .. } => archive::precheck(s3, effect).await,
@@ -506,6 +507,19 @@ async fn precheck_one(
 /// Effects announced (made durable as "may have started") at once: one
 /// fsync per window instead of two per effect (see `journal`).
 const WINDOW: usize = 64;
+
+/// Uploads in flight at once.
+const UPLOAD_CONCURRENCY: usize = 8;
+
+/// What an upload observed, and a note worth reading.
+type UploadDone = (Observed, Option<String>);
+
+/// How an upload ended when it did not finish.
+enum UploadEnd {
+    Failed(String),
+    Interrupted,
+    Journal(ApplyError),
+}
 
 /// Test-only: `<effect index>:<before|started|uploading|executed>` makes the
 /// apply stop at that exact point and wait (for SIGKILL, or a signal that
@@ -640,17 +654,31 @@ impl Executor<'_> {
                 i += 1;
                 continue;
             }
-            // No batch crosses a gate; a pause point makes batches of one.
+            // No batch crosses a gate or an injected fault; a pause point
+            // makes batches of one.
             let limit = effects[i + 1..]
                 .iter()
-                .position(|e| gates.contains_key(e.id.as_str()))
+                .position(|e| gates.contains_key(e.id.as_str()) || Some(&e.id) == fault.as_ref())
                 .map_or(effects.len(), |n| i + 1 + n);
             // A run of object effects streams into the archive concurrently.
-            let run = effects[i..limit]
-                .iter()
-                .take_while(|e| matches!(e.effect, Effect::ArchiveAddObject { .. }))
-                .count()
-                .max(1);
+            let batchable = |e: &Effect| {
+                matches!(
+                    e,
+                    Effect::ArchiveAddObject { .. } | Effect::S3UploadFromArchive { .. }
+                )
+            };
+            let run = if batchable(&effects[i].effect) {
+                effects[i..limit]
+                    .iter()
+                    .zip(&self.statuses[i..limit])
+                    .take_while(|(e, s)| {
+                        e.effect.kind() == effects[i].effect.kind() && !matches!(s, Status::Done(_))
+                    })
+                    .count()
+                    .min(WINDOW)
+            } else {
+                1
+            };
             let run = if self.pause.is_some() { 1 } else { run };
             let batch = &effects[i..i + run];
             if let Some(at) = batch.iter().position(|e| Some(&e.id) == fault.as_ref()) {
@@ -737,16 +765,61 @@ impl Executor<'_> {
                     self.bar.inc(batch[0].effect.size().unwrap_or(0));
                 }
                 Effect::S3UploadFromArchive { .. } => {
-                    match self.upload(i).instrument(span.clone()).await {
-                        Ok(o) => observed[0] = o,
-                        Err(e) => {
-                            if matches!(e, ApplyError::Interrupted(_)) {
-                                return Err(self.interrupted(i, session));
+                    // Several uploads in flight; results in plan order.
+                    let mut results: Vec<(usize, Result<UploadDone, UploadEnd>)> =
+                        futures::stream::iter(0..batch.len())
+                            .map(|k| {
+                                let this = &self;
+                                async move { (k, this.upload(i + k).await) }
+                            })
+                            .buffer_unordered(UPLOAD_CONCURRENCY)
+                            .collect()
+                            .instrument(span.clone())
+                            .await;
+                    results.sort_by_key(|(k, _)| *k);
+                    let mut ended = None;
+                    let mut succeeded = vec![false; batch.len()];
+                    for (k, result) in results {
+                        match result {
+                            Ok((o, note)) => {
+                                if let Some(note) = note {
+                                    tracing::warn!("{note}");
+                                    self.report.notes.push(note);
+                                }
+                                self.bar.inc(batch[k].effect.size().unwrap_or(0));
+                                self.count(&batch[k].effect);
+                                observed[k] = o;
+                                succeeded[k] = true;
                             }
-                            return Err(e);
+                            Err(end) => {
+                                ended.get_or_insert((k, end));
+                            }
                         }
                     }
-                    self.count(&batch[0].effect);
+                    if let Some((k, end)) = ended {
+                        // What finished is done; then the first that did not.
+                        for ((e, o), _) in batch
+                            .iter()
+                            .zip(&observed)
+                            .zip(&succeeded)
+                            .filter(|(_, ok)| **ok)
+                        {
+                            self.recorder.append(Event::Done {
+                                id: e.id.clone(),
+                                observed: o.clone(),
+                                skipped: None,
+                            })?;
+                            self.report.applied += 1;
+                        }
+                        return Err(match end {
+                            UploadEnd::Interrupted => self.interrupted(i + k, session),
+                            UploadEnd::Failed(m) => {
+                                let discarded = session.as_ref().map_or(0, |s| s.written);
+                                self.failure(i + k, m, discarded, FailureKind::Executor)
+                            }
+                            UploadEnd::Journal(e) => e,
+                        });
+                    }
                 }
                 Effect::Phase { name, .. } => {
                     tracing::info!(parent: &span, "phase `{name}` begins");
@@ -813,12 +886,12 @@ impl Executor<'_> {
 
     /// One upload, rolled back (its multipart upload aborted) if the run is
     /// interrupted while it is in flight.
-    async fn upload(&mut self, i: usize) -> Result<Observed, ApplyError> {
+    async fn upload(&self, i: usize) -> Result<UploadDone, UploadEnd> {
         let e = &self.plan.effects[i];
         let (Some(s3), Some(input)) = (self.backends.s3.as_deref(), self.input) else {
-            return Err(ApplyError::Refused(vec![
+            return Err(UploadEnd::Failed(
                 "uploads need S3 and an input archive".into(),
-            ]));
+            ));
         };
         let Effect::S3UploadFromArchive { bucket, key, .. } = &e.effect else {
             unreachable!("called for uploads only")
@@ -850,22 +923,16 @@ impl Executor<'_> {
                 }
             }
         };
+        let span =
+            tracing::info_span!("effect", id = %e.id, kind = e.effect.kind(), step = %e.step);
         let result = tokio::select! {
             biased;
             _ = self.opts.cancel.cancelled() => None,
-            r = upload::apply(s3, input, &e.effect, &on_opened) => Some(r),
+            r = upload::apply(s3, input, &e.effect, &on_opened).instrument(span) => Some(r),
         };
-        let discarded = 0;
         match result {
-            Some(Ok((observed, note))) => {
-                if let Some(note) = note {
-                    tracing::warn!("{note}");
-                    self.report.notes.push(note);
-                }
-                self.bar.inc(e.effect.size().unwrap_or(0));
-                Ok(observed)
-            }
-            Some(Err(m)) => Err(self.failure(i, m, discarded, FailureKind::Executor)),
+            Some(Ok(done)) => Ok(done),
+            Some(Err(m)) => Err(UploadEnd::Failed(m)),
             None => {
                 let open = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(upload_id) = open {
@@ -877,12 +944,14 @@ impl Executor<'_> {
                             "could not abort the multipart upload {upload_id} of s3://{bucket}/{key} ({err}); resume aborts it"
                         ),
                     };
-                    self.recorder.durable(Event::RolledBack {
+                    if let Err(err) = self.recorder.durable(Event::RolledBack {
                         id: e.id.clone(),
                         what,
-                    })?;
+                    }) {
+                        return Err(UploadEnd::Journal(err));
+                    }
                 }
-                Err(ApplyError::Interrupted(String::new()))
+                Err(UploadEnd::Interrupted)
             }
         }
     }

@@ -451,9 +451,12 @@ impl History {
                         h.done.entry(id.clone()).or_default();
                     }
                 }
+                // Undone: whatever the effect did is no longer in effect.
                 Event::RolledBack { id, .. } => {
                     h.in_doubt.remove(id);
                     h.open_uploads.remove(id);
+                    h.done.remove(id);
+                    h.skipped.remove(id);
                 }
                 Event::GateReached { .. } => {}
                 Event::GateApproved { gate, by } => {

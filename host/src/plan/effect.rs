@@ -379,6 +379,19 @@ impl Effect {
 }
 
 /// `sha256:<hex>` of a JSON value in canonical form (object keys sorted).
+/// The fingerprint of a list of IMS records whatever their order (the API
+/// and the data files may list them differently): records sorted by `id`.
+pub fn records_fingerprint(records: &serde_json::Value) -> String {
+    match records.as_array() {
+        Some(list) => {
+            let mut sorted: Vec<&serde_json::Value> = list.iter().collect();
+            sorted.sort_by_key(|r| r.get("id").and_then(|i| i.as_str()).unwrap_or_default());
+            fingerprint(&serde_json::json!(sorted))
+        }
+        None => fingerprint(records),
+    }
+}
+
 pub fn fingerprint(value: &serde_json::Value) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();

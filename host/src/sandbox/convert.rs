@@ -89,7 +89,10 @@ pub fn effect(e: wit::Effect) -> Result<Effect, String> {
             },
         },
         wit::Effect::ImsStoreWrite(w) => Effect::ImsStoreWrite {
-            fingerprint: observed("ims-store-write", &w.expect_json)?,
+            fingerprint: crate::plan::effect::records_fingerprint(
+                &serde_json::from_str(&w.expect_json)
+                    .map_err(|e| format!("ims-store-write: `expect-json` is not JSON ({e})"))?,
+            ),
             ims_kind: w.kind.into(),
             deleted: w.deleted,
             records_json: w.records_json,
