@@ -9,7 +9,7 @@ pub mod bindings;
 pub mod connect;
 pub mod engine;
 pub mod etag;
-pub mod kube;
+pub mod k8s;
 pub mod plan;
 pub mod plugin;
 pub mod read;

@@ -9,6 +9,7 @@ mod grants;
 mod hardening_archive;
 mod hardening_inputs;
 mod hardening_net;
+mod k8s;
 mod plan_apply;
 mod plan_show;
 mod sandbox;
