@@ -2,7 +2,7 @@
 //! archive. Plugins never see the credentials held here.
 use crate::archive::ArchiveReader;
 use crate::connect::{BodyError, error_chain, read_capped, request_error, without_userinfo};
-use crate::kube::{Kube, KubeError};
+use crate::k8s::{Kube, KubeError};
 use crate::s3::S3Store;
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! is. Defaults are those of an NCN; a config file, environment variables
 //! and flags override them, in that order of increasing precedence.
 use crate::backends::{Backends, ServiceClient};
-use crate::kube::Kube;
+use crate::k8s::Kube;
 use crate::s3::{S3Settings, S3Store};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ pub enum ConnectError {
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error(transparent)]
-    Kube(#[from] crate::kube::KubeError),
+    Kube(#[from] crate::k8s::KubeError),
     #[error(
         "{what}: {message} (set --token/--token-file, or --kubeconfig to read the admin-client-auth Secret)"
     )]

@@ -11,7 +11,7 @@ pub mod connect;
 pub mod engine;
 pub mod etag;
 pub mod journal;
-pub mod kube;
+pub mod k8s;
 pub mod plan;
 pub mod plugin;
 pub mod postcheck;

@@ -85,6 +85,8 @@ pub struct SimState {
     pub bos: Mutex<JsonFile>,
     pub bss: Mutex<JsonFile>,
     pub k8s: Mutex<JsonFile>,
+    /// The IMS Deployment and pods (never held across an await).
+    pub cluster: std::sync::Mutex<k8s::cluster::Cluster>,
     pub tokens: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
@@ -102,17 +104,23 @@ impl SimState {
             )?),
             k8s: Mutex::new(JsonFile::load(data.join("k8s.json"), k8s::empty())?),
             config,
+            cluster: std::sync::Mutex::new(k8s::cluster::Cluster::new(Default::default())),
             tokens: Default::default(),
         })
     }
 
-    /// Restarts IMS: drops its in-memory store and reloads the data files,
-    /// as a rolling restart of the real deployment does.
-    pub async fn restart_ims(&self) -> anyhow::Result<()> {
-        let fresh = ims::store::Store::load(&self.data.join("ims"))?;
-        *self.ims.lock().await = fresh;
-        tracing::info!("IMS restarted: data files reloaded");
-        Ok(())
+    /// The failure switches and timing of the simulated IMS workload.
+    pub fn knobs(&self) -> k8s::cluster::Knobs {
+        self.cluster.lock().unwrap().knobs.clone()
+    }
+
+    pub fn set_knobs(&self, knobs: k8s::cluster::Knobs) {
+        self.cluster.lock().unwrap().knobs = knobs;
+    }
+
+    /// How many rollouts completed (each reloaded IMS from its data files).
+    pub fn ims_restarts(&self) -> u64 {
+        self.cluster.lock().unwrap().restarts
     }
 
     pub fn new_id(&self) -> String {
@@ -138,25 +146,23 @@ pub fn random_uuid(rng: &mut fastrand::Rng) -> String {
 }
 
 pub fn router(state: Arc<SimState>) -> Router {
-    let apis = Router::new()
-        .nest("/ims", ims::router())
-        .nest("/bos", bos::router())
-        .nest("/bss", bss::router())
-        .nest("/sts", auth::sts_router())
-        .layer(axum::middleware::from_fn_with_state(
+    let gateway = |r: Router<Arc<SimState>>| {
+        r.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        ));
+        ))
+    };
     Router::new()
-        .nest("/apis", apis)
+        .nest("/apis/ims", gateway(ims::router()))
+        .nest("/apis/bos", gateway(bos::router()))
+        .nest("/apis/bss", gateway(bss::router()))
+        .nest("/apis/sts", gateway(auth::sts_router()))
         .nest("/keycloak", auth::keycloak_router())
         .nest("/api/v1", k8s::router(state.clone()))
+        .nest("/apis/apps/v1", k8s::apps_router(state.clone()))
         .route(
-            "/sim/ims/restart",
-            axum::routing::post(|s: axum::extract::State<Arc<SimState>>| async move {
-                s.restart_ims().await.map_err(problem::Problem::internal)?;
-                Ok::<_, problem::Problem>(axum::http::StatusCode::NO_CONTENT)
-            }),
+            "/sim/k8s/knobs",
+            axum::routing::get(k8s::cluster::get_knobs).post(k8s::cluster::set_knobs),
         )
         .with_state(state)
 }

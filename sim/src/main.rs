@@ -54,6 +54,10 @@ enum Command {
         /// 0 picks a free port.
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// The simulated IMS workload's failure switches and rollout timing
+        /// (also settable while serving: `POST /sim/k8s/knobs`).
+        #[command(flatten)]
+        knobs: csm_sim::k8s::cluster::Knobs,
     },
     /// Seed a system into an empty data directory, serve it, show what it
     /// serves, and keep serving until interrupted.
@@ -97,10 +101,11 @@ async fn main() -> anyhow::Result<()> {
                 expected.objects.len()
             );
         }
-        Command::Serve { data, port } => {
+        Command::Serve { data, port, knobs } => {
             let running = csm_sim::serve(&data, port)
                 .await
                 .with_context(|| format!("serving {}", data.display()))?;
+            running.state.set_knobs(knobs);
             println!(
                 "csm-sim ready: {} (kubeconfig: {}, imsflow config: {})",
                 running.base_url,

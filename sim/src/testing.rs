@@ -140,6 +140,11 @@ impl System {
             .await
             .expect("seeding");
         let running = crate::serve(data.path(), 0).await.expect("serving");
+        // Rollouts complete quickly in tests.
+        running.state.set_knobs(crate::k8s::cluster::Knobs {
+            rollout_delay_ms: 300,
+            ..Default::default()
+        });
         System {
             tenant,
             data,
@@ -147,6 +152,23 @@ impl System {
             expected,
             running,
         }
+    }
+
+    /// Changes the simulated IMS workload's knobs (failure switches, timing).
+    pub fn knobs(&self, change: impl FnOnce(&mut crate::k8s::cluster::Knobs)) {
+        let mut knobs = self.running.state.knobs();
+        change(&mut knobs);
+        self.running.state.set_knobs(knobs);
+    }
+
+    /// The kubeconfig the simulator wrote for clients.
+    pub fn kubeconfig(&self) -> std::path::PathBuf {
+        self.data.path().join("kubeconfig")
+    }
+
+    /// The bearer token the simulated Kubernetes API accepts.
+    pub fn kube_token(&self) -> String {
+        self.running.state.config.kube_token.clone()
     }
 
     pub fn url(&self, path: &str) -> String {

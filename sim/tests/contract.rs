@@ -443,44 +443,6 @@ async fn v2_delete_cascades_unless_told_not_to() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_reloads_hand_edited_data_files() {
-    let c = Client::new().await;
-    let file = c.sys.data.path().join("ims/v2.1_images.json");
-    let mut records: Vec<Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    records[0]["name"] = json!("edited-by-hand");
-    records[0]["unknown_field"] = json!("dropped on load");
-    let id = records[0]["id"].as_str().unwrap().to_string();
-    std::fs::write(&file, serde_json::to_vec(&records).unwrap()).unwrap();
-    let (_, before) = c.get(&format!("/apis/ims/v3/images/{id}")).await;
-    assert_ne!(
-        before["name"], "edited-by-hand",
-        "IMS serves from memory until restarted"
-    );
-    let restart = c
-        .http
-        .post(c.sys.url("/sim/ims/restart"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(restart.status(), 204);
-    let (_, after) = c.get(&format!("/apis/ims/v3/images/{id}")).await;
-    assert_eq!(after["name"], "edited-by-hand");
-    assert!(after.get("unknown_field").is_none());
-    // The data files keep real IMS's names.
-    for name in [
-        "v2.1_images.json",
-        "v2_public_keys.json",
-        "v2.2_recipes.json",
-        "v2.4_jobs.json",
-        "v3.1_deleted_images.json",
-        "v3_deleted_public_keys.json",
-        "v3.2_deleted_recipes.json",
-    ] {
-        assert!(c.sys.data.path().join("ims").join(name).is_file(), "{name}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn product_catalog_main_and_split_configmaps() {
     let c = Client::new().await;
     let kubeconfig: Value = serde_yaml::from_str(

@@ -5,7 +5,7 @@
 use crate::support::*;
 use imsflow::backends::{BackendError, Backends, ServiceClient};
 use imsflow::connect::{Connect, ConnectError, REQUEST_TIMEOUT};
-use imsflow::kube::{Kube, KubeError};
+use imsflow::k8s::{Kube, KubeError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

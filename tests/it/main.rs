@@ -11,6 +11,7 @@ mod hardening_archive;
 mod hardening_inputs;
 mod hardening_net;
 mod ims_effects;
+mod k8s;
 mod plan_apply;
 mod plan_show;
 mod sandbox;

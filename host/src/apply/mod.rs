@@ -12,6 +12,7 @@
 //!    half-applied plan can be applied again to completion.
 pub mod archive;
 mod ims;
+mod store;
 mod upload;
 
 use crate::archive::ArchiveReader;
@@ -41,6 +42,9 @@ pub enum Status {
     Done(String),
     /// The world moved since planning; what changed.
     Stale(String),
+    /// Checked when reached: it depends on what earlier effects (deletes)
+    /// do to the world, so the world now says nothing about it.
+    Deferred,
 }
 
 /// How an apply treats gates and interrupts.
@@ -235,13 +239,15 @@ pub async fn apply(
         ..ApplyReport::default()
     };
     roll_back_leftovers(plan, backends, &history, &mut recorder, &mut report).await?;
-    let statuses = precheck(plan, backends, input.as_ref(), &history).await;
+    let mut pods = store::PodCache::default();
+    let statuses = precheck(plan, backends, input.as_ref(), &history, &mut pods).await;
     for (e, s) in plan.effects.iter().zip(&statuses) {
         if history.in_doubt.contains(&e.id) || history.failed.contains_key(&e.id) {
             let (done, why) = match s {
                 Status::Done(why) => (true, format!("it took effect ({why}); not done again")),
                 Status::Ready => (false, "it had not taken effect; doing it again".to_string()),
                 Status::Stale(why) => (false, format!("the world changed: {why}")),
+                Status::Deferred => continue,
             };
             report.decisions.push(format!(
                 "{} was in progress when the run stopped: {why}",
@@ -271,7 +277,8 @@ pub async fn apply(
         plan,
         backends,
         input: input.as_ref(),
-        statuses: &statuses,
+        statuses,
+        pods,
         bar: bytes_bar(plan.total_bytes(), opts.progress),
         report,
         applied_kinds: BTreeMap::new(),
@@ -318,7 +325,15 @@ fn structural_problems(plan: &Plan, backends: &Backends) -> (Vec<String>, Option
 pub async fn preflight(plan: &Plan, backends: &Backends) -> Vec<String> {
     let (mut problems, input) = structural_problems(plan, backends);
     if problems.is_empty() {
-        let statuses = precheck(plan, backends, input.as_ref(), &History::default()).await;
+        let mut pods = store::PodCache::default();
+        let statuses = precheck(
+            plan,
+            backends,
+            input.as_ref(),
+            &History::default(),
+            &mut pods,
+        )
+        .await;
         problems.extend(
             plan.effects
                 .iter()
@@ -423,6 +438,7 @@ async fn precheck(
     backends: &Backends,
     input: Option<&ArchiveReader>,
     history: &History,
+    pods: &mut store::PodCache,
 ) -> Vec<Status> {
     let s3 = backends.s3.as_deref();
     // The archive's effects took effect together; their sources may have
@@ -442,13 +458,26 @@ async fn precheck(
             }
         }
     }
-    futures::stream::iter(&plan.effects)
-        .map(|e| {
+    // Effects behind a delete see the world the deletes leave.
+    let mut behind_pending_delete = Vec::with_capacity(plan.effects.len());
+    let mut behind_any_delete = Vec::with_capacity(plan.effects.len());
+    let (mut pending, mut any) = (false, false);
+    for e in &plan.effects {
+        behind_pending_delete.push(pending);
+        behind_any_delete.push(any);
+        if matches!(e.effect, Effect::ImsDelete { .. }) {
+            any = true;
+            pending |= !history.done.contains_key(&e.id);
+        }
+    }
+    let mut statuses: Vec<Status> = futures::stream::iter(plan.effects.iter().enumerate())
+        .map(|(i, e)| {
             let archive_done = archive_done.clone();
             let missing = e
                 .effect
                 .bucket()
                 .is_some_and(|b| missing_buckets.get(b) == Some(&true));
+            let (pending, any) = (behind_pending_delete[i], behind_any_delete[i]);
             async move {
                 if e.effect.archive_path().is_some() {
                     if let Some(why) = archive_done {
@@ -469,13 +498,41 @@ async fn precheck(
                     (Effect::S3UploadFromArchive { .. }, Some(s3)) if in_doubt => {
                         upload::check(s3, input, &e.effect).await
                     }
+                    (Effect::S3UploadFromArchive { .. }, Some(_)) if pending => {
+                        match upload::precheck_member(input, &e.effect) {
+                            Status::Ready => Status::Deferred,
+                            other => other,
+                        }
+                    }
+                    (Effect::ImsStoreWrite { .. }, _) if any || in_doubt => Status::Deferred,
+                    (Effect::ImsRestart, _) if in_doubt => Status::Deferred,
                     _ => precheck_one(backends, input, &e.effect).await,
                 }
             }
         })
         .buffered(PRECHECK_CONCURRENCY)
         .collect()
-        .await
+        .await;
+    // Data-file writes need the one IMS pod, exec, and the file names.
+    if let Some(first) = plan.effects.iter().zip(&statuses).position(|(e, s)| {
+        matches!(e.effect, Effect::ImsStoreWrite { .. } | Effect::ImsRestart)
+            && !matches!(s, Status::Done(_))
+    }) && let Err(why) = pods.get(backends, plan).await
+    {
+        statuses[first] = Status::Stale(why);
+    }
+    statuses
+}
+
+async fn upload_status(
+    s3: Option<&crate::s3::S3Store>,
+    input: Option<&ArchiveReader>,
+    effect: &Effect,
+) -> Status {
+    match s3 {
+        Some(s3) => upload::precheck(s3, input, effect).await,
+        None => Status::Stale("no S3 endpoint is configured".into()),
+    }
 }
 
 async fn precheck_one(
@@ -494,13 +551,10 @@ async fn precheck_one(
             Some(s3) => upload::precheck(s3, input, effect).await,
             None => Status::Stale("no S3 endpoint is configured".into()),
         },
-        Effect::ArchiveAddJson { .. } | Effect::ArchiveAddIndex { .. } | Effect::Phase { .. } => {
-            Status::Ready
-        }
-        other => Status::Stale(format!(
-            "this imsflow cannot execute `{}` effects yet",
-            other.kind()
-        )),
+        Effect::ArchiveAddJson { .. }
+        | Effect::ArchiveAddIndex { .. }
+        | Effect::Phase { .. }
+        | Effect::ImsRestart => Status::Ready,
     }
 }
 
@@ -598,7 +652,8 @@ struct Executor<'a> {
     plan: &'a Plan,
     backends: &'a Backends,
     input: Option<&'a ArchiveReader>,
-    statuses: &'a [Status],
+    statuses: Vec<Status>,
+    pods: store::PodCache,
     bar: indicatif::ProgressBar,
     report: ApplyReport,
     applied_kinds: BTreeMap<&'static str, usize>,
@@ -637,6 +692,9 @@ impl Executor<'_> {
                 self.bar.finish_and_clear();
                 self.report.stopped = Some(stop);
                 return Ok(self.report);
+            }
+            if self.statuses[i] == Status::Deferred {
+                self.check_when_reached(i).await?;
             }
             if let Status::Done(why) = &self.statuses[i] {
                 tracing::info!(effect = %effects[i].id, "already done: {why}");
@@ -825,6 +883,48 @@ impl Executor<'_> {
                     tracing::info!(parent: &span, "phase `{name}` begins");
                     self.count(&batch[0].effect);
                 }
+                Effect::ImsStoreWrite { .. } => {
+                    match store::write(self.backends, self.plan, &mut self.pods, &batch[0].effect)
+                        .instrument(span.clone())
+                        .await
+                    {
+                        Ok(o) => observed[0] = o,
+                        Err(m) => {
+                            let discarded = session.as_ref().map_or(0, |s| s.written);
+                            return Err(self.failure(i, m, discarded, FailureKind::Executor));
+                        }
+                    }
+                    self.count(&batch[0].effect);
+                }
+                Effect::ImsRestart => {
+                    let restarted =
+                        store::restart(self.backends, self.plan, &mut self.pods, &self.bar)
+                            .instrument(span.clone())
+                            .await;
+                    let discarded = session.as_ref().map_or(0, |s| s.written);
+                    match restarted {
+                        Ok(store::Restarted::Ok(o)) => observed[0] = o,
+                        Ok(store::Restarted::Race(why)) => {
+                            // The new files were overwritten: the writes did
+                            // not take effect, and resume must redo them.
+                            for w in effects
+                                .iter()
+                                .filter(|w| matches!(w.effect, Effect::ImsStoreWrite { .. }))
+                            {
+                                self.recorder.append(Event::RolledBack {
+                                    id: w.id.clone(),
+                                    what: "IMS overwrote this data file from memory before the restart".into(),
+                                })?;
+                            }
+                            let m = format!(
+                                "{why}; the data-file writes are undone in the journal, and `imsflow resume` writes them again and restarts IMS"
+                            );
+                            return Err(self.failure(i, m, discarded, FailureKind::Executor));
+                        }
+                        Err(m) => return Err(self.failure(i, m, discarded, FailureKind::Executor)),
+                    }
+                    self.count(&batch[0].effect);
+                }
                 Effect::ImsDelete { .. } | Effect::Assert { .. } => {
                     let effect = &batch[0].effect;
                     let result = if matches!(effect, Effect::Assert { .. }) {
@@ -844,15 +944,6 @@ impl Executor<'_> {
                         }
                     }
                     self.count(effect);
-                }
-                other => {
-                    let discarded = session.as_ref().map_or(0, |s| s.written);
-                    return Err(self.failure(
-                        i,
-                        format!("this imsflow cannot execute `{}` effects", other.kind()),
-                        discarded,
-                        FailureKind::Executor,
-                    ));
                 }
             }
             if self.paused_at(i, Point::Executed).await? {
@@ -954,6 +1045,93 @@ impl Executor<'_> {
                 Err(UploadEnd::Interrupted)
             }
         }
+    }
+
+    /// The check of an effect that could not be judged before the effects
+    /// ahead of it ran (see `Status::Deferred`). A run of such uploads is
+    /// checked at once.
+    async fn check_when_reached(&mut self, i: usize) -> Result<(), ApplyError> {
+        let effects = &self.plan.effects;
+        let in_doubt =
+            |id: &str| self.history.in_doubt.contains(id) || self.history.failed.contains_key(id);
+        let status = match &effects[i].effect {
+            Effect::S3UploadFromArchive { .. } => {
+                let run = self.statuses[i..]
+                    .iter()
+                    .zip(&effects[i..])
+                    .take_while(|(s, e)| {
+                        **s == Status::Deferred
+                            && matches!(e.effect, Effect::S3UploadFromArchive { .. })
+                    })
+                    .count()
+                    .min(WINDOW);
+                let (s3, input) = (self.backends.s3.as_deref(), self.input);
+                let checked: Vec<Status> = futures::stream::iter(&effects[i..i + run])
+                    .map(|e| upload_status(s3, input, &e.effect))
+                    .buffered(PRECHECK_CONCURRENCY)
+                    .collect()
+                    .await;
+                let mut checked = checked.into_iter();
+                let first = checked.next().unwrap_or(Status::Ready);
+                for (k, status) in checked.enumerate() {
+                    self.statuses[i + 1 + k] = status;
+                }
+                first
+            }
+            Effect::ImsStoreWrite { .. } => {
+                let was_written = in_doubt(&effects[i].id)
+                    && store::written(self.backends, self.plan, &mut self.pods, &effects[i].effect)
+                        .await
+                        .unwrap_or(false);
+                if was_written {
+                    Status::Done("the pod's data file holds the planned records".into())
+                } else {
+                    match ims::store_precheck(self.backends, &effects[i].effect).await {
+                        Status::Done(why) => Status::Done(why),
+                        // The deletes ahead changed the records it was
+                        // planned against, as planned.
+                        _ => Status::Ready,
+                    }
+                }
+            }
+            Effect::ImsRestart => {
+                if store::restarted(self.backends, self.plan)
+                    .await
+                    .unwrap_or(false)
+                {
+                    Status::Done("IMS serves the records that were written".into())
+                } else {
+                    Status::Ready
+                }
+            }
+            _ => Status::Ready,
+        };
+        if in_doubt(&effects[i].id) {
+            let (done, why) = match &status {
+                Status::Done(why) => (true, format!("it took effect ({why}); not done again")),
+                _ => (false, "it had not taken effect; doing it again".to_string()),
+            };
+            self.report.decisions.push(format!(
+                "{} was in progress when the run stopped: {why}",
+                effects[i].id
+            ));
+            self.recorder.append(Event::Decided {
+                id: effects[i].id.clone(),
+                done,
+                why,
+            })?;
+        }
+        if let Status::Stale(why) = &status {
+            let discarded = 0;
+            return Err(self.failure(
+                i,
+                format!("stale when reached: {why}"),
+                discarded,
+                FailureKind::Executor,
+            ));
+        }
+        self.statuses[i] = status;
+        Ok(())
     }
 
     /// At a gate: go on (approved now or before), or the reason to stop.

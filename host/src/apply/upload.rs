@@ -61,6 +61,22 @@ pub async fn precheck(s3: &S3Store, input: Option<&ArchiveReader>, effect: &Effe
     }
 }
 
+/// The archive side of `precheck` alone: the member is there, of the
+/// planned size (the target is judged when the upload is reached).
+pub fn precheck_member(input: Option<&ArchiveReader>, effect: &Effect) -> Status {
+    let Effect::S3UploadFromArchive { path, size, .. } = effect else {
+        return Status::Ready;
+    };
+    match input.and_then(|a| a.member(path)) {
+        None => Status::Stale(format!("the input archive has no member `{path}`")),
+        Some(m) if m.size != *size => Status::Stale(format!(
+            "archive member `{path}` has {} bytes, the plan says {size}",
+            m.size
+        )),
+        Some(_) => Status::Ready,
+    }
+}
+
 /// `check` of an upload that was in progress when a run stopped: as
 /// `precheck`, and besides, a target that now holds exactly the member's
 /// bytes (its ETag recomputed from them) means the upload finished.

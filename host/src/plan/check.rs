@@ -1,15 +1,11 @@
 //! Checks of a whole plan, made before anything is applied (when it is made,
 //! and again when a saved plan is applied): every effect is granted to the
 //! step that emitted it, archive members are safe and unique and have a
-//! target, the index comes last, and this host can execute every effect.
+//! target, the index comes last, and record ids cannot change a request path.
 //! All problems are reported at once.
 use super::Plan;
 use super::effect::Effect;
 use std::collections::HashMap;
-
-/// Effect kinds whose executors have not landed yet. A plan holding one is
-/// refused here, so that it is never half-applied.
-const NOT_YET_EXECUTABLE: &[&str] = &["ims-store-write", "ims-restart"];
 
 pub fn check(plan: &Plan) -> Vec<String> {
     let mut problems = Vec::new();
@@ -68,12 +64,6 @@ pub fn check(plan: &Plan) -> Vec<String> {
             problems.push(format!(
                 "{at} deletes IMS record `{}`, which is not a record id (letters, digits, `-`, `_`, `.`; at most 128)",
                 crate::archive::escaped(id)
-            ));
-        }
-        if NOT_YET_EXECUTABLE.contains(&e.effect.kind()) {
-            problems.push(format!(
-                "{at} is a `{}` effect, which this version of imsflow cannot execute yet",
-                e.effect.kind()
             ));
         }
     }

@@ -204,6 +204,12 @@ impl Store {
         Ok(Some(record))
     }
 
+    /// Rewrites every data file from memory, as a running IMS does for a
+    /// table on each API write (the race of a data-file import).
+    pub fn save_all(&self) -> Result<(), StoreError> {
+        Table::ALL.into_iter().try_for_each(|t| self.save(t))
+    }
+
     fn save(&self, table: Table) -> Result<(), StoreError> {
         let rows = self.all(table).iter().cloned().map(Value::Object).collect();
         write_json(&self.dir.join(table.file_name()), &Value::Array(rows))

@@ -1,6 +1,11 @@
 //! The slice of the Kubernetes API imsflow needs: ConfigMaps (the product
-//! catalog, main and split) in `services`, and Secrets (`admin-client-auth`
-//! in `default`). Authenticated by the kubeconfig's bearer token.
+//! catalog, main and split) in `services`, Secrets (`admin-client-auth`
+//! in `default`), and the IMS workload (`cluster`: its pods and Deployment,
+//! rollouts; `exec`: `pods/exec` over WebSocket). Authenticated by the
+//! kubeconfig's bearer token.
+pub mod cluster;
+pub mod exec;
+
 use crate::{JsonFile, SimState};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -35,13 +40,17 @@ fn find<'a>(root: &'a Value, kind: &str, ns: &str, name: &str) -> Option<&'a Val
         .find(|o| o["metadata"]["namespace"] == ns && o["metadata"]["name"] == name)
 }
 
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
+pub(crate) fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code.as_u16() });
     (code, Json(body)).into_response()
 }
 
-async fn require_kube_token(State(s): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_kube_token(
+    State(s): State<Arc<SimState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let expected = format!("Bearer {}", s.config.kube_token);
     if req
         .headers()
@@ -59,7 +68,7 @@ async fn require_kube_token(State(s): State<Arc<SimState>>, req: Request, next: 
 }
 
 /// `key=value` selectors, comma-separated (all must match).
-fn selector_matches(obj: &Value, selector: Option<&String>) -> bool {
+pub(crate) fn selector_matches(obj: &Value, selector: Option<&String>) -> bool {
     selector.is_none_or(|sel| {
         sel.split(',')
             .filter(|c| !c.is_empty())
@@ -135,6 +144,49 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
             get(list_kind("secrets", "SecretList")),
         )
         .route("/namespaces/{ns}/secrets/{name}", get(get_kind("secrets")))
+        .route(
+            "/namespaces/{ns}/pods",
+            get(
+                |State(s): State<Arc<SimState>>,
+                 Path(ns): Path<String>,
+                 Query(q): Query<HashMap<String, String>>| async move {
+                    Json(exec::pod_list(&s, &ns, q.get("labelSelector")))
+                },
+            ),
+        )
+        .route(
+            "/namespaces/{ns}/pods/{name}",
+            get(
+                |State(s): State<Arc<SimState>>, Path((ns, name)): Path<(String, String)>| async move {
+                    let c = s.cluster.lock().unwrap();
+                    match c.find_pod(&name).filter(|_| ns == cluster::NAMESPACE) {
+                        Some(p) => Json(c.pod_json(&p)).into_response(),
+                        None => status(
+                            StatusCode::NOT_FOUND,
+                            "NotFound",
+                            format!("pods \"{name}\" not found"),
+                        ),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/namespaces/{ns}/pods/{name}/exec",
+            get(exec::exec).post(exec::exec),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            require_kube_token,
+        ))
+}
+
+/// `/apis/apps/v1`: the IMS Deployment, read and patched (rollout restart).
+pub fn apps_router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+    Router::new()
+        .route(
+            "/namespaces/{ns}/deployments/{name}",
+            get(cluster::get_deployment).patch(cluster::patch_deployment),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state,
             require_kube_token,
