@@ -112,13 +112,18 @@ fn url_list(doc: &Value, key: &str, problems: &mut Vec<String>) -> Option<Vec<St
                             out.push(url.to_string());
                         }
                     }
-                    _ => problems.push(format!("export.json: {key}[{i}] is not an S3 URL (s3://bucket/key): {item}")),
+                    _ => problems.push(format!(
+                        "export.json: {key}[{i}] is not an S3 URL (s3://bucket/key): {item}"
+                    )),
                 }
             }
             Some(out)
         }
         Some(other) => {
-            problems.push(format!("export.json: '{key}' is neither null nor a list of S3 URLs: {}", kind_of(other)));
+            problems.push(format!(
+                "export.json: '{key}' is neither null nor a list of S3 URLs: {}",
+                kind_of(other)
+            ));
             None
         }
     }
@@ -137,11 +142,18 @@ fn kind_of(v: &Value) -> &'static str {
 
 fn string_map(v: Option<&Value>) -> Option<BTreeMap<String, String>> {
     let obj = v?.as_object()?;
-    obj.iter().map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
+    obj.iter()
+        .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
 }
 
 /// One `s3_data.artifacts` entry; `members` maps member paths to sizes.
-fn artifact(url: &str, entry: &Value, members: &HashMap<&str, u64>, problems: &mut Vec<String>) -> Option<Artifact> {
+fn artifact(
+    url: &str,
+    entry: &Value,
+    members: &HashMap<&str, u64>,
+    problems: &mut Vec<String>,
+) -> Option<Artifact> {
     let at = format!("export.json: s3_data.artifacts[{url:?}]");
     if split_url(url).is_none() {
         problems.push(format!("{at}: the key is not an S3 URL (s3://bucket/key)"));
@@ -156,7 +168,9 @@ fn artifact(url: &str, entry: &Value, members: &HashMap<&str, u64>, problems: &m
         return None;
     };
     let Some(relpath) = normalize_member_path(relpath) else {
-        problems.push(format!("{at}: relpath {relpath:?} cannot name an archive member"));
+        problems.push(format!(
+            "{at}: relpath {relpath:?} cannot name an archive member"
+        ));
         return None;
     };
     let describe = obj.get("describe").and_then(|d| d.get("artifact"));
@@ -170,7 +184,11 @@ fn artifact(url: &str, entry: &Value, members: &HashMap<&str, u64>, problems: &m
             n
         }
     };
-    let size = u64_at("size", problems).or_else(|| describe.and_then(|d| d.get("ContentLength")).and_then(Value::as_u64));
+    let size = u64_at("size", problems).or_else(|| {
+        describe
+            .and_then(|d| d.get("ContentLength"))
+            .and_then(Value::as_u64)
+    });
     let part_size = u64_at("part_size", problems).filter(|&p| {
         if p == 0 {
             problems.push(format!("{at}: 'part_size' is 0"));
@@ -179,7 +197,9 @@ fn artifact(url: &str, entry: &Value, members: &HashMap<&str, u64>, problems: &m
     });
     let sha256 = match obj.get("sha256") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => Some(s.to_ascii_lowercase()),
+        Some(Value::String(s)) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(s.to_ascii_lowercase())
+        }
         Some(_) => {
             problems.push(format!("{at}: 'sha256' is not 64 hex digits"));
             None
@@ -194,7 +214,11 @@ fn artifact(url: &str, entry: &Value, members: &HashMap<&str, u64>, problems: &m
     let content_type = obj
         .get("content_type")
         .and_then(Value::as_str)
-        .or_else(|| describe.and_then(|d| d.get("ContentType")).and_then(Value::as_str))
+        .or_else(|| {
+            describe
+                .and_then(|d| d.get("ContentType"))
+                .and_then(Value::as_str)
+        })
         .map(String::from);
     let metadata = string_map(obj.get("metadata"))
         .or_else(|| string_map(describe.and_then(|d| d.get("Metadata"))))
@@ -224,10 +248,23 @@ fn artifact(url: &str, entry: &Value, members: &HashMap<&str, u64>, problems: &m
     let mut own = Vec::new();
     match (member_size, size) {
         (None, _) => own.push(format!("the archive has no member {relpath}")),
-        (Some(m), Some(s)) if m != s => own.push(format!("archive member {relpath} has {m} bytes, export.json says {s}")),
+        (Some(m), Some(s)) if m != s => own.push(format!(
+            "archive member {relpath} has {m} bytes, export.json says {s}"
+        )),
         _ => {}
     }
-    Some(Artifact { relpath, member_size, manifest_links, size, sha256, etag, part_size, content_type, metadata, problems: own })
+    Some(Artifact {
+        relpath,
+        member_size,
+        manifest_links,
+        size,
+        sha256,
+        etag,
+        part_size,
+        content_type,
+        metadata,
+        problems: own,
+    })
 }
 
 /// Parses and validates `export.json` against the archive's members
@@ -237,12 +274,18 @@ fn artifact(url: &str, entry: &Value, members: &HashMap<&str, u64>, problems: &m
 pub fn read_export(doc: &Value, members: &[(String, u64)]) -> Result<ArchiveData, Vec<String>> {
     let mut problems = Vec::new();
     let Some(top) = doc.as_object() else {
-        return Err(vec![format!("export.json is {}, not a JSON object", kind_of(doc))]);
+        return Err(vec![format!(
+            "export.json is {}, not a JSON object",
+            kind_of(doc)
+        )]);
     };
     let created = match top.get("created") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
-            problems.push(format!("export.json: 'created' is {}, not a string", kind_of(other)));
+            problems.push(format!(
+                "export.json: 'created' is {}, not a string",
+                kind_of(other)
+            ));
             String::new()
         }
         None => {
@@ -276,7 +319,10 @@ pub fn read_export(doc: &Value, members: &[(String, u64)]) -> Result<ArchiveData
                 for (url, entry) in entries {
                     if let Some(a) = artifact(url, entry, &by_path, &mut problems) {
                         if let Some(other) = relpaths.insert(a.relpath.clone(), url) {
-                            warnings.push(format!("{other} and {url} share the archive member {}", a.relpath));
+                            warnings.push(format!(
+                                "{other} and {url} share the archive member {}",
+                                a.relpath
+                            ));
                         }
                         out.insert(url.clone(), a);
                     }
@@ -285,20 +331,39 @@ pub fn read_export(doc: &Value, members: &[(String, u64)]) -> Result<ArchiveData
             }
             None | Some(Value::Null) => Some(BTreeMap::new()),
             Some(other) => {
-                problems.push(format!("export.json: s3_data.artifacts is {}, not an object", kind_of(other)));
+                problems.push(format!(
+                    "export.json: s3_data.artifacts is {}, not an object",
+                    kind_of(other)
+                ));
                 None
             }
         },
         Some(other) => {
-            problems.push(format!("export.json: 's3_data' is {}, neither null nor an object", kind_of(other)));
+            problems.push(format!(
+                "export.json: 's3_data' is {}, neither null nor an object",
+                kind_of(other)
+            ));
             None
         }
     };
     if !problems.is_empty() {
         return Err(problems);
     }
-    let format = if top.get("imsflow").is_some_and(Value::is_object) { "imsflow" } else { "hpe" };
-    Ok(ArchiveData { format: format.into(), created, ims, bos, bss, product_catalog, artifacts, warnings })
+    let format = if top.get("imsflow").is_some_and(Value::is_object) {
+        "imsflow"
+    } else {
+        "hpe"
+    };
+    Ok(ArchiveData {
+        format: format.into(),
+        created,
+        ims,
+        bos,
+        bss,
+        product_catalog,
+        artifacts,
+        warnings,
+    })
 }
 
 #[cfg(test)]
@@ -312,7 +377,10 @@ mod tests {
 
     #[test]
     fn member_paths_have_one_normal_form() {
-        assert_eq!(normalize_member_path("./s3_artifacts//ims/x").as_deref(), Some("s3_artifacts/ims/x"));
+        assert_eq!(
+            normalize_member_path("./s3_artifacts//ims/x").as_deref(),
+            Some("s3_artifacts/ims/x")
+        );
         assert_eq!(normalize_member_path("../x"), None);
         assert_eq!(normalize_member_path("/etc/passwd"), None);
         assert_eq!(normalize_member_path("a/"), None);
@@ -332,7 +400,11 @@ mod tests {
                     "ContentType": "application/json", "Metadata": {"md5sum": "x"}}}
             }}, "buckets": {"velero": {"artifacts": []}}}
         });
-        let a = read_export(&doc, &members(&[("s3_artifacts/boot-images/i_manifest.json", 10)])).unwrap();
+        let a = read_export(
+            &doc,
+            &members(&[("s3_artifacts/boot-images/i_manifest.json", 10)]),
+        )
+        .unwrap();
         assert_eq!(a.format, "hpe");
         assert_eq!(a.bss, None);
         let e = a.artifact("s3://boot-images/i/manifest.json").unwrap();
@@ -347,7 +419,9 @@ mod tests {
                 etag: Some("abcdef0123456789abcdef0123456789".into()),
                 part_size: None,
                 content_type: Some("application/json".into()),
-                metadata: [("md5sum".to_string(), "x".to_string())].into_iter().collect(),
+                metadata: [("md5sum".to_string(), "x".to_string())]
+                    .into_iter()
+                    .collect(),
                 problems: vec![],
             }
         );
@@ -367,8 +441,14 @@ mod tests {
         let a = read_export(&doc, &members(&[("s3_artifacts/ims/r_recipe.tar.gz", 4)])).unwrap();
         assert_eq!(a.format, "imsflow");
         let e = a.artifact("s3://ims/r/recipe.tar.gz").unwrap();
-        assert_eq!((e.sha256.as_deref(), e.size, e.part_size, e.etag.as_deref()), (Some(sha.as_str()), Some(3), Some(8 << 20), Some("e-2")));
-        assert_eq!(e.problems, vec!["archive member s3_artifacts/ims/r_recipe.tar.gz has 4 bytes, export.json says 3"]);
+        assert_eq!(
+            (e.sha256.as_deref(), e.size, e.part_size, e.etag.as_deref()),
+            (Some(sha.as_str()), Some(3), Some(8 << 20), Some("e-2"))
+        );
+        assert_eq!(
+            e.problems,
+            vec!["archive member s3_artifacts/ims/r_recipe.tar.gz has 4 bytes, export.json says 3"]
+        );
     }
 
     /// HPE's bug 2: `s3_data: null` must import the records, not crash.

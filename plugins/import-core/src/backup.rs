@@ -25,8 +25,16 @@ pub struct BackupObject {
 /// HPE's member naming: `/` becomes `_`, then anything outside
 /// `[A-Za-z0-9._-]` is dropped (as the stock export names members).
 pub fn flatten(key: &str) -> String {
-    let flat: String = key.replace('/', "_").chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
-    if flat.is_empty() { "artifact".into() } else { flat }
+    let flat: String = key
+        .replace('/', "_")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .collect();
+    if flat.is_empty() {
+        "artifact".into()
+    } else {
+        flat
+    }
 }
 
 /// The backup's archive effects: one `archive-add-object` per object, then
@@ -38,7 +46,9 @@ pub fn effects(current: &Ims, objects: &[BackupObject], created: &str, what: &st
     let mut used = HashSet::new();
     let mut total = 0;
     for o in objects {
-        let Some((bucket, key)) = split_url(&o.url) else { continue };
+        let Some((bucket, key)) = split_url(&o.url) else {
+            continue;
+        };
         if artifacts.contains_key(&o.url) {
             continue;
         }
@@ -50,7 +60,11 @@ pub fn effects(current: &Ims, objects: &[BackupObject], created: &str, what: &st
             relpath = format!("{base}-{n}");
         }
         let h = &o.head;
-        let metadata: Map<String, Value> = h.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let metadata: Map<String, Value> = h
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
         let mut describe = Map::new();
         if let Some(r) = &h.accept_ranges {
             describe.insert("AcceptRanges".into(), json!(r));
@@ -78,7 +92,13 @@ pub fn effects(current: &Ims, objects: &[BackupObject], created: &str, what: &st
         entry.insert("backup_reason".into(), json!(o.reason));
         artifacts.insert(o.url.clone(), Value::Object(entry));
         total += h.size;
-        effects.push(Effect::ArchiveAddObject { bucket: bucket.into(), key: key.into(), path: relpath, size: h.size, etag: h.etag.clone() });
+        effects.push(Effect::ArchiveAddObject {
+            bucket: bucket.into(),
+            key: key.into(),
+            path: relpath,
+            size: h.size,
+            etag: h.etag.clone(),
+        });
     }
     let count = |m: &crate::ims::Records| m.len();
     let counts = json!({
@@ -89,7 +109,11 @@ pub fn effects(current: &Ims, objects: &[BackupObject], created: &str, what: &st
         })),
         "artifacts": artifacts.len(), "artifact_bytes": total,
     });
-    let s3_data = if artifacts.is_empty() { Value::Null } else { json!({ "artifacts": artifacts, "buckets": {} }) };
+    let s3_data = if artifacts.is_empty() {
+        Value::Null
+    } else {
+        json!({ "artifacts": artifacts, "buckets": {} })
+    };
     let doc = json!({
         "bos": null,
         "bss": null,
@@ -130,7 +154,12 @@ mod tests {
                 reason: "cascade of image img-c".into(),
             },
         ];
-        let effects = effects(&current, &objects, "20250101000000.000000", "import overwrite");
+        let effects = effects(
+            &current,
+            &objects,
+            "20250101000000.000000",
+            "import overwrite",
+        );
         assert_eq!(effects.len(), 3);
         assert_eq!(
             effects[1],
@@ -142,31 +171,73 @@ mod tests {
                 etag: "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1-9".into(),
             }
         );
-        let Effect::ArchiveAddIndex { path, json, entries_at } = &effects[2] else { panic!("index last") };
-        assert_eq!((path.as_str(), entries_at.as_str()), ("export.json", "/s3_data/artifacts"));
+        let Effect::ArchiveAddIndex {
+            path,
+            json,
+            entries_at,
+        } = &effects[2]
+        else {
+            panic!("index last")
+        };
+        assert_eq!(
+            (path.as_str(), entries_at.as_str()),
+            ("export.json", "/s3_data/artifacts")
+        );
         let doc: Value = serde_json::from_str(json).unwrap();
-        assert_eq!(doc["ims_data"]["deleted"]["images"]["img-b"], img_b_deleted());
-        assert_eq!(doc["ims_data"]["jobs"]["job-2"], job("job-2", "building_image"));
+        assert_eq!(
+            doc["ims_data"]["deleted"]["images"]["img-b"],
+            img_b_deleted()
+        );
+        assert_eq!(
+            doc["ims_data"]["jobs"]["job-2"],
+            job("job-2", "building_image")
+        );
         assert_eq!(doc["bos"], Value::Null);
         // Read back as an import would, with the members the host writes.
         let members = vec![
-            ("s3_artifacts/boot-images/img-c_manifest.json".to_string(), 60),
-            ("s3_artifacts/boot-images/img-c_rootfs".to_string(), 70 * MIB),
+            (
+                "s3_artifacts/boot-images/img-c_manifest.json".to_string(),
+                60,
+            ),
+            (
+                "s3_artifacts/boot-images/img-c_rootfs".to_string(),
+                70 * MIB,
+            ),
         ];
         let back = read_export(&doc, &members).unwrap();
         assert_eq!(back.ims, current);
         let rootfs = back.artifact("s3://boot-images/img-c/rootfs").unwrap();
-        assert_eq!((rootfs.size, rootfs.etag.as_deref(), rootfs.problems.len()), (Some(70 * MIB), Some("c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1-9"), 0));
+        assert_eq!(
+            (rootfs.size, rootfs.etag.as_deref(), rootfs.problems.len()),
+            (
+                Some(70 * MIB),
+                Some("c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1-9"),
+                0
+            )
+        );
         // 70 MiB in 9 parts: 8 MiB.
-        assert_eq!(crate::restore::upload_of("s3://boot-images/img-c/rootfs", rootfs).unwrap().0.part_size, Some(8 * MIB));
-        let man = back.artifact("s3://boot-images/img-c/manifest.json").unwrap();
-        assert_eq!(man.manifest_links, Some(vec!["s3://boot-images/img-c/rootfs".to_string()]));
+        assert_eq!(
+            crate::restore::upload_of("s3://boot-images/img-c/rootfs", rootfs)
+                .unwrap()
+                .0
+                .part_size,
+            Some(8 * MIB)
+        );
+        let man = back
+            .artifact("s3://boot-images/img-c/manifest.json")
+            .unwrap();
+        assert_eq!(
+            man.manifest_links,
+            Some(vec!["s3://boot-images/img-c/rootfs".to_string()])
+        );
     }
 
     #[test]
     fn a_records_only_backup_has_no_s3_data() {
         let effects = effects(&current(), &[], "t", "import add");
-        let [Effect::ArchiveAddIndex { json, .. }] = effects.as_slice() else { panic!("one index") };
+        let [Effect::ArchiveAddIndex { json, .. }] = effects.as_slice() else {
+            panic!("one index")
+        };
         let doc: Value = serde_json::from_str(json).unwrap();
         assert_eq!(doc["s3_data"], Value::Null);
         assert_eq!(read_export(&doc, &[]).unwrap().ims, current());

@@ -74,17 +74,26 @@ impl Ims {
 
 /// A record's `name`, or "".
 pub fn name(record: &Value) -> &str {
-    record.get("name").and_then(Value::as_str).unwrap_or_default()
+    record
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// A record's `created`, or "".
 pub fn created(record: &Value) -> &str {
-    record.get("created").and_then(Value::as_str).unwrap_or_default()
+    record
+        .get("created")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// A record's non-empty `link.path`.
 pub fn link_path(record: &Value) -> Option<&str> {
-    record.pointer("/link/path").and_then(Value::as_str).filter(|p| !p.is_empty())
+    record
+        .pointer("/link/path")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
 }
 
 /// Jobs that are not finished (`status` other than `success` or `error`),
@@ -96,7 +105,9 @@ pub fn running_jobs(jobs: &Records) -> Vec<String> {
             match j.get("status").and_then(Value::as_str) {
                 Some("success" | "error") => None,
                 Some(s) => Some(format!("Job {id} is not complete (status = {s})")),
-                None => Some(format!("Job {id} is not complete (no 'status' field found)")),
+                None => Some(format!(
+                    "Job {id} is not complete (no 'status' field found)"
+                )),
             }
         })
         .collect()
@@ -139,7 +150,9 @@ pub fn check_records(at: &str, value: &Value, problems: &mut Vec<String>) -> Rec
             match link.get("path") {
                 Some(Value::String(p)) if p.is_empty() || crate::s3::split_url(p).is_some() => {}
                 _ => {
-                    problems.push(format!("{here}: 'link' has no S3 URL 'path' (s3://bucket/key)"));
+                    problems.push(format!(
+                        "{here}: 'link' has no S3 URL 'path' (s3://bucket/key)"
+                    ));
                     ok = false;
                 }
             }
@@ -162,7 +175,9 @@ pub fn parse_ims(at: &str, value: &Value, problems: &mut Vec<String>) -> Ims {
     for kind in [Kind::Image, Kind::Job, Kind::PublicKey, Kind::Recipe] {
         match obj.get(kind.key()) {
             None => problems.push(format!("{at}: missing required key '{}'", kind.key())),
-            Some(v) => *ims.live_mut(kind) = check_records(&format!("{at}.{}", kind.key()), v, problems),
+            Some(v) => {
+                *ims.live_mut(kind) = check_records(&format!("{at}.{}", kind.key()), v, problems)
+            }
         }
     }
     match obj.get("deleted") {
@@ -221,14 +236,20 @@ mod tests {
         let jobs: Records = [
             ("1".to_string(), json!({"id": "1", "status": "success"})),
             ("2".to_string(), json!({"id": "2", "status": "error"})),
-            ("3".to_string(), json!({"id": "3", "status": "building_image"})),
+            (
+                "3".to_string(),
+                json!({"id": "3", "status": "building_image"}),
+            ),
             ("4".to_string(), json!({"id": "4"})),
         ]
         .into_iter()
         .collect();
         assert_eq!(
             running_jobs(&jobs),
-            vec!["Job 3 is not complete (status = building_image)", "Job 4 is not complete (no 'status' field found)"]
+            vec![
+                "Job 3 is not complete (status = building_image)",
+                "Job 4 is not complete (no 'status' field found)"
+            ]
         );
     }
 }

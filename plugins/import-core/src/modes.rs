@@ -60,8 +60,15 @@ impl Mode {
 
     /// The effect kinds the mode's plugin may emit.
     pub fn effect_kinds(self) -> &'static [&'static str] {
-        const COMMON: &[&str] =
-            &["phase", "archive-add-object", "archive-add-index", "ims-delete", "s3-upload-from-archive", "ims-store-write", "ims-restart"];
+        const COMMON: &[&str] = &[
+            "phase",
+            "archive-add-object",
+            "archive-add-index",
+            "ims-delete",
+            "s3-upload-from-archive",
+            "ims-store-write",
+            "ims-restart",
+        ];
         const WITH_ASSERT: &[&str] = &[
             "phase",
             "archive-add-object",
@@ -81,13 +88,25 @@ impl Mode {
 
 /// The phases, in order, with their descriptions.
 pub const PHASES: [(&str, &str); 7] = [
-    ("preflight", "checks before anything changes: archive integrity, buckets, the IMS pod, running jobs, the backup directory"),
-    ("backup", "pre-import backup: the current IMS records (deleted included) and the S3 objects this import deletes or replaces"),
+    (
+        "preflight",
+        "checks before anything changes: archive integrity, buckets, the IMS pod, running jobs, the backup directory",
+    ),
+    (
+        "backup",
+        "pre-import backup: the current IMS records (deleted included) and the S3 objects this import deletes or replaces",
+    ),
     ("delete", "purges and deletes of IMS records and jobs"),
     ("assert", "IMS holds what the deletes must leave"),
-    ("s3-restore", "upload the artifacts S3 lacks from the archive"),
+    (
+        "s3-restore",
+        "upload the artifacts S3 lacks from the archive",
+    ),
     ("store-write", "rewrite IMS data files, then restart IMS"),
-    ("verify", "read IMS and S3 back and compare them with the expected state"),
+    (
+        "verify",
+        "read IMS and S3 back and compare them with the expected state",
+    ),
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +152,12 @@ pub fn diff(current: &Value, exported: &Value) -> Vec<FieldChange> {
                 (Some(_), None) => "removed",
                 (None, None) => return None,
             };
-            Some(FieldChange { field: f.clone(), change: change.into(), from: from.cloned(), to: to.cloned() })
+            Some(FieldChange {
+                field: f.clone(),
+                change: change.into(),
+                from: from.cloned(),
+                to: to.cloned(),
+            })
         })
         .collect()
 }
@@ -298,7 +322,9 @@ impl Planner<'_> {
         if !matches!(kind, Kind::Image | Kind::Recipe) {
             return Ok(Vec::new());
         }
-        let Some(link) = link_path(record) else { return Ok(Vec::new()) };
+        let Some(link) = link_path(record) else {
+            return Ok(Vec::new());
+        };
         let s3 = self.inputs.s3;
         match s3.objects.get(link) {
             None => return Err(format!("s3-restore-plan did not look at {link}")),
@@ -308,34 +334,70 @@ impl Planner<'_> {
         let mut out = vec![link.to_string()];
         if kind == Kind::Image {
             match s3.manifests.get(link) {
-                Some(m) if m.error.is_none() => {
-                    out.extend(m.links.iter().filter(|l| matches!(s3.objects.get(l.as_str()), Some(Some(_)))).cloned())
+                Some(m) if m.error.is_none() => out.extend(
+                    m.links
+                        .iter()
+                        .filter(|l| matches!(s3.objects.get(l.as_str()), Some(Some(_))))
+                        .cloned(),
+                ),
+                Some(m) => {
+                    return Err(format!(
+                        "its manifest {link} cannot be read: {}",
+                        m.error.as_deref().unwrap_or_default()
+                    ));
                 }
-                Some(m) => return Err(format!("its manifest {link} cannot be read: {}", m.error.as_deref().unwrap_or_default())),
                 None => return Err(format!("s3-restore-plan did not read its manifest {link}")),
             }
         }
         Ok(out)
     }
 
-    fn delete(&mut self, kind: Kind, id: &str, record: &Value, delete: DeleteMode, why: &str) -> DeleteAction {
-        let moves_objects = matches!(delete, DeleteMode::Soft | DeleteMode::Purge | DeleteMode::Hard { cascade: true });
+    fn delete(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        record: &Value,
+        delete: DeleteMode,
+        why: &str,
+    ) -> DeleteAction {
+        let moves_objects = matches!(
+            delete,
+            DeleteMode::Soft | DeleteMode::Purge | DeleteMode::Hard { cascade: true }
+        );
         let objects = if moves_objects {
             self.objects_of(kind, record).unwrap_or_else(|e| {
-                self.problems.push(format!("cannot plan the delete of {} {id}: {e}", kind.noun()));
+                self.problems.push(format!(
+                    "cannot plan the delete of {} {id}: {e}",
+                    kind.noun()
+                ));
                 Vec::new()
             })
         } else {
             Vec::new()
         };
-        DeleteAction { kind, id: id.into(), name: name(record).into(), delete, why: why.into(), objects }
+        DeleteAction {
+            kind,
+            id: id.into(),
+            name: name(record).into(),
+            delete,
+            why: why.into(),
+            objects,
+        }
     }
 
     /// A hard delete, cascading when the record's link exists in S3 (as HPE
     /// decides), unless the cascade would delete an object that the import
     /// needs and the archive cannot restore.
-    fn hard_delete(&mut self, kind: Kind, id: &str, record: &Value, why: &str, needed: &BTreeSet<String>) -> DeleteAction {
-        let exists = link_path(record).is_some_and(|l| matches!(self.inputs.s3.objects.get(l), Some(Some(_))));
+    fn hard_delete(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        record: &Value,
+        why: &str,
+        needed: &BTreeSet<String>,
+    ) -> DeleteAction {
+        let exists = link_path(record)
+            .is_some_and(|l| matches!(self.inputs.s3.objects.get(l), Some(Some(_))));
         let cascade = matches!(kind, Kind::Image | Kind::Recipe) && exists;
         let mut action = self.delete(kind, id, record, DeleteMode::Hard { cascade }, why);
         if cascade {
@@ -343,7 +405,12 @@ impl Planner<'_> {
             let lost: Vec<&String> = action
                 .objects
                 .iter()
-                .filter(|u| needed.contains(*u) && archive.artifact(u).is_none_or(|a| restore::upload_of(u, a).is_err()))
+                .filter(|u| {
+                    needed.contains(*u)
+                        && archive
+                            .artifact(u)
+                            .is_none_or(|a| restore::upload_of(u, a).is_err())
+                })
                 .collect();
             if !lost.is_empty() {
                 self.warnings.push(format!(
@@ -363,7 +430,12 @@ impl Planner<'_> {
 /// One mode, planned. Every problem is listed at once.
 pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
     let (archive, current, s3) = (inputs.archive, inputs.current, inputs.s3);
-    let mut p = Planner { inputs, problems: Vec::new(), warnings: archive.warnings.clone(), uncascaded: false };
+    let mut p = Planner {
+        inputs,
+        problems: Vec::new(),
+        warnings: archive.warnings.clone(),
+        uncascaded: false,
+    };
     let mut differences = Vec::new();
     let deleted_store = current.deleted.clone().unwrap_or_default();
     if current.deleted.is_none() {
@@ -372,12 +444,20 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
     let running = running_jobs(&current.jobs);
     if !running.is_empty() {
         if mode == Mode::Add {
-            p.warnings.push(format!("{} IMS job(s) not complete; add goes on: {}", running.len(), running.join("; ")));
+            p.warnings.push(format!(
+                "{} IMS job(s) not complete; add goes on: {}",
+                running.len(),
+                running.join("; ")
+            ));
             if !inputs.options.ignore_running_jobs {
                 differences.push("add does not require --ignore-running-jobs while jobs run (HPE's does, through its backup)".into());
             }
         } else if inputs.options.ignore_running_jobs {
-            p.warnings.push(format!("ignoring {} incomplete job(s): {}", running.len(), running.join("; ")));
+            p.warnings.push(format!(
+                "ignoring {} incomplete job(s): {}",
+                running.len(),
+                running.join("; ")
+            ));
         } else {
             p.problems.push(format!(
                 "Aborted import due to incomplete jobs: {}. Wait until jobs are completed, or pass --ignore-running-jobs",
@@ -404,7 +484,13 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
             if action != "skip" {
                 imported.live_mut(kind).insert(id.clone(), rec.clone());
             }
-            records.push(RecordAction { kind, id: id.clone(), name: name(rec).into(), action: action.into(), diff: changes });
+            records.push(RecordAction {
+                kind,
+                id: id.clone(),
+                name: name(rec).into(),
+                action: action.into(),
+                diff: changes,
+            });
         }
     }
     let targets = restore::targets(archive, &imported.images, &imported.recipes);
@@ -418,7 +504,13 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
             for kind in Kind::RECORDS {
                 for (id, rec) in deleted_of(kind) {
                     if imported.live(kind).contains_key(id) {
-                        deletes.push(p.delete(kind, id, rec, DeleteMode::Purge, "a deleted record with an id this import adds"));
+                        deletes.push(p.delete(
+                            kind,
+                            id,
+                            rec,
+                            DeleteMode::Purge,
+                            "a deleted record with an id this import adds",
+                        ));
                     }
                 }
             }
@@ -429,10 +521,22 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
         Mode::Overwrite => {
             for kind in Kind::RECORDS {
                 for (id, rec) in deleted_of(kind) {
-                    deletes.push(p.delete(kind, id, rec, DeleteMode::Purge, "overwrite purges every deleted record"));
+                    deletes.push(p.delete(
+                        kind,
+                        id,
+                        rec,
+                        DeleteMode::Purge,
+                        "overwrite purges every deleted record",
+                    ));
                 }
                 for (id, rec) in current.live(kind) {
-                    deletes.push(p.hard_delete(kind, id, rec, "overwrite hard-deletes every record", &needed));
+                    deletes.push(p.hard_delete(
+                        kind,
+                        id,
+                        rec,
+                        "overwrite hard-deletes every record",
+                        &needed,
+                    ));
                 }
             }
         }
@@ -440,14 +544,26 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
             for kind in Kind::RECORDS {
                 for (id, rec) in deleted_of(kind) {
                     if imported.live(kind).contains_key(id) {
-                        deletes.push(p.delete(kind, id, rec, DeleteMode::Purge, "a deleted record with an id this import writes"));
+                        deletes.push(p.delete(
+                            kind,
+                            id,
+                            rec,
+                            DeleteMode::Purge,
+                            "a deleted record with an id this import writes",
+                        ));
                     }
                 }
                 for (id, rec) in current.live(kind) {
                     if imported.live(kind).contains_key(id) {
                         deletes.push(p.hard_delete(kind, id, rec, "its id is imported", &needed));
                     } else {
-                        deletes.push(p.delete(kind, id, rec, DeleteMode::Soft, "not in the archive: kept as deleted"));
+                        deletes.push(p.delete(
+                            kind,
+                            id,
+                            rec,
+                            DeleteMode::Soft,
+                            "not in the archive: kept as deleted",
+                        ));
                     }
                 }
             }
@@ -471,23 +587,48 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
             DeleteMode::Purge => "purge",
         };
         for o in &d.objects {
-            removed_by.entry(o.as_str()).or_insert_with(|| format!("{how} of {} {}", d.kind.noun(), d.id));
+            removed_by
+                .entry(o.as_str())
+                .or_insert_with(|| format!("{how} of {} {}", d.kind.noun(), d.id));
         }
     }
     let mut s3_plans = Vec::new();
     for t in &targets {
         let Some(now) = s3.objects.get(&t.url) else {
-            p.problems.push(format!("{}: s3-restore-plan did not look at it", t.url));
+            p.problems
+                .push(format!("{}: s3-restore-plan did not look at it", t.url));
             continue;
         };
-        let plan = restore::classify(t, archive, now.as_ref(), removed_by.get(t.url.as_str()).map(String::as_str));
+        let plan = restore::classify(
+            t,
+            archive,
+            now.as_ref(),
+            removed_by.get(t.url.as_str()).map(String::as_str),
+        );
         match plan.status {
-            Status::Missing => p.problems.push(format!("{} (needed by {}): {}", t.url, t.owners.join(", "), plan.why)),
-            Status::Unavailable => p.warnings.push(format!("{} (needed by {}): {}", t.url, t.owners.join(", "), plan.why)),
-            Status::Conflict => p.warnings.push(format!("conflict: {}: {}", t.url, plan.why)),
+            Status::Missing => p.problems.push(format!(
+                "{} (needed by {}): {}",
+                t.url,
+                t.owners.join(", "),
+                plan.why
+            )),
+            Status::Unavailable => p.warnings.push(format!(
+                "{} (needed by {}): {}",
+                t.url,
+                t.owners.join(", "),
+                plan.why
+            )),
+            Status::Conflict => p
+                .warnings
+                .push(format!("conflict: {}: {}", t.url, plan.why)),
             _ => {}
         }
-        if plan.upload.as_ref().is_some_and(|u| u.part_size.is_none() && u.etag.as_deref().is_some_and(|e| crate::s3::multipart_parts(e).is_some())) {
+        if plan.upload.as_ref().is_some_and(|u| {
+            u.part_size.is_none()
+                && u.etag
+                    .as_deref()
+                    .is_some_and(|e| crate::s3::multipart_parts(e).is_some())
+        }) {
             p.warnings.push(format!("{}: {}", t.url, plan.why));
         }
         s3_plans.push(plan);
@@ -508,18 +649,46 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
         let now = current.live(kind);
         let base: Records = if empties { Records::new() } else { now.clone() };
         let mut merged = base.clone();
-        merged.extend(imported.live(kind).iter().map(|(k, v)| (k.clone(), v.clone())));
-        expected.live.insert(kind.key().into(), merged.keys().cloned().collect());
+        merged.extend(
+            imported
+                .live(kind)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        expected
+            .live
+            .insert(kind.key().into(), merged.keys().cloned().collect());
         if merged == base {
             continue;
         }
         let summary = StoreSummary {
-            added: merged.keys().filter(|id| !now.contains_key(*id)).cloned().collect(),
-            replaced: merged.iter().filter(|(id, r)| now.get(*id).is_some_and(|c| empties || c != *r)).map(|(id, _)| id.clone()).collect(),
-            removed: now.keys().filter(|id| !merged.contains_key(*id)).cloned().collect(),
+            added: merged
+                .keys()
+                .filter(|id| !now.contains_key(*id))
+                .cloned()
+                .collect(),
+            replaced: merged
+                .iter()
+                .filter(|(id, r)| now.get(*id).is_some_and(|c| empties || c != *r))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            removed: now
+                .keys()
+                .filter(|id| !merged.contains_key(*id))
+                .cloned()
+                .collect(),
         };
-        store_reviews.push(StoreWriteReview { kind, count: merged.len(), summary: summary.clone() });
-        writes.push(Effect::ImsStoreWrite { ims_kind: kind, records_json: list_by_created(&merged), expect_json: list_by_id(now), summary });
+        store_reviews.push(StoreWriteReview {
+            kind,
+            count: merged.len(),
+            summary: summary.clone(),
+        });
+        writes.push(Effect::ImsStoreWrite {
+            ims_kind: kind,
+            records_json: list_by_created(&merged),
+            expect_json: list_by_id(now),
+            summary,
+        });
     }
     let restart = !writes.is_empty();
     if !archive.ims.has_no_records() && imported.has_no_records() {
@@ -540,38 +709,72 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
                 DeleteMode::Hard { .. } => {}
             }
         }
-        expected.deleted.insert(kind.key().into(), ids.into_iter().collect());
+        expected
+            .deleted
+            .insert(kind.key().into(), ids.into_iter().collect());
     }
-    expected.jobs = if empties { Vec::new() } else { current.jobs.keys().cloned().collect() };
+    expected.jobs = if empties {
+        Vec::new()
+    } else {
+        current.jobs.keys().cloned().collect()
+    };
     for t in &s3_plans {
         let entry = archive.artifact(&t.url);
         let (etag, size) = match t.status {
-            Status::Upload | Status::Present => {
-                (entry.and_then(|e| e.etag.clone()), entry.and_then(|e| e.size.or(e.member_size)).or(t.current.as_ref().map(|h| h.size)))
-            }
-            Status::Conflict => (t.current.as_ref().map(|h| h.etag.clone()), t.current.as_ref().map(|h| h.size)),
+            Status::Upload | Status::Present => (
+                entry.and_then(|e| e.etag.clone()),
+                entry
+                    .and_then(|e| e.size.or(e.member_size))
+                    .or(t.current.as_ref().map(|h| h.size)),
+            ),
+            Status::Conflict => (
+                t.current.as_ref().map(|h| h.etag.clone()),
+                t.current.as_ref().map(|h| h.size),
+            ),
             Status::Missing | Status::Unavailable => continue,
         };
         let etag = etag.or_else(|| t.current.as_ref().map(|h| h.etag.clone()));
-        expected.objects.push(ExpectedObject { url: t.url.clone(), etag, size });
+        expected.objects.push(ExpectedObject {
+            url: t.url.clone(),
+            etag,
+            size,
+        });
     }
 
     // The backup: objects deleted (cascade, purge) that the archive does not
     // restore byte for byte. Soft deletes move objects, they are not lost.
     let mut backup_objects: Vec<BackupObject> = Vec::new();
-    for d in deletes.iter().filter(|d| matches!(d.delete, DeleteMode::Purge | DeleteMode::Hard { cascade: true })) {
+    for d in deletes.iter().filter(|d| {
+        matches!(
+            d.delete,
+            DeleteMode::Purge | DeleteMode::Hard { cascade: true }
+        )
+    }) {
         for url in &d.objects {
-            let Some(Some(head)) = s3.objects.get(url) else { continue };
+            let Some(Some(head)) = s3.objects.get(url) else {
+                continue;
+            };
             let restored_identically = s3_plans.iter().any(|t| {
                 &t.url == url
                     && t.status == Status::Upload
-                    && t.upload.as_ref().is_some_and(|u| u.etag.as_deref() == Some(crate::s3::bare_etag(&head.etag).as_str()) && u.size == head.size)
+                    && t.upload.as_ref().is_some_and(|u| {
+                        u.etag.as_deref() == Some(crate::s3::bare_etag(&head.etag).as_str())
+                            && u.size == head.size
+                    })
             });
             if restored_identically || backup_objects.iter().any(|b| &b.url == url) {
                 continue;
             }
-            let manifest_links = s3.manifests.get(url).filter(|m| m.error.is_none()).map(|m| m.links.clone());
-            let how = if d.delete == DeleteMode::Purge { "purge" } else { "cascade" };
+            let manifest_links = s3
+                .manifests
+                .get(url)
+                .filter(|m| m.error.is_none())
+                .map(|m| m.links.clone());
+            let how = if d.delete == DeleteMode::Purge {
+                "purge"
+            } else {
+                "cascade"
+            };
             backup_objects.push(BackupObject {
                 url: url.clone(),
                 head: head.clone(),
@@ -580,19 +783,31 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
             });
         }
     }
-    let uploads: Vec<Effect> = s3_plans.iter().filter_map(|t| t.upload.clone()).map(Effect::S3UploadFromArchive).collect();
+    let uploads: Vec<Effect> = s3_plans
+        .iter()
+        .filter_map(|t| t.upload.clone())
+        .map(Effect::S3UploadFromArchive)
+        .collect();
     let changes = !deletes.is_empty() || !uploads.is_empty() || !writes.is_empty();
 
     // The effects, phase by phase.
     let mut effects = Vec::new();
     let phase = |effects: &mut Vec<Effect>, n: usize| {
         let (name, description) = PHASES[n];
-        effects.push(Effect::Phase { name: name.into(), description: description.into() });
+        effects.push(Effect::Phase {
+            name: name.into(),
+            description: description.into(),
+        });
     };
     phase(&mut effects, 0);
     phase(&mut effects, 1);
     if changes {
-        effects.extend(backup::effects(current, &backup_objects, &inputs.options.created, &format!("imsflow import {}", mode.name())));
+        effects.extend(backup::effects(
+            current,
+            &backup_objects,
+            &inputs.options.created,
+            &format!("imsflow import {}", mode.name()),
+        ));
     }
     phase(&mut effects, 2);
     for d in &deletes {
@@ -607,8 +822,16 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
     }
     phase(&mut effects, 3);
     match mode {
-        Mode::Overwrite => effects.push(Effect::AssertImsEmpty { live: true, deleted: true, jobs: true }),
-        Mode::SoftOverwrite => effects.push(Effect::AssertImsEmpty { live: true, deleted: false, jobs: true }),
+        Mode::Overwrite => effects.push(Effect::AssertImsEmpty {
+            live: true,
+            deleted: true,
+            jobs: true,
+        }),
+        Mode::SoftOverwrite => effects.push(Effect::AssertImsEmpty {
+            live: true,
+            deleted: false,
+            jobs: true,
+        }),
         Mode::Add | Mode::Update => {}
     }
     phase(&mut effects, 4);
@@ -630,7 +853,11 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
         store_writes: store_reviews,
         restart,
         changes,
-        backup: BackupReview { written: changes, objects: backup_objects, bytes: backup_bytes },
+        backup: BackupReview {
+            written: changes,
+            objects: backup_objects,
+            bytes: backup_bytes,
+        },
         expected,
         warnings: p.warnings,
         differences_from_hpe: differences,
@@ -649,8 +876,16 @@ fn deleted_store_of(d: &crate::ims::Deleted, kind: Kind) -> &Records {
 }
 
 /// The record a delete acts on: the deleted one for a purge, else the live one.
-fn record_of<'a>(current: &'a Ims, deleted: &'a crate::ims::Deleted, d: &DeleteAction) -> &'a Value {
-    let store = if d.delete == DeleteMode::Purge { deleted_store_of(deleted, d.kind) } else { current.live(d.kind) };
+fn record_of<'a>(
+    current: &'a Ims,
+    deleted: &'a crate::ims::Deleted,
+    d: &DeleteAction,
+) -> &'a Value {
+    let store = if d.delete == DeleteMode::Purge {
+        deleted_store_of(deleted, d.kind)
+    } else {
+        current.live(d.kind)
+    };
     &store[&d.id]
 }
 
@@ -662,12 +897,23 @@ mod tests {
     use serde_json::json;
 
     fn options(ignore_running_jobs: bool) -> Options {
-        Options { ignore_running_jobs, created: "20250101000000.000000".into() }
+        Options {
+            ignore_running_jobs,
+            created: "20250101000000.000000".into(),
+        }
     }
 
     fn run(mode: Mode, ignore: bool) -> Result<Planned, Vec<String>> {
         let (archive, current, s3, options) = (archive(), current(), s3(), options(ignore));
-        plan(mode, &Inputs { archive: &archive, current: &current, s3: &s3, options: &options })
+        plan(
+            mode,
+            &Inputs {
+                archive: &archive,
+                current: &current,
+                s3: &s3,
+                options: &options,
+            },
+        )
     }
 
     /// One short line per effect, written out by hand in the tests.
@@ -676,17 +922,40 @@ mod tests {
             .iter()
             .map(|e| match e {
                 Effect::Phase { name, .. } => format!("phase {name}"),
-                Effect::ArchiveAddObject { bucket, key, .. } => format!("backup s3://{bucket}/{key}"),
+                Effect::ArchiveAddObject { bucket, key, .. } => {
+                    format!("backup s3://{bucket}/{key}")
+                }
                 Effect::ArchiveAddIndex { path, .. } => format!("backup {path}"),
-                Effect::ImsDelete { ims_kind, id, delete, .. } => match delete {
+                Effect::ImsDelete {
+                    ims_kind,
+                    id,
+                    delete,
+                    ..
+                } => match delete {
                     DeleteMode::Soft => format!("soft {} {id}", ims_kind.noun()),
-                    DeleteMode::Hard { cascade } => format!("hard {} {id} cascade={cascade}", ims_kind.noun()),
+                    DeleteMode::Hard { cascade } => {
+                        format!("hard {} {id} cascade={cascade}", ims_kind.noun())
+                    }
                     DeleteMode::Purge => format!("purge {} {id}", ims_kind.noun()),
                 },
-                Effect::AssertImsEmpty { live, deleted, jobs } => format!("assert live={live} deleted={deleted} jobs={jobs}"),
-                Effect::S3UploadFromArchive(u) => format!("upload s3://{}/{} {:?}", u.bucket, u.key, u.precondition),
-                Effect::ImsStoreWrite { ims_kind, summary, .. } => {
-                    format!("write {} +{:?} ~{:?} -{:?}", ims_kind.noun(), summary.added, summary.replaced, summary.removed)
+                Effect::AssertImsEmpty {
+                    live,
+                    deleted,
+                    jobs,
+                } => format!("assert live={live} deleted={deleted} jobs={jobs}"),
+                Effect::S3UploadFromArchive(u) => {
+                    format!("upload s3://{}/{} {:?}", u.bucket, u.key, u.precondition)
+                }
+                Effect::ImsStoreWrite {
+                    ims_kind, summary, ..
+                } => {
+                    format!(
+                        "write {} +{:?} ~{:?} -{:?}",
+                        ims_kind.noun(),
+                        summary.added,
+                        summary.replaced,
+                        summary.removed
+                    )
                 }
                 Effect::ImsRestart => "restart".into(),
             })
@@ -697,9 +966,15 @@ mod tests {
         effects
             .iter()
             .find_map(|e| match e {
-                Effect::ImsStoreWrite { ims_kind, records_json, expect_json, .. } if *ims_kind == kind => {
-                    Some((serde_json::from_str(records_json).unwrap(), serde_json::from_str(expect_json).unwrap()))
-                }
+                Effect::ImsStoreWrite {
+                    ims_kind,
+                    records_json,
+                    expect_json,
+                    ..
+                } if *ims_kind == kind => Some((
+                    serde_json::from_str(records_json).unwrap(),
+                    serde_json::from_str(expect_json).unwrap(),
+                )),
                 _ => None,
             })
             .expect("a write of that kind")
@@ -738,10 +1013,32 @@ mod tests {
         ]));
         assert_eq!(lines(&planned.effects), want);
         let r = &planned.review;
-        let actions: Vec<(&str, &str)> = r.records.iter().map(|a| (a.id.as_str(), a.action.as_str())).collect();
-        assert_eq!(actions, vec![("img-a", "skip"), ("img-b", "add"), ("key-a", "skip"), ("rec-a", "add")]);
-        assert_eq!(r.s3_summary.conflict, v(&["s3://boot-images/img-a/rootfs"]), "BOS's manifest lists the changed rootfs");
-        assert_eq!(r.s3_summary.present, v(&["s3://boot-images/img-a/manifest.json", "s3://boot-images/k8s/kernel"]));
+        let actions: Vec<(&str, &str)> = r
+            .records
+            .iter()
+            .map(|a| (a.id.as_str(), a.action.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                ("img-a", "skip"),
+                ("img-b", "add"),
+                ("key-a", "skip"),
+                ("rec-a", "add")
+            ]
+        );
+        assert_eq!(
+            r.s3_summary.conflict,
+            v(&["s3://boot-images/img-a/rootfs"]),
+            "BOS's manifest lists the changed rootfs"
+        );
+        assert_eq!(
+            r.s3_summary.present,
+            v(&[
+                "s3://boot-images/img-a/manifest.json",
+                "s3://boot-images/k8s/kernel"
+            ])
+        );
         // The merged images, sorted by `created`: img-c (2023), img-b, img-a.
         let (records, expect) = write_of(&planned.effects, Kind::Image);
         assert_eq!(records, vec![img_c(), img_b(), img_a_current()]);
@@ -750,14 +1047,26 @@ mod tests {
         assert_eq!(r.expected.deleted["recipes"], v(&["rec-old"]));
         assert_eq!(r.expected.jobs, v(&["job-1", "job-2"]));
         assert_eq!(r.expected.live["images"], v(&["img-a", "img-b", "img-c"]));
-        assert!(r.differences_from_hpe.iter().any(|d| d.contains("purges deleted records")));
-        assert!(r.differences_from_hpe.iter().any(|d| d.contains("--ignore-running-jobs")));
+        assert!(
+            r.differences_from_hpe
+                .iter()
+                .any(|d| d.contains("purges deleted records"))
+        );
+        assert!(
+            r.differences_from_hpe
+                .iter()
+                .any(|d| d.contains("--ignore-running-jobs"))
+        );
     }
 
     #[test]
     fn a_purge_expects_the_deleted_record_as_seen() {
         let planned = run(Mode::Add, false).unwrap();
-        let purge = planned.effects.iter().find(|e| matches!(e, Effect::ImsDelete { .. })).unwrap();
+        let purge = planned
+            .effects
+            .iter()
+            .find(|e| matches!(e, Effect::ImsDelete { .. }))
+            .unwrap();
         assert_eq!(
             purge,
             &Effect::ImsDelete {
@@ -774,7 +1083,9 @@ mod tests {
     fn update_replaces_by_id_and_lists_the_fields_that_change() {
         assert_eq!(
             run(Mode::Update, false).err().unwrap(),
-            vec!["Aborted import due to incomplete jobs: Job job-2 is not complete (status = building_image). Wait until jobs are completed, or pass --ignore-running-jobs"]
+            vec![
+                "Aborted import due to incomplete jobs: Job job-2 is not complete (status = building_image). Wait until jobs are completed, or pass --ignore-running-jobs"
+            ]
         );
         let planned = run(Mode::Update, true).unwrap();
         let mut want = v(&["phase preflight", "phase backup"]);
@@ -795,15 +1106,27 @@ mod tests {
             "restart",
             "phase verify",
         ]));
-        assert_eq!(lines(&planned.effects), want, "key-a is identical: its data file is not rewritten");
+        assert_eq!(
+            lines(&planned.effects),
+            want,
+            "key-a is identical: its data file is not rewritten"
+        );
         let r = &planned.review;
         let img_a = r.records.iter().find(|a| a.id == "img-a").unwrap();
         assert_eq!(img_a.action, "replace");
         assert_eq!(
             img_a.diff,
-            vec![FieldChange { field: "name".into(), change: "changed".into(), from: Some(json!("a-renamed")), to: Some(json!("a")) }]
+            vec![FieldChange {
+                field: "name".into(),
+                change: "changed".into(),
+                from: Some(json!("a-renamed")),
+                to: Some(json!("a"))
+            }]
         );
-        assert_eq!(r.records.iter().find(|a| a.id == "key-a").unwrap().action, "keep");
+        assert_eq!(
+            r.records.iter().find(|a| a.id == "key-a").unwrap().action,
+            "keep"
+        );
         let (records, _) = write_of(&planned.effects, Kind::Image);
         assert_eq!(records, vec![img_c(), img_b(), img_a_exported()]);
     }
@@ -854,11 +1177,18 @@ mod tests {
         let r = &planned.review;
         assert_eq!(r.s3_summary.present, v(&["s3://boot-images/k8s/kernel"]));
         assert!(r.s3_summary.conflict.is_empty());
-        let rootfs = r.s3.iter().find(|t| t.url == "s3://boot-images/img-a/rootfs").unwrap();
+        let rootfs =
+            r.s3.iter()
+                .find(|t| t.url == "s3://boot-images/img-a/rootfs")
+                .unwrap();
         assert_eq!(rootfs.removed_by.as_deref(), Some("cascade of image img-a"));
         let (records, expect) = write_of(&planned.effects, Kind::Image);
         assert_eq!(records, vec![img_b(), img_a_exported()]);
-        assert_eq!(expect, vec![img_a_current(), img_c()], "the records as planned");
+        assert_eq!(
+            expect,
+            vec![img_a_current(), img_c()],
+            "the records as planned"
+        );
         assert_eq!(r.expected.deleted.values().map(Vec::len).sum::<usize>(), 0);
         assert!(r.expected.jobs.is_empty());
         let backed: u64 = 90 + 85 + 80 + 12 * MIB + 60 + 70 + 95;
@@ -876,7 +1206,9 @@ mod tests {
                 size: 12 * MIB,
                 sha256: None,
                 content_type: Some("application/octet-stream".into()),
-                metadata: [("md5sum".to_string(), "m".to_string())].into_iter().collect(),
+                metadata: [("md5sum".to_string(), "m".to_string())]
+                    .into_iter()
+                    .collect(),
                 part_size: Some(5 * MIB),
                 etag: Some(ROOTFS_ETAG.into()),
                 precondition: Precondition::Absent,
@@ -923,7 +1255,13 @@ mod tests {
         assert_eq!(r.expected.deleted["public_keys"], v(&["key-c"]));
         assert_eq!(r.expected.deleted["recipes"], v(&["rec-c", "rec-old"]));
         let soft_c = r.deletes.iter().find(|d| d.id == "img-c").unwrap();
-        assert_eq!(soft_c.objects, v(&["s3://boot-images/img-c/manifest.json", "s3://boot-images/img-c/rootfs"]));
+        assert_eq!(
+            soft_c.objects,
+            v(&[
+                "s3://boot-images/img-c/manifest.json",
+                "s3://boot-images/img-c/rootfs"
+            ])
+        );
     }
 
     #[test]
@@ -935,20 +1273,56 @@ mod tests {
         archive.bos = None;
         archive.bss = None;
         let mut s3 = s3();
-        s3.objects.insert("s3://boot-images/img-a/kernel".into(), Some(head(10, KERNEL)));
-        s3.objects.insert("s3://boot-images/img-a/rootfs".into(), Some(head(12 * MIB, ROOTFS_ETAG)));
+        s3.objects.insert(
+            "s3://boot-images/img-a/kernel".into(),
+            Some(head(10, KERNEL)),
+        );
+        s3.objects.insert(
+            "s3://boot-images/img-a/rootfs".into(),
+            Some(head(12 * MIB, ROOTFS_ETAG)),
+        );
         let options = options(false);
-        let inputs = Inputs { archive: &archive, current: &current, s3: &s3, options: &options };
-        let want = v(&["phase preflight", "phase backup", "phase delete", "phase assert", "phase s3-restore", "phase store-write", "phase verify"]);
+        let inputs = Inputs {
+            archive: &archive,
+            current: &current,
+            s3: &s3,
+            options: &options,
+        };
+        let want = v(&[
+            "phase preflight",
+            "phase backup",
+            "phase delete",
+            "phase assert",
+            "phase s3-restore",
+            "phase store-write",
+            "phase verify",
+        ]);
         let planned = add(&inputs).unwrap();
         assert_eq!(lines(&planned.effects), want);
-        assert!(!planned.review.changes && !planned.review.backup.written && !planned.review.restart);
-        assert!(planned.review.warnings.iter().any(|w| w == "No IMS data to import"));
+        assert!(
+            !planned.review.changes && !planned.review.backup.written && !planned.review.restart
+        );
+        assert!(
+            planned
+                .review
+                .warnings
+                .iter()
+                .any(|w| w == "No IMS data to import")
+        );
         // update of the same: identical records, present objects, rec-c's object absent and not in the archive.
-        let planned = update(&Inputs { options: &Options { ignore_running_jobs: true, ..options.clone() }, ..inputs }).unwrap_err();
+        let planned = update(&Inputs {
+            options: &Options {
+                ignore_running_jobs: true,
+                ..options.clone()
+            },
+            ..inputs
+        })
+        .unwrap_err();
         assert_eq!(
             planned,
-            vec!["s3://ims/recipes/rec-c/recipe.tar.gz (needed by recipe rec-c): absent, and export.json has no artifact entry for it"]
+            vec![
+                "s3://ims/recipes/rec-c/recipe.tar.gz (needed by recipe rec-c): absent, and export.json has no artifact entry for it"
+            ]
         );
     }
 
@@ -959,14 +1333,32 @@ mod tests {
         let mut archive = archive();
         archive.artifacts = None;
         let (current, s3, options) = (current(), s3(), options(true));
-        let planned = update(&Inputs { archive: &archive, current: &current, s3: &s3, options: &options }).unwrap();
+        let planned = update(&Inputs {
+            archive: &archive,
+            current: &current,
+            s3: &s3,
+            options: &options,
+        })
+        .unwrap();
         let l = lines(&planned.effects);
         assert!(!l.iter().any(|l| l.starts_with("upload")), "{l:?}");
         assert!(l.contains(&"write image +[\"img-b\"] ~[\"img-a\"] -[]".to_string()));
         // Without s3_data no manifest lists links: the targets are the
         // manifests, the recipe archive and the link sources.
-        assert_eq!(planned.review.s3_summary.unavailable, v(&["s3://boot-images/img-b/manifest.json", "s3://ims/recipes/rec-a/recipe.tar.gz"]));
-        assert!(planned.review.differences_from_hpe.iter().any(|d| d.contains("s3_data: null")));
+        assert_eq!(
+            planned.review.s3_summary.unavailable,
+            v(&[
+                "s3://boot-images/img-b/manifest.json",
+                "s3://ims/recipes/rec-a/recipe.tar.gz"
+            ])
+        );
+        assert!(
+            planned
+                .review
+                .differences_from_hpe
+                .iter()
+                .any(|d| d.contains("s3_data: null"))
+        );
     }
 
     /// Without S3 data, overwrite must not cascade-delete img-a's objects
@@ -976,11 +1368,26 @@ mod tests {
         let mut archive = archive();
         archive.artifacts = None;
         let (current, s3, options) = (current(), s3(), options(true));
-        let planned = overwrite(&Inputs { archive: &archive, current: &current, s3: &s3, options: &options }).unwrap();
+        let planned = overwrite(&Inputs {
+            archive: &archive,
+            current: &current,
+            s3: &s3,
+            options: &options,
+        })
+        .unwrap();
         let l = lines(&planned.effects);
-        assert!(l.contains(&"hard image img-a cascade=false".to_string()), "{l:?}");
+        assert!(
+            l.contains(&"hard image img-a cascade=false".to_string()),
+            "{l:?}"
+        );
         assert!(l.contains(&"hard image img-c cascade=true".to_string()));
-        assert!(planned.review.differences_from_hpe.iter().any(|d| d.contains("does not cascade")));
+        assert!(
+            planned
+                .review
+                .differences_from_hpe
+                .iter()
+                .any(|d| d.contains("does not cascade"))
+        );
     }
 
     /// HPE's bug 5: a changed object under an existing key is a conflict,
@@ -988,12 +1395,36 @@ mod tests {
     #[test]
     fn a_changed_object_is_a_reported_conflict_never_overwritten() {
         let planned = run(Mode::Update, true).unwrap();
-        let t = planned.review.s3.iter().find(|t| t.url == "s3://boot-images/img-a/rootfs").unwrap();
+        let t = planned
+            .review
+            .s3
+            .iter()
+            .find(|t| t.url == "s3://boot-images/img-a/rootfs")
+            .unwrap();
         assert_eq!(t.status, Status::Conflict);
-        assert!(!planned.effects.iter().any(|e| matches!(e, Effect::S3UploadFromArchive(u) if u.key == "img-a/rootfs")));
-        assert!(planned.review.warnings.iter().any(|w| w.starts_with("conflict: s3://boot-images/img-a/rootfs")));
+        assert!(
+            !planned
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::S3UploadFromArchive(u) if u.key == "img-a/rootfs"))
+        );
+        assert!(
+            planned
+                .review
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("conflict: s3://boot-images/img-a/rootfs"))
+        );
         assert_eq!(
-            planned.review.expected.objects.iter().find(|o| o.url == t.url).unwrap().etag.as_deref(),
+            planned
+                .review
+                .expected
+                .objects
+                .iter()
+                .find(|o| o.url == t.url)
+                .unwrap()
+                .etag
+                .as_deref(),
             Some(CHANGED),
             "the conflicting object stays"
         );
@@ -1006,9 +1437,18 @@ mod tests {
         current.deleted = None;
         let mut s3 = s3();
         s3.objects.remove("s3://boot-images/k8s/kernel");
-        s3.manifests.get_mut("s3://boot-images/img-c/manifest.json").unwrap().error = Some("not JSON".into());
+        s3.manifests
+            .get_mut("s3://boot-images/img-c/manifest.json")
+            .unwrap()
+            .error = Some("not JSON".into());
         let options = options(false);
-        let problems = overwrite(&Inputs { archive: &archive, current: &current, s3: &s3, options: &options }).unwrap_err();
+        let problems = overwrite(&Inputs {
+            archive: &archive,
+            current: &current,
+            s3: &s3,
+            options: &options,
+        })
+        .unwrap_err();
         assert_eq!(
             problems,
             vec![
@@ -1022,8 +1462,17 @@ mod tests {
 
     #[test]
     fn diffs_name_added_removed_and_changed_fields() {
-        let d = diff(&json!({"a": 1, "b": 2, "c": 3}), &json!({"a": 1, "b": 5, "d": 4}));
-        let names: Vec<(&str, &str)> = d.iter().map(|c| (c.field.as_str(), c.change.as_str())).collect();
-        assert_eq!(names, vec![("b", "changed"), ("c", "removed"), ("d", "added")]);
+        let d = diff(
+            &json!({"a": 1, "b": 2, "c": 3}),
+            &json!({"a": 1, "b": 5, "d": 4}),
+        );
+        let names: Vec<(&str, &str)> = d
+            .iter()
+            .map(|c| (c.field.as_str(), c.change.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("b", "changed"), ("c", "removed"), ("d", "added")]
+        );
     }
 }

@@ -34,10 +34,16 @@ pub fn targets(archive: &ArchiveData, images: &Records, recipes: &Records) -> Ve
                 t.owners.push(owner)
             }
         }
-        None => out.push(Target { url: url.to_string(), owners: vec![owner] }),
+        None => out.push(Target {
+            url: url.to_string(),
+            owners: vec![owner],
+        }),
     };
     let manifest_links = |url: &str| -> Vec<String> {
-        archive.artifact(url).and_then(|a| a.manifest_links.clone()).unwrap_or_default()
+        archive
+            .artifact(url)
+            .and_then(|a| a.manifest_links.clone())
+            .unwrap_or_default()
     };
     for (id, image) in images {
         if let Some(url) = link_path(image) {
@@ -52,7 +58,11 @@ pub fn targets(archive: &ArchiveData, images: &Records, recipes: &Records) -> Ve
             add(url, format!("recipe {id}"));
         }
     }
-    for (source, links) in [("BOS", &archive.bos), ("BSS", &archive.bss), ("product catalog", &archive.product_catalog)] {
+    for (source, links) in [
+        ("BOS", &archive.bos),
+        ("BSS", &archive.bss),
+        ("product catalog", &archive.product_catalog),
+    ] {
         for url in links.iter().flatten() {
             for l in manifest_links(url) {
                 add(&l, format!("manifest {url} ({source})"));
@@ -102,7 +112,12 @@ pub struct TargetPlan {
 /// Decides one target: `now` is its HEAD at plan time, `removed_by` names
 /// the planned delete that removes it before the restore (it is then
 /// absent when the upload runs).
-pub fn classify(target: &Target, archive: &ArchiveData, now: Option<&Head>, removed_by: Option<&str>) -> TargetPlan {
+pub fn classify(
+    target: &Target,
+    archive: &ArchiveData,
+    now: Option<&Head>,
+    removed_by: Option<&str>,
+) -> TargetPlan {
     let entry = archive.artifact(&target.url);
     let mut plan = TargetPlan {
         url: target.url.clone(),
@@ -120,16 +135,37 @@ pub fn classify(target: &Target, archive: &ArchiveData, now: Option<&Head>, remo
         let want_size = entry.and_then(|e| e.size.or(e.member_size));
         let size_ok = want_size.is_none_or(|s| s == h.size);
         let (status, why) = match entry.and_then(|e| e.etag.as_deref()) {
-            Some(etag) if bare_etag(&h.etag) == etag && size_ok => (Status::Present, format!("present with the exported ETag {etag}")),
+            Some(etag) if bare_etag(&h.etag) == etag && size_ok => (
+                Status::Present,
+                format!("present with the exported ETag {etag}"),
+            ),
             Some(etag) => (
                 Status::Conflict,
-                format!("exists with ETag {} ({} bytes), the export has ETag {etag} ({} bytes): kept, not overwritten", h.etag, h.size, show(want_size)),
+                format!(
+                    "exists with ETag {} ({} bytes), the export has ETag {etag} ({} bytes): kept, not overwritten",
+                    h.etag,
+                    h.size,
+                    show(want_size)
+                ),
             ),
-            None if entry.is_none() => (Status::Present, "present; the archive does not describe it".into()),
-            None if size_ok => (Status::Present, format!("present with the exported size ({} bytes); the export records no ETag", h.size)),
+            None if entry.is_none() => (
+                Status::Present,
+                "present; the archive does not describe it".into(),
+            ),
+            None if size_ok => (
+                Status::Present,
+                format!(
+                    "present with the exported size ({} bytes); the export records no ETag",
+                    h.size
+                ),
+            ),
             None => (
                 Status::Conflict,
-                format!("exists with {} bytes, the archive has {}: kept, not overwritten", h.size, show(want_size)),
+                format!(
+                    "exists with {} bytes, the archive has {}: kept, not overwritten",
+                    h.size,
+                    show(want_size)
+                ),
             ),
         };
         plan.status = status;
@@ -142,9 +178,15 @@ pub fn classify(target: &Target, archive: &ArchiveData, now: Option<&Head>, remo
     };
     let Some(entry) = entry else {
         (plan.status, plan.why) = if archive.artifacts.is_none() {
-            (Status::Unavailable, format!("{gone}, and the archive has no S3 data (s3_data is null)"))
+            (
+                Status::Unavailable,
+                format!("{gone}, and the archive has no S3 data (s3_data is null)"),
+            )
         } else {
-            (Status::Missing, format!("{gone}, and export.json has no artifact entry for it"))
+            (
+                Status::Missing,
+                format!("{gone}, and export.json has no artifact entry for it"),
+            )
         };
         return plan;
     };
@@ -175,7 +217,12 @@ pub fn upload_of(url: &str, entry: &Artifact) -> Result<(Upload, String), String
     let (Some((bucket, key)), Some(size)) = (split_url(url), entry.member_size) else {
         return Err(format!("the archive has no member {}", entry.relpath));
     };
-    let part_size = entry.part_size.or_else(|| entry.etag.as_deref().and_then(|e| part_size_for_etag(e, size)));
+    let part_size = entry.part_size.or_else(|| {
+        entry
+            .etag
+            .as_deref()
+            .and_then(|e| part_size_for_etag(e, size))
+    });
     let note = match (&entry.etag, part_size) {
         (Some(e), None) if multipart_parts(e).is_some() => {
             format!(" (no part size gives ETag {e} for {size} bytes: the new ETag will differ)")
@@ -248,10 +295,16 @@ pub struct Manifest {
 /// The artifact links a manifest lists (`artifacts[].link.path`).
 pub fn manifest_links(bytes: &[u8]) -> Result<Vec<String>, String> {
     let manifest: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let artifacts = manifest.get("artifacts").and_then(Value::as_array).ok_or("no 'artifacts' list")?;
+    let artifacts = manifest
+        .get("artifacts")
+        .and_then(Value::as_array)
+        .ok_or("no 'artifacts' list")?;
     let mut links: Vec<String> = Vec::new();
     for a in artifacts {
-        if let Some(p) = a.pointer("/link/path").and_then(Value::as_str).filter(|p| !p.is_empty())
+        if let Some(p) = a
+            .pointer("/link/path")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
             && !links.iter().any(|l| l == p)
         {
             links.push(p.to_string());
@@ -275,7 +328,10 @@ pub struct S3State {
 /// The URLs `s3-restore-plan` HEADs first: every target of the archive, and
 /// every current record's link (a hard delete cascades only when it exists).
 pub fn urls_to_head(archive: &ArchiveData, current: &Ims) -> Vec<String> {
-    let mut urls: Vec<String> = targets(archive, &archive.ims.images, &archive.ims.recipes).into_iter().map(|t| t.url).collect();
+    let mut urls: Vec<String> = targets(archive, &archive.ims.images, &archive.ims.recipes)
+        .into_iter()
+        .map(|t| t.url)
+        .collect();
     for (_, r) in current_linked(current) {
         if let Some(p) = link_path(r)
             && !urls.iter().any(|u| u == p)
@@ -289,8 +345,16 @@ pub fn urls_to_head(archive: &ArchiveData, current: &Ims) -> Vec<String> {
 /// Current images and recipes, live and deleted: (is image, record).
 fn current_linked(current: &Ims) -> impl Iterator<Item = (bool, &Value)> {
     let d = current.deleted.as_ref();
-    let images = current.images.values().chain(d.into_iter().flat_map(|d| d.images.values())).map(|r| (true, r));
-    let recipes = current.recipes.values().chain(d.into_iter().flat_map(|d| d.recipes.values())).map(|r| (false, r));
+    let images = current
+        .images
+        .values()
+        .chain(d.into_iter().flat_map(|d| d.images.values()))
+        .map(|r| (true, r));
+    let recipes = current
+        .recipes
+        .values()
+        .chain(d.into_iter().flat_map(|d| d.recipes.values()))
+        .map(|r| (false, r));
     images.chain(recipes)
 }
 
@@ -312,10 +376,20 @@ pub fn manifests_to_read(current: &Ims, objects: &BTreeMap<String, Option<Head>>
 
 /// Decides every target of the archive against `objects` (nothing deleted
 /// first): the review `s3-restore-plan` outputs.
-pub fn plan_all(archive: &ArchiveData, objects: &BTreeMap<String, Option<Head>>) -> Vec<TargetPlan> {
+pub fn plan_all(
+    archive: &ArchiveData,
+    objects: &BTreeMap<String, Option<Head>>,
+) -> Vec<TargetPlan> {
     targets(archive, &archive.ims.images, &archive.ims.recipes)
         .iter()
-        .map(|t| classify(t, archive, objects.get(&t.url).and_then(Option::as_ref), None))
+        .map(|t| {
+            classify(
+                t,
+                archive,
+                objects.get(&t.url).and_then(Option::as_ref),
+                None,
+            )
+        })
         .collect()
 }
 
@@ -349,7 +423,10 @@ mod tests {
     #[test]
     fn absent_objects_upload_with_their_recorded_attributes() {
         let a = archive();
-        let t = Target { url: "s3://boot-images/img-a/rootfs".into(), owners: vec![] };
+        let t = Target {
+            url: "s3://boot-images/img-a/rootfs".into(),
+            owners: vec![],
+        };
         let p = classify(&t, &a, None, None);
         assert_eq!(p.status, Status::Upload);
         assert_eq!(
@@ -361,7 +438,9 @@ mod tests {
                 size: 12 * MIB,
                 sha256: None,
                 content_type: Some("application/octet-stream".into()),
-                metadata: [("md5sum".to_string(), "m".to_string())].into_iter().collect(),
+                metadata: [("md5sum".to_string(), "m".to_string())]
+                    .into_iter()
+                    .collect(),
                 // `-3` over 12 MiB: 5 MiB parts, not boto3's 8 MiB.
                 part_size: Some(5 * MIB),
                 etag: Some(ROOTFS_ETAG.into()),
@@ -374,7 +453,10 @@ mod tests {
     #[test]
     fn an_identical_object_is_present_and_a_different_one_a_conflict() {
         let a = archive();
-        let t = Target { url: "s3://boot-images/img-a/rootfs".into(), owners: vec![] };
+        let t = Target {
+            url: "s3://boot-images/img-a/rootfs".into(),
+            owners: vec![],
+        };
         let same = head(12 * MIB, &format!("\"{ROOTFS_ETAG}\""));
         assert_eq!(classify(&t, &a, Some(&same), None).status, Status::Present);
         let changed = head(12 * MIB, "ffffffffffffffffffffffffffffffff-2");
@@ -382,7 +464,10 @@ mod tests {
         assert_eq!(p.status, Status::Conflict);
         assert_eq!(p.upload, None, "a conflict is never overwritten");
         let resized = head(1, ROOTFS_ETAG);
-        assert_eq!(classify(&t, &a, Some(&resized), None).status, Status::Conflict);
+        assert_eq!(
+            classify(&t, &a, Some(&resized), None).status,
+            Status::Conflict
+        );
         // Deleted first by the plan: uploaded, as absent.
         let p = classify(&t, &a, Some(&changed), Some("cascade of image img-a"));
         assert_eq!(p.status, Status::Upload);
@@ -393,11 +478,20 @@ mod tests {
     fn an_absent_target_without_a_member_is_missing() {
         let a = archive();
         // extra/file's entry names a member the archive lacks.
-        let t = Target { url: "s3://boot-images/extra/file".into(), owners: vec![] };
+        let t = Target {
+            url: "s3://boot-images/extra/file".into(),
+            owners: vec![],
+        };
         let p = classify(&t, &a, None, None);
         assert_eq!(p.status, Status::Missing);
-        assert_eq!(p.why, "absent, and the archive has no member s3_artifacts/boot-images/extra_file");
-        let t = Target { url: "s3://boot-images/none".into(), owners: vec![] };
+        assert_eq!(
+            p.why,
+            "absent, and the archive has no member s3_artifacts/boot-images/extra_file"
+        );
+        let t = Target {
+            url: "s3://boot-images/none".into(),
+            owners: vec![],
+        };
         assert_eq!(classify(&t, &a, None, None).status, Status::Missing);
     }
 
@@ -405,9 +499,15 @@ mod tests {
     fn without_s3_data_absent_targets_are_unavailable() {
         let mut a = archive();
         a.artifacts = None;
-        let t = Target { url: "s3://boot-images/img-a/rootfs".into(), owners: vec![] };
+        let t = Target {
+            url: "s3://boot-images/img-a/rootfs".into(),
+            owners: vec![],
+        };
         assert_eq!(classify(&t, &a, None, None).status, Status::Unavailable);
-        assert_eq!(classify(&t, &a, Some(&head(1, "x")), None).status, Status::Present);
+        assert_eq!(
+            classify(&t, &a, Some(&head(1, "x")), None).status,
+            Status::Present
+        );
     }
 
     #[test]

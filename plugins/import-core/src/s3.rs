@@ -69,7 +69,10 @@ mod tests {
 
     #[test]
     fn urls_split_into_bucket_and_key() {
-        assert_eq!(split_url("s3://boot-images/a/b/manifest.json"), Some(("boot-images", "a/b/manifest.json")));
+        assert_eq!(
+            split_url("s3://boot-images/a/b/manifest.json"),
+            Some(("boot-images", "a/b/manifest.json"))
+        );
         assert_eq!(split_url("s3://ims/"), None);
         assert_eq!(split_url("s3:///key"), None);
         assert_eq!(split_url("http://ims/key"), None);

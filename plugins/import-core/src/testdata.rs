@@ -31,7 +31,11 @@ pub const K8S: &str = "99999999999999999999999999999999";
 pub const CHANGED: &str = "ffffffffffffffffffffffffffffffff-2";
 
 pub fn head(size: u64, etag: &str) -> Head {
-    Head { size, etag: etag.into(), ..Head::default() }
+    Head {
+        size,
+        etag: etag.into(),
+        ..Head::default()
+    }
 }
 
 fn link(path: &str) -> Value {
@@ -93,7 +97,10 @@ fn entry(relpath: &str, size: u64, etag: &str) -> Value {
 
 pub fn export_json() -> Value {
     let mut man_a = entry("s3_artifacts/boot-images/img-a_manifest.json", 100, MAN_A);
-    man_a["manifest_links"] = json!(["s3://boot-images/img-a/rootfs", "s3://boot-images/img-a/kernel"]);
+    man_a["manifest_links"] = json!([
+        "s3://boot-images/img-a/rootfs",
+        "s3://boot-images/img-a/kernel"
+    ]);
     let mut man_b = entry("s3_artifacts/boot-images/img-b_manifest.json", 50, MAN_B);
     man_b["manifest_links"] = json!(["s3://boot-images/img-b/rootfs"]);
     json!({
@@ -134,7 +141,10 @@ pub fn members() -> Vec<(String, u64)> {
         ("s3_artifacts/boot-images/img-b_rootfs", 40),
         ("s3_artifacts/ims/recipes_rec-a_recipe.tar.gz", 20),
         ("s3_artifacts/boot-images/k8s_kernel", 30),
-        ("s3_artifacts/boot-images/deleted_img-d_deleted_manifest.json", 5),
+        (
+            "s3_artifacts/boot-images/deleted_img-d_deleted_manifest.json",
+            5,
+        ),
     ]
     .iter()
     .map(|(p, s)| (p.to_string(), *s))
@@ -158,35 +168,78 @@ pub fn current() -> Ims {
 
 pub fn s3() -> S3State {
     let objects: BTreeMap<String, Option<Head>> = [
-        ("s3://boot-images/img-a/manifest.json", Some(head(100, MAN_A))),
-        ("s3://boot-images/img-a/rootfs", Some(head(12 * MIB, CHANGED))),
+        (
+            "s3://boot-images/img-a/manifest.json",
+            Some(head(100, MAN_A)),
+        ),
+        (
+            "s3://boot-images/img-a/rootfs",
+            Some(head(12 * MIB, CHANGED)),
+        ),
         ("s3://boot-images/img-a/kernel", None),
         ("s3://boot-images/img-b/manifest.json", None),
         ("s3://boot-images/img-b/rootfs", None),
         ("s3://ims/recipes/rec-a/recipe.tar.gz", None),
         ("s3://boot-images/k8s/kernel", Some(head(30, K8S))),
-        ("s3://boot-images/img-c/manifest.json", Some(head(60, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0"))),
-        ("s3://boot-images/img-c/rootfs", Some(head(70, "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"))),
+        (
+            "s3://boot-images/img-c/manifest.json",
+            Some(head(60, "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0")),
+        ),
+        (
+            "s3://boot-images/img-c/rootfs",
+            Some(head(70, "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1")),
+        ),
         ("s3://ims/recipes/rec-c/recipe.tar.gz", None),
-        ("s3://boot-images/deleted/img-b/deleted_manifest.json", Some(head(80, "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"))),
-        ("s3://boot-images/deleted/img-b/rootfs", Some(head(90, "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1"))),
-        ("s3://boot-images/deleted/img-b/manifest.json", Some(head(85, "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"))),
-        ("s3://ims/deleted/recipes/rec-old/recipe.tar.gz", Some(head(95, "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0"))),
+        (
+            "s3://boot-images/deleted/img-b/deleted_manifest.json",
+            Some(head(80, "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0")),
+        ),
+        (
+            "s3://boot-images/deleted/img-b/rootfs",
+            Some(head(90, "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1")),
+        ),
+        (
+            "s3://boot-images/deleted/img-b/manifest.json",
+            Some(head(85, "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2")),
+        ),
+        (
+            "s3://ims/deleted/recipes/rec-old/recipe.tar.gz",
+            Some(head(95, "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0")),
+        ),
     ]
     .into_iter()
     .map(|(u, h)| (u.to_string(), h))
     .collect();
-    let manifest = |links: &[&str]| Manifest { links: links.iter().map(|l| l.to_string()).collect(), error: None };
+    let manifest = |links: &[&str]| Manifest {
+        links: links.iter().map(|l| l.to_string()).collect(),
+        error: None,
+    };
     let manifests = [
-        ("s3://boot-images/img-a/manifest.json", manifest(&["s3://boot-images/img-a/rootfs", "s3://boot-images/img-a/kernel"])),
-        ("s3://boot-images/img-c/manifest.json", manifest(&["s3://boot-images/img-c/rootfs"])),
+        (
+            "s3://boot-images/img-a/manifest.json",
+            manifest(&[
+                "s3://boot-images/img-a/rootfs",
+                "s3://boot-images/img-a/kernel",
+            ]),
+        ),
+        (
+            "s3://boot-images/img-c/manifest.json",
+            manifest(&["s3://boot-images/img-c/rootfs"]),
+        ),
         (
             "s3://boot-images/deleted/img-b/deleted_manifest.json",
-            manifest(&["s3://boot-images/deleted/img-b/rootfs", "s3://boot-images/deleted/img-b/manifest.json"]),
+            manifest(&[
+                "s3://boot-images/deleted/img-b/rootfs",
+                "s3://boot-images/deleted/img-b/manifest.json",
+            ]),
         ),
     ]
     .into_iter()
     .map(|(u, m)| (u.to_string(), m))
     .collect();
-    S3State { objects, manifests, ..S3State::default() }
+    S3State {
+        objects,
+        manifests,
+        ..S3State::default()
+    }
 }
