@@ -510,6 +510,69 @@ mod tests {
         );
     }
 
+    /// An HPE archive records no sha256 or part size: the ETag and size come
+    /// from `describe`, the part size from the ETag.
+    #[test]
+    fn an_hpe_entry_uploads_with_the_part_size_its_etag_implies() {
+        let doc = serde_json::json!({
+            "created": "x",
+            "ims_data": {"deleted": null, "images": {}, "jobs": {}, "public_keys": {}, "recipes": {}},
+            "bss": ["s3://boot-images/k8s/rootfs"],
+            "s3_data": {"artifacts": {"s3://boot-images/k8s/rootfs": {
+                "relpath": "s3_artifacts/boot-images/k8s_rootfs",
+                "describe": {"artifact": {"ContentLength": 20 * MIB, "ETag": "\"0123456789abcdef0123456789abcdef-2\"",
+                    "ContentType": "binary/octet-stream", "Metadata": {}}}}}}
+        });
+        let members = vec![("s3_artifacts/boot-images/k8s_rootfs".to_string(), 20 * MIB)];
+        let a = crate::archive::read_export(&doc, &members).unwrap();
+        let plans = plan_all(
+            &a,
+            &[("s3://boot-images/k8s/rootfs".to_string(), None)]
+                .into_iter()
+                .collect(),
+        );
+        let u = plans[0].upload.clone().unwrap();
+        assert_eq!(
+            (
+                u.sha256,
+                u.part_size,
+                u.etag.as_deref(),
+                u.content_type.as_deref()
+            ),
+            (
+                None,
+                Some(16 * MIB),
+                Some("0123456789abcdef0123456789abcdef-2"),
+                Some("binary/octet-stream")
+            )
+        );
+        assert_eq!(summarize(&plans).upload_bytes, 20 * MIB);
+    }
+
+    #[test]
+    fn the_restore_plan_looks_at_current_links_and_their_manifests() {
+        let (a, current, s3) = (archive(), current(), s3());
+        let urls = urls_to_head(&a, &current);
+        assert_eq!(
+            urls[7..],
+            [
+                "s3://boot-images/img-c/manifest.json",
+                "s3://boot-images/deleted/img-b/deleted_manifest.json",
+                "s3://ims/recipes/rec-c/recipe.tar.gz",
+                "s3://ims/deleted/recipes/rec-old/recipe.tar.gz",
+            ],
+            "after the seven targets: every current record's link, live then deleted"
+        );
+        assert_eq!(
+            manifests_to_read(&current, &s3.objects),
+            vec![
+                "s3://boot-images/img-a/manifest.json",
+                "s3://boot-images/img-c/manifest.json",
+                "s3://boot-images/deleted/img-b/deleted_manifest.json",
+            ]
+        );
+    }
+
     #[test]
     fn manifests_list_their_artifact_links_once() {
         let m = br#"{"version":"1.0","artifacts":[{"link":{"path":"s3://b/x"}},{"link":{"path":"s3://b/y"}},{"link":{"path":"s3://b/x"}},{"md5":"m"}]}"#;
