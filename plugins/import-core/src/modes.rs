@@ -24,7 +24,9 @@
 //! - uploads reproduce the exported ETag (part size) and carry the exported
 //!   content type and metadata;
 //! - a hard delete does not cascade when that would delete an object the
-//!   import needs and the archive cannot restore;
+//!   import needs and the archive cannot restore, nor when every object it
+//!   would delete is one the import puts back identically (same ETag and
+//!   size): HPE deletes and re-uploads those bytes;
 //! - a data file whose records do not change is not rewritten, and IMS is
 //!   not restarted when no data file changes (HPE rewrites all three and
 //!   restarts whenever it imports any record);
@@ -312,6 +314,8 @@ struct Planner<'a> {
     warnings: Vec<String>,
     /// A hard delete was planned without the cascade HPE would send.
     uncascaded: bool,
+    /// A hard delete kept artifacts that the import would restore identically.
+    kept_identical: bool,
 }
 
 impl Planner<'_> {
@@ -350,6 +354,20 @@ impl Planner<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the object at `url` is now exactly what the archive holds
+    /// for it (ETag and size).
+    fn identical(&self, url: &str) -> bool {
+        let (Some(Some(now)), Some(entry)) = (
+            self.inputs.s3.objects.get(url),
+            self.inputs.archive.artifact(url),
+        ) else {
+            return false;
+        };
+        entry.etag.as_deref() == Some(crate::s3::bare_etag(&now.etag).as_str())
+            && entry.size.or(entry.member_size) == Some(now.size)
+            && entry.problems.is_empty()
     }
 
     fn delete(
@@ -400,6 +418,21 @@ impl Planner<'_> {
             .is_some_and(|l| matches!(self.inputs.s3.objects.get(l), Some(Some(_))));
         let cascade = matches!(kind, Kind::Image | Kind::Recipe) && exists;
         let mut action = self.delete(kind, id, record, DeleteMode::Hard { cascade }, why);
+        if cascade
+            && !action.objects.is_empty()
+            && action
+                .objects
+                .iter()
+                .all(|u| needed.contains(u) && self.identical(u))
+        {
+            // The cascade would delete exactly what the import puts back byte
+            // for byte: HPE's delete and re-upload, without the traffic, and
+            // without uploads that S3 would see as already done.
+            action.delete = DeleteMode::Hard { cascade: false };
+            action.objects.clear();
+            self.kept_identical = true;
+            return action;
+        }
         if cascade {
             let archive = self.inputs.archive;
             let lost: Vec<&String> = action
@@ -435,6 +468,7 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
         problems: Vec::new(),
         warnings: archive.warnings.clone(),
         uncascaded: false,
+        kept_identical: false,
     };
     let mut differences = Vec::new();
     let deleted_store = current.deleted.clone().unwrap_or_default();
@@ -573,6 +607,12 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
         for (id, job) in &current.jobs {
             deletes.push(p.delete(Kind::Job, id, job, DeleteMode::Soft, "every job is deleted"));
         }
+    }
+    if p.kept_identical {
+        differences.push(
+            "a hard delete does not cascade when its artifacts are exactly what the import uploads again (HPE deletes and re-uploads them)"
+                .into(),
+        );
     }
     if p.uncascaded {
         differences.push("a hard delete does not cascade where that would delete an object the import needs and cannot restore".into());
@@ -1457,6 +1497,49 @@ mod tests {
                 "cannot plan the delete of image img-c: its manifest s3://boot-images/img-c/manifest.json cannot be read: not JSON".into(),
                 "s3://boot-images/k8s/kernel: s3-restore-plan did not look at it".into(),
             ]
+        );
+    }
+
+    /// Overwriting a system with its own export: img-a's objects are what
+    /// the archive holds, so no cascade deletes and re-uploads them.
+    #[test]
+    fn overwrite_keeps_artifacts_it_would_put_back_identically() {
+        let (archive, current, options) = (archive(), current(), options(true));
+        let mut s3 = s3();
+        s3.objects.insert(
+            "s3://boot-images/img-a/rootfs".into(),
+            Some(head(12 * MIB, ROOTFS_ETAG)),
+        );
+        let planned = overwrite(&Inputs {
+            archive: &archive,
+            current: &current,
+            s3: &s3,
+            options: &options,
+        })
+        .unwrap();
+        let l = lines(&planned.effects);
+        assert!(
+            l.contains(&"hard image img-a cascade=false".to_string()),
+            "{l:?}"
+        );
+        assert!(l.contains(&"hard image img-c cascade=true".to_string()));
+        let uploads: Vec<&String> = l.iter().filter(|l| l.starts_with("upload")).collect();
+        assert_eq!(
+            uploads,
+            vec![
+                "upload s3://boot-images/img-a/kernel Absent",
+                "upload s3://boot-images/img-b/rootfs Absent",
+                "upload s3://boot-images/img-b/manifest.json Absent",
+                "upload s3://ims/recipes/rec-a/recipe.tar.gz Absent",
+            ]
+        );
+        assert!(!l.contains(&"backup s3://boot-images/img-a/rootfs".to_string()));
+        assert!(
+            planned
+                .review
+                .differences_from_hpe
+                .iter()
+                .any(|d| d.contains("exactly what the import uploads again"))
         );
     }
 
