@@ -1,0 +1,33 @@
+//! `import-overwrite`: HPE's `overwrite` import mode as a plan: the pure function
+//! `import_core::modes::overwrite` (see its documentation for the rules and where
+//! they differ from HPE) turned into effects. Inputs (`with`): `archive`
+//! (the output of `archive-read`), `ims` (of `ims-fetch` with
+//! `include_deleted = true`), `s3` (of `s3-restore-plan`),
+//! `ignore_running_jobs` and `created` (the backup's timestamp). Output:
+//! the review (`import_core::modes::Review`): every record's action with
+//! its diff, deletes, S3 targets with bytes, data-file writes, the backup
+//! and the expected end state.
+use import_core::modes::Mode;
+use import_core::wit::{StrategyWith, describe, run_mode};
+use imsflow_pdk::{Input, PluginInfo, Step, StepError, StepOutput};
+
+struct ImportOverwrite;
+
+impl Step for ImportOverwrite {
+    type With = StrategyWith;
+
+    fn describe() -> PluginInfo {
+        describe(
+            Mode::Overwrite,
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+            env!("CARGO_PKG_DESCRIPTION"),
+        )
+    }
+
+    fn run(input: Input<StrategyWith>) -> Result<StepOutput, StepError> {
+        run_mode(Mode::Overwrite, input.with)
+    }
+}
+
+imsflow_pdk::export_step!(ImportOverwrite);
