@@ -10,6 +10,7 @@ mod grants;
 mod hardening_archive;
 mod hardening_inputs;
 mod hardening_net;
+mod import;
 mod ims_effects;
 mod k8s;
 mod plan_apply;
