@@ -228,3 +228,317 @@ async fn export_damage_then_overwrite_gives_back_the_records_under_their_ids_and
         assert_eq!(now.get(key), Some(etag), "{key}");
     }
 }
+
+fn deleted(state: &ImsState, table: &str) -> Vec<String> {
+    state[table].keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_after_a_mistake_brings_the_records_back_and_a_rerun_changes_nothing() {
+    let site = Site::start(no_running_jobs()).await;
+    let archive = site.export();
+    let before = site.ims().await;
+    let images: Vec<String> = before["v3/images"].keys().cloned().collect();
+    let recipe = before["v3/recipes"].keys().next().unwrap().clone();
+    for path in [
+        format!("v3/images/{}", images[0]),
+        format!("v3/images/{}", images[1]),
+        format!("v3/recipes/{recipe}"),
+    ] {
+        assert_eq!(site.call(reqwest::Method::DELETE, &path).await, 204);
+    }
+    let run = site.import("update", &archive, &["--yes"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let after = site.ims().await;
+    assert_eq!(live(&after), live(&before), "back under their ids");
+    // The soft-deleted copies of imported ids are purged; the others stay.
+    for table in [
+        "v3/deleted/images",
+        "v3/deleted/recipes",
+        "v3/deleted/public-keys",
+    ] {
+        assert_eq!(deleted(&after, table), deleted(&before, table), "{table}");
+    }
+    assert_eq!(after["v3/jobs"], before["v3/jobs"], "update keeps jobs");
+    let objects = site.s3().await;
+    let again = site.import("update", &archive, &["--yes"]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(
+        site.ims().await,
+        after,
+        "a re-run of update changes nothing"
+    );
+    assert_eq!(site.s3().await, objects);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_goes_on_while_jobs_run_and_update_refuses_naming_them() {
+    let site = Site::start(small_spec()).await;
+    let archive = {
+        let out = site.dir("export");
+        let run = site.cli(&["export", out.to_str().unwrap(), "--ignore-running-jobs"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        PathBuf::from(
+            run.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("Data saved to tar archive: "))
+                .unwrap(),
+        )
+    };
+    let before = site.ims().await;
+    let image = before["v3/images"].keys().next().unwrap().clone();
+    assert_eq!(
+        site.call(
+            reqwest::Method::DELETE,
+            &format!("v2/images/{image}?cascade=False")
+        )
+        .await,
+        204
+    );
+    let refused = site.import("update", &archive, &["--yes"]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    let running = site.sys.expected.running_jobs.iter().next().unwrap();
+    assert!(
+        refused.stderr.contains(running),
+        "names the running job: {}",
+        refused.stderr
+    );
+    let added = site.import("add", &archive, &["--yes"]);
+    assert_eq!(added.code, 0, "{}\n{}", added.stdout, added.stderr);
+    assert_eq!(
+        live(&site.ims().await),
+        live(&before),
+        "the missing image is added back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_overwrite_keeps_what_the_archive_lacks_as_deleted_records() {
+    let site = Site::start(no_running_jobs()).await;
+    let archive = site.export();
+    let before = site.ims().await;
+    let r = site
+        .http
+        .post(site.sys.url("/apis/ims/v3/public-keys"))
+        .bearer_auth(&site.token)
+        .json(&serde_json::json!({ "name": "added-after-export", "public_key": "ssh-ed25519 AAAAC3Nza" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let extra: Value = site.ims().await["v3/public-keys"]
+        .values()
+        .find(|k| k["name"] == "added-after-export")
+        .unwrap()
+        .clone();
+    let run = site.import("soft_overwrite", &archive, &["--yes"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let after = site.ims().await;
+    assert_eq!(live(&after), live(&before));
+    let mut expected_deleted = deleted(&before, "v3/deleted/public-keys");
+    expected_deleted.push(extra["id"].as_str().unwrap().to_string());
+    expected_deleted.sort();
+    assert_eq!(
+        deleted(&after, "v3/deleted/public-keys"),
+        expected_deleted,
+        "restorable"
+    );
+    assert!(after["v3/jobs"].is_empty(), "jobs are deleted");
+}
+
+/// Rewrites an imsflow archive as HPE's exporter writes it: no sha256, size
+/// or part size in `export.json`.
+fn as_hpe_archive(ours: &Path, out: &Path) -> PathBuf {
+    let mut reader = tar::Archive::new(std::fs::File::open(ours).unwrap());
+    let path = out.join("export-ims-data-hpe.tar");
+    let mut writer = tar::Builder::new(std::fs::File::create(&path).unwrap());
+    for entry in reader.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().into_owned();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
+        if name.to_str() == Some("export.json") {
+            let mut doc: Value = serde_json::from_slice(&body).unwrap();
+            for entry in doc["s3_data"].as_object_mut().unwrap().values_mut() {
+                let e = entry.as_object_mut().unwrap();
+                for key in ["sha256", "size", "part_size"] {
+                    e.remove(key);
+                }
+            }
+            body = serde_json::to_vec(&doc).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        writer.append_data(&mut header, &name, &body[..]).unwrap();
+    }
+    writer.finish().unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpe_format_archive_imports_with_faithful_multipart_etags() {
+    let site = Site::start(SeedSpec {
+        rootfs_size: 6 << 20,
+        ..no_running_jobs()
+    })
+    .await;
+    let archive = as_hpe_archive(&site.export(), &site.dir("hpe"));
+    let before = site.ims().await;
+    let objects = site.s3().await;
+    assert!(
+        objects.values().any(|e| e.contains('-')),
+        "the seed has multipart objects"
+    );
+    // Every image hard-deleted with its artifacts: all of them must come back.
+    for image in before["v3/images"].keys() {
+        assert_eq!(
+            site.call(
+                reqwest::Method::DELETE,
+                &format!("v2/images/{image}?cascade=True")
+            )
+            .await,
+            204
+        );
+    }
+    let run = site.import("overwrite", &archive, &["--yes"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("ETag changed"), "{}", run.stdout);
+    assert_eq!(live(&site.ims().await), live(&before));
+    let now = site.s3().await;
+    for (key, etag) in objects.iter().filter(|(k, _)| !k.contains("/deleted/")) {
+        assert_eq!(
+            now.get(key),
+            Some(etag),
+            "{key}: the ETag manifests and IMS links quote"
+        );
+    }
+}
+
+/// Points of an overwrite plan to kill it at, by effect kind: in the
+/// backup, the deletes, at the assertion, in the uploads, the data-file
+/// writes and the restart.
+fn crash_points(plan: &Value) -> Vec<String> {
+    let kinds: Vec<&str> = plan["effects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["effect"]["kind"].as_str().unwrap())
+        .collect();
+    let first = |kind: &str| {
+        kinds
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {kinds:?}"))
+    };
+    let last = |kind: &str| kinds.iter().rposition(|k| *k == kind).unwrap();
+    vec![
+        format!("{}:started", first("archive-add-object") + 1),
+        format!("{}:executed", first("ims-delete")),
+        format!("{}:started", first("ims-delete") + 2),
+        format!("{}:executed", first("assert")),
+        format!("{}:executed", first("s3-upload-from-archive")),
+        format!("{}:started", first("ims-store-write")),
+        format!("{}:executed", last("ims-store-write")),
+        format!("{}:executed", first("ims-restart")),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_killed_at_8_points_one_per_phase_resumes_to_the_uninterrupted_end_state() {
+    let mut points: Option<Vec<String>> = None;
+    let mut n = 0;
+    while points.as_ref().is_none_or(|p| n < p.len()) {
+        let site = Site::start(no_running_jobs()).await;
+        let archive = site.export();
+        let before = site.ims().await;
+        let objects = site.s3().await;
+        let image = before["v3/images"].keys().next().unwrap().clone();
+        assert_eq!(
+            site.call(
+                reqwest::Method::DELETE,
+                &format!("v2/images/{image}?cascade=True")
+            )
+            .await,
+            204
+        );
+        if points.is_none() {
+            // The same seed and damage every time: the same plan shape.
+            let plan = site.scratch.path().join("plan.json");
+            let saved = site.import(
+                "overwrite",
+                &archive,
+                &["--plan-out", plan.to_str().unwrap()],
+            );
+            assert_eq!(saved.code, 0, "{}", saved.stderr);
+            points = Some(crash_points(
+                &serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap(),
+            ));
+        }
+        let point = points.as_ref().unwrap()[n].as_str();
+        n += 1;
+        let state = site.dir("state");
+        let backup = site.dir("backup");
+        let flag = site.scratch.path().join("paused");
+        let child = imsflow_command()
+            .args([
+                "import",
+                "overwrite",
+                "--yes",
+                "-f",
+                archive.to_str().unwrap(),
+                "-b",
+                backup.to_str().unwrap(),
+            ])
+            .env("IMSFLOW_CONFIG", site.sys.data.path().join("imsflow.toml"))
+            .env("IMSFLOW_STATE_DIR", &state)
+            .env("IMSFLOW_TEST_PAUSE_AT", point)
+            .env("IMSFLOW_TEST_PAUSE_FILE", &flag)
+            .env_remove("KUBECONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !flag.exists() {
+            assert!(started.elapsed().as_secs() < 60, "{point}: never paused");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait_with_output().unwrap();
+        let listed = imsflow_cli(
+            None,
+            &["--json", "runs", "list"],
+            &[("IMSFLOW_STATE_DIR", state.to_str().unwrap())],
+        );
+        let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
+        let id = runs[0]["id"].as_str().unwrap().to_string();
+        let resumed = imsflow_cli(
+            Some(&site.sys.data.path().join("imsflow.toml")),
+            // A kill before the gate leaves it unapproved: resume asks again.
+            &["resume", &id, "--yes"],
+            &[("IMSFLOW_STATE_DIR", state.to_str().unwrap())],
+        );
+        assert_eq!(
+            resumed.code, 0,
+            "{point}: {}\n{}",
+            resumed.stdout, resumed.stderr
+        );
+        let after = site.ims().await;
+        assert_eq!(live(&after), live(&before), "{point}");
+        for table in [
+            "v3/deleted/images",
+            "v3/deleted/recipes",
+            "v3/deleted/public-keys",
+            "v3/jobs",
+        ] {
+            assert!(after[table].is_empty(), "{point}: {table}");
+        }
+        let now = site.s3().await;
+        for (key, etag) in objects.iter().filter(|(k, _)| !k.contains("/deleted/")) {
+            assert_eq!(now.get(key), Some(etag), "{point}: {key}");
+        }
+    }
+}
