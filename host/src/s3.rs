@@ -517,7 +517,7 @@ impl S3Store {
         if !etag.is_empty() {
             return Ok(etag);
         }
-        // RGW 16 sometimes answers a completion without its ETag: ask.
+        // RGW 16 answers a completion with an empty ETag: ask.
         match self.head(bucket, key).await? {
             Some(head) if head.size == len => Ok(head.etag),
             _ => Err(failed(
