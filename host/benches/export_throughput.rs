@@ -8,6 +8,7 @@
 //! - peak RSS of the `imsflow export` process (its VmHWM, from `--json`;
 //!   goal <= 100 MiB, flat in object size);
 //! - bytes written to disk per archive byte (goal 1.0; HPE's script writes 2.0).
+//!
 //! Run: `cargo bench --bench export_throughput` (IMSFLOW_BENCH_ROOTFS_MIB="64,256";
 //! IMSFLOW_BENCH_OUT=/dev/shm puts the archive on tmpfs, to see the engine
 //! without the disk; IMSFLOW_BENCH_BASE_BIN=<another imsflow build> measures

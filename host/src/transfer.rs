@@ -114,7 +114,7 @@ impl JobPlan {
         }
         let fetcher_md5: Arc<[u64]> = sizes
             .into_iter()
-            .filter(|&p| whole || config.range_size % p == 0)
+            .filter(|&p| whole || config.range_size.is_multiple_of(p))
             .collect();
         if let Some(etag) = &mut etag {
             fetcher_md5.iter().for_each(|&p| etag.hash_elsewhere(p));
