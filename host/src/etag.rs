@@ -77,7 +77,41 @@ impl EtagCheck {
     pub fn update(&mut self, data: &[u8]) {
         match self {
             EtagCheck::Single { md5, .. } => md5.update(data),
-            EtagCheck::Multipart { parts, .. } => parts.iter_mut().for_each(|p| p.update(data)),
+            EtagCheck::Multipart { parts, .. } => parts
+                .iter_mut()
+                .filter(|p| !p.elsewhere)
+                .for_each(|p| p.update(data)),
+        }
+    }
+
+    /// The part sizes a multipart ETag is checked with (none for a single one).
+    pub fn part_sizes(&self) -> Vec<u64> {
+        match self {
+            EtagCheck::Single { .. } => Vec::new(),
+            EtagCheck::Multipart { parts, .. } => parts.iter().map(|p| p.part_size).collect(),
+        }
+    }
+
+    /// From now on the parts of `part_size` are hashed elsewhere (in parallel,
+    /// by whoever holds their bytes) and handed over with `add_part_digests`;
+    /// `update` skips them. Call it before the first `update`.
+    pub fn hash_elsewhere(&mut self, part_size: u64) {
+        if let EtagCheck::Multipart { parts, .. } = self {
+            parts
+                .iter_mut()
+                .filter(|p| p.part_size == part_size)
+                .for_each(|p| p.elsewhere = true);
+        }
+    }
+
+    /// The next parts' MD5s, in order, for a part size hashed elsewhere.
+    pub fn add_part_digests(&mut self, part_size: u64, digests: &[[u8; 16]]) {
+        if let EtagCheck::Multipart { parts, .. } = self
+            && let Some(p) = parts
+                .iter_mut()
+                .find(|p| p.part_size == part_size && p.elsewhere)
+        {
+            p.digests.extend_from_slice(digests);
         }
     }
 
@@ -118,28 +152,31 @@ impl EtagCheck {
     }
 }
 
-/// The multipart ETag of a byte stream cut into parts of one size.
+/// The MD5s of a byte stream's parts of one size, and from them its
+/// multipart ETag. A stream may be cut at part boundaries and hashed in
+/// pieces (`digests` of each, concatenated in order, make the whole's).
 pub struct PartHasher {
     part_size: u64,
     /// Bytes of the current part hashed so far.
     filled: u64,
     part: Md5,
-    of_parts: Md5,
-    count: u64,
+    digests: Vec<[u8; 16]>,
+    /// Fed with digests hashed elsewhere, not with bytes (`EtagCheck::hash_elsewhere`).
+    elsewhere: bool,
 }
 
 impl PartHasher {
-    fn new(part_size: u64) -> PartHasher {
+    pub fn new(part_size: u64) -> PartHasher {
         PartHasher {
-            part_size,
+            part_size: part_size.max(1),
             filled: 0,
             part: Md5::new(),
-            of_parts: Md5::new(),
-            count: 0,
+            digests: Vec::new(),
+            elsewhere: false,
         }
     }
 
-    fn update(&mut self, mut data: &[u8]) {
+    pub fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let room = self.part_size - self.filled;
             let n = usize::try_from(room).map_or(data.len(), |room| room.min(data.len()));
@@ -147,19 +184,34 @@ impl PartHasher {
             self.filled += n as u64;
             data = &data[n..];
             if self.filled == self.part_size {
-                self.of_parts.update(self.part.finalize_reset());
-                self.count += 1;
+                self.digests.push(self.part.finalize_reset().into());
                 self.filled = 0;
             }
         }
     }
 
-    fn finish(mut self) -> String {
-        if self.filled > 0 || self.count == 0 {
-            self.of_parts.update(self.part.finalize());
-            self.count += 1;
+    /// The MD5 of each part, the last one short if the bytes ended inside it.
+    pub fn digests(mut self) -> Vec<[u8; 16]> {
+        if self.filled > 0 {
+            self.digests.push(self.part.finalize().into());
         }
-        format!("{}-{}", hex::encode(self.of_parts.finalize()), self.count)
+        self.digests
+    }
+
+    fn finish(mut self) -> String {
+        if self.filled > 0 || self.digests.is_empty() {
+            self.digests.push(self.part.finalize_reset().into());
+            self.filled = 0;
+        }
+        let mut of_parts = Md5::new();
+        for d in &self.digests {
+            of_parts.update(d);
+        }
+        format!(
+            "{}-{}",
+            hex::encode(of_parts.finalize()),
+            self.digests.len()
+        )
     }
 }
 
@@ -227,6 +279,35 @@ mod tests {
         assert!(single.contains("its MD5 is"), "{single}");
         let multi = check(&five, &flipped, None).unwrap().unwrap_err();
         assert!(multi.contains("with any part size tried (8"), "{multi}");
+    }
+
+    #[test]
+    fn parts_hashed_elsewhere_in_pieces_prove_the_same_part_size() {
+        let data: Vec<u8> = (0..(23 << 20) + 5u32).map(|i| (i % 253) as u8).collect();
+        let etag = multipart_etag(&data, 5 << 20);
+        // Two candidates: the recorded 5.5 MiB, hashed here from the bytes,
+        // and 5 MiB, whose parts two "fetchers" hash (cut at a part boundary).
+        let mut check = EtagCheck::new(&etag, data.len() as u64, Some(5632 << 10)).unwrap();
+        assert_eq!(check.part_sizes(), vec![5632 << 10, 5 << 20]);
+        check.hash_elsewhere(5 << 20);
+        for (start, end) in [(0, 15 << 20), (15 << 20, data.len())] {
+            let mut piece = PartHasher::new(5 << 20);
+            for chunk in data[start..end].chunks(1 << 20) {
+                piece.update(chunk);
+            }
+            check.add_part_digests(5 << 20, &piece.digests());
+        }
+        for chunk in data.chunks(333_333) {
+            check.update(chunk);
+        }
+        assert_eq!(check.finish(), Ok(Some(5 << 20)));
+        // Digests that miss a part prove nothing.
+        let mut check = EtagCheck::new(&etag, data.len() as u64, None).unwrap();
+        check.hash_elsewhere(5 << 20);
+        let mut piece = PartHasher::new(5 << 20);
+        piece.update(&data[..15 << 20]);
+        check.add_part_digests(5 << 20, &piece.digests());
+        assert!(check.finish().is_err());
     }
 
     #[test]

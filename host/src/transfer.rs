@@ -1,17 +1,28 @@
 //! Streams S3 objects into the output archive. Up to `concurrency` units (an
 //! object, or a byte range of a large one) are fetched at once, each through
 //! a bounded channel, while the writer consumes them strictly in plan order.
-//! Memory is bounded by concurrency x CHANNEL_CHUNKS body chunks, whatever
+//!
+//! The cost per byte is kept to what cannot be avoided: each fetcher gathers
+//! the body's network-sized chunks into blocks of `BLOCK` bytes (one copy),
+//! so that the writer wakes up, writes (straight to the file, no further
+//! copy) and hashes (sha256, SHA-NI where the CPU has it) once per block,
+//! not per chunk. The MD5s that prove a multipart ETag's part size are
+//! computed by the fetchers, on the blocking pool, in parallel with the
+//! writer: units are cut at part boundaries so that each holds whole parts.
+//! Memory is bounded by concurrency x (CHANNEL_BLOCKS + 2) blocks, whatever
 //! the object sizes; nothing is staged on disk.
 use crate::archive::ArchiveWriter;
+use crate::etag::{EtagCheck, PartHasher};
 use crate::s3::S3Store;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-const CHANNEL_CHUNKS: usize = 16;
+/// What the writer receives at once: network chunks gathered to this size.
+const BLOCK: usize = 1 << 20;
+/// Blocks queued per unit, besides the one being filled and the one written.
+const CHANNEL_BLOCKS: usize = 2;
 
 /// How objects are fetched.
 #[derive(Debug, Clone)]
@@ -20,9 +31,10 @@ pub struct TransferConfig {
     pub concurrency: usize,
     /// Objects larger than this are fetched as concurrent ranged GETs...
     pub range_threshold: u64,
-    /// ...of this size.
+    /// ...of about this size (rounded down to a multiple of the part size of
+    /// a multipart ETag, so that its parts can be hashed in parallel).
     pub range_size: u64,
-    /// Stops the transfer between chunks; the writer is then dropped, which
+    /// Stops the transfer between blocks; the writer is then dropped, which
     /// removes the partial archive.
     pub cancel: crate::cancel::Cancel,
 }
@@ -66,12 +78,57 @@ pub struct TransferError {
     pub message: String,
 }
 
-type Chunk = Result<Bytes, String>;
+/// What a fetcher sends the writer.
+enum Msg {
+    Data(Bytes),
+    /// At the unit's end: the MD5 of each part it holds, per part size.
+    Digests(Vec<(u64, Vec<[u8; 16]>)>),
+    Failed(String),
+}
 
 struct Unit {
-    rx: mpsc::Receiver<Chunk>,
+    rx: mpsc::Receiver<Msg>,
     /// Held until the writer has drained the unit: bounds buffered memory.
     _permit: OwnedSemaphorePermit,
+}
+
+/// How one object is fetched: its ETag check, the unit size, and the part
+/// sizes whose MD5s the fetchers compute (their parts never straddle units).
+struct JobPlan {
+    etag: Option<EtagCheck>,
+    config: TransferConfig,
+    fetcher_md5: Arc<[u64]>,
+}
+
+impl JobPlan {
+    fn new(job: &ObjectJob, config: &TransferConfig) -> JobPlan {
+        let mut etag = job
+            .etag
+            .as_deref()
+            .and_then(|e| EtagCheck::new(e, job.size, None))
+            .filter(|c| c.is_multipart());
+        let mut config = config.clone();
+        let sizes = etag.as_ref().map(|e| e.part_sizes()).unwrap_or_default();
+        let whole = job.size <= config.range_threshold;
+        if !whole
+            && let Some(&first) = sizes.first()
+            && first <= config.range_size.saturating_mul(4)
+        {
+            config.range_size = first * (config.range_size / first).max(1);
+        }
+        let fetcher_md5: Arc<[u64]> = sizes
+            .into_iter()
+            .filter(|&p| whole || config.range_size.is_multiple_of(p))
+            .collect();
+        if let Some(etag) = &mut etag {
+            fetcher_md5.iter().for_each(|&p| etag.hash_elsewhere(p));
+        }
+        JobPlan {
+            etag,
+            config,
+            fetcher_md5,
+        }
+    }
 }
 
 /// The largest object imsflow transfers: S3's own limit for one object
@@ -102,6 +159,7 @@ fn ranges(
 }
 
 /// How many units `ranges` yields, without generating them.
+#[cfg(test)]
 fn unit_count(size: u64, config: &TransferConfig) -> u64 {
     if size <= config.range_threshold {
         1
@@ -138,12 +196,20 @@ pub async fn stream_into(
             let slots = Arc::new(Semaphore::new(concurrency));
             // Units are made as slots free up: never more than `concurrency` exist.
             for job in jobs {
-                for range in ranges(job.size, &config) {
+                let plan = JobPlan::new(&job, &config);
+                let job = Arc::new(job);
+                for range in ranges(job.size, &plan.config) {
                     let Ok(permit) = slots.clone().acquire_owned().await else {
                         return;
                     };
-                    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-                    tokio::spawn(fetch(s3.clone(), job.clone(), range, tx));
+                    let (tx, rx) = mpsc::channel(CHANNEL_BLOCKS);
+                    tokio::spawn(fetch(
+                        s3.clone(),
+                        job.clone(),
+                        range,
+                        plan.fetcher_md5.clone(),
+                        tx,
+                    ));
                     // Never blocks: at most `concurrency` units exist, and that is the capacity.
                     if unit_tx
                         .send(Unit {
@@ -170,26 +236,10 @@ pub async fn stream_into(
                 path: job.path.clone(),
                 message,
             };
-            let mut reader = JobReader {
-                units: &unit_rx,
-                pending_units: unit_count(job.size, &config),
-                current: None,
-                buffer: Bytes::new(),
-                remaining: job.size,
-                hasher: Sha256::new(),
-                etag: job
-                    .etag
-                    .as_deref()
-                    .and_then(|e| crate::etag::EtagCheck::new(e, job.size, None))
-                    .filter(|c| c.is_multipart()),
-                progress: &progress,
-                cancel: &config.cancel,
-            };
-            writer
-                .add(&job.path, job.size, &mut reader)
-                .map_err(|e| fail(e.to_string()))?;
-            reader.finish().map_err(|e| fail(e.to_string()))?;
-            let part_size = match reader.etag.take().map(|c| c.finish()) {
+            let plan = JobPlan::new(&job, &config);
+            let (sha256, etag) =
+                write_object(&unit_rx, &job, plan, &mut writer, &progress).map_err(fail)?;
+            let part_size = match etag.map(|c| c.finish()) {
                 Some(Ok(size)) => size,
                 Some(Err(why)) => {
                     tracing::warn!(
@@ -204,7 +254,7 @@ pub async fn stream_into(
             archived.push(Archived {
                 path: job.path.clone(),
                 size: job.size,
-                sha256: hex::encode(reader.hasher.finalize()),
+                sha256,
                 part_size,
             });
         }
@@ -216,11 +266,77 @@ pub async fn stream_into(
     written
 }
 
+/// Writes one object from its units, in order, hashing it, and refusing a
+/// unit whose length differs from what the plan implies. Returns its sha256
+/// and the ETag check, fed.
+fn write_object(
+    units: &std::sync::mpsc::Receiver<Unit>,
+    job: &ObjectJob,
+    plan: JobPlan,
+    writer: &mut ArchiveWriter,
+    progress: &indicatif::ProgressBar,
+) -> Result<(String, Option<EtagCheck>), String> {
+    let JobPlan {
+        mut etag, config, ..
+    } = plan;
+    let mut member = writer
+        .begin(&job.path, job.size)
+        .map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    for range in ranges(job.size, &config) {
+        let (start, end) = range.unwrap_or((0, job.size));
+        let mut unit = units
+            .recv()
+            .map_err(|_| "the fetcher stopped".to_string())?;
+        let mut got = 0u64;
+        while let Some(msg) = unit.rx.blocking_recv() {
+            if config.cancel.is_cancelled() {
+                return Err(format!("interrupted by {}", config.cancel.why()));
+            }
+            match msg {
+                Msg::Data(block) => {
+                    if block.len() as u64 > end - start - got {
+                        return Err(
+                            "the object is larger than planned; it changed since the plan".into(),
+                        );
+                    }
+                    member.write(&block).map_err(|e| e.to_string())?;
+                    hasher.update(&block);
+                    if let Some(etag) = &mut etag {
+                        etag.update(&block);
+                    }
+                    got += block.len() as u64;
+                    progress.inc(block.len() as u64);
+                }
+                Msg::Digests(digests) => {
+                    if let Some(etag) = &mut etag {
+                        for (part_size, d) in digests {
+                            etag.add_part_digests(part_size, &d);
+                        }
+                    }
+                }
+                Msg::Failed(message) => return Err(message),
+            }
+        }
+        if got < end - start {
+            return Err(format!(
+                "the object ended {} bytes short of its planned size; it changed since the plan",
+                job.size - start - got
+            ));
+        }
+    }
+    member.finish().map_err(|e| e.to_string())?;
+    Ok((hex::encode(hasher.finalize()), etag))
+}
+
+/// Fetches one unit, gathering its body into blocks of `BLOCK` bytes and
+/// hashing its parts of `md5_sizes` (it starts on a part boundary).
 async fn fetch(
     s3: Arc<S3Store>,
-    job: ObjectJob,
+    job: Arc<ObjectJob>,
     range: Option<(u64, u64)>,
-    tx: mpsc::Sender<Chunk>,
+    md5_sizes: Arc<[u64]>,
+    tx: mpsc::Sender<Msg>,
 ) {
     let mut body = match s3
         .open(&job.bucket, &job.key, range, job.etag.as_deref())
@@ -228,113 +344,90 @@ async fn fetch(
     {
         Ok(b) => b,
         Err(e) => {
-            let _ = tx.send(Err(e.to_string())).await;
+            let _ = tx.send(Msg::Failed(e.to_string())).await;
             return;
         }
     };
+    let mut out = Blocks {
+        tx,
+        md5: (!md5_sizes.is_empty())
+            .then(|| md5_sizes.iter().map(|&p| PartHasher::new(p)).collect()),
+        block: BytesMut::new(),
+    };
     loop {
         match body.try_next().await {
-            Ok(Some(chunk)) => {
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return;
+            Ok(Some(mut chunk)) => {
+                while !chunk.is_empty() {
+                    if out.block.is_empty() && chunk.len() >= BLOCK {
+                        // Already large: handed on as it is.
+                        if out.send(std::mem::take(&mut chunk)).await.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    if out.block.capacity() == 0 {
+                        out.block.reserve(BLOCK);
+                    }
+                    let n = (BLOCK - out.block.len()).min(chunk.len());
+                    out.block.extend_from_slice(&chunk.split_to(n));
+                    if out.block.len() == BLOCK {
+                        let block = out.block.split().freeze();
+                        if out.send(block).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
-            Ok(None) => return,
+            Ok(None) => {
+                if !out.block.is_empty() {
+                    let block = out.block.split().freeze();
+                    if out.send(block).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(md5) = out.md5.take() {
+                    let digests = md5_sizes
+                        .iter()
+                        .copied()
+                        .zip(md5.into_iter().map(PartHasher::digests))
+                        .collect();
+                    let _ = out.tx.send(Msg::Digests(digests)).await;
+                }
+                return;
+            }
             Err(e) => {
-                let _ = tx.send(Err(format!("reading the body: {e}"))).await;
+                let _ = out
+                    .tx
+                    .send(Msg::Failed(format!("reading the body: {e}")))
+                    .await;
                 return;
             }
         }
     }
 }
 
-/// Reads one object's bytes from its units, in order, hashing them, and
-/// refusing an object whose length differs from the planned size.
-struct JobReader<'a> {
-    units: &'a std::sync::mpsc::Receiver<Unit>,
-    pending_units: u64,
-    current: Option<Unit>,
-    buffer: Bytes,
-    remaining: u64,
-    hasher: Sha256,
-    /// Recomputes a multipart ETag for each part size consistent with it.
-    etag: Option<crate::etag::EtagCheck>,
-    progress: &'a indicatif::ProgressBar,
-    cancel: &'a crate::cancel::Cancel,
+/// A fetcher's output: blocks to the writer, and their MD5s by part.
+struct Blocks {
+    tx: mpsc::Sender<Msg>,
+    md5: Option<Vec<PartHasher>>,
+    block: BytesMut,
 }
 
-impl JobReader<'_> {
-    /// The next chunk of the object, or None at its end.
-    fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
-        loop {
-            if self.cancel.is_cancelled() {
-                return Err(std::io::Error::other(format!(
-                    "interrupted by {}",
-                    self.cancel.why()
-                )));
-            }
-            if self.current.is_none() {
-                if self.pending_units == 0 {
-                    return Ok(None);
-                }
-                self.pending_units -= 1;
-                self.current = Some(
-                    self.units
-                        .recv()
-                        .map_err(|_| std::io::Error::other("the fetcher stopped"))?,
-                );
-            }
-            match self.current.as_mut().unwrap().rx.blocking_recv() {
-                Some(Ok(chunk)) => return Ok(Some(chunk)),
-                Some(Err(message)) => return Err(std::io::Error::other(message)),
-                None => self.current = None,
-            }
+impl Blocks {
+    /// Hands `block` to the writer while hashing it on the blocking pool.
+    async fn send(&mut self, block: Bytes) -> Result<(), ()> {
+        let hashing = self.md5.take().map(|mut md5| {
+            let block = block.clone();
+            tokio::task::spawn_blocking(move || {
+                md5.iter_mut().for_each(|h| h.update(&block));
+                md5
+            })
+        });
+        let sent = self.tx.send(Msg::Data(block)).await;
+        if let Some(hashing) = hashing {
+            self.md5 = Some(hashing.await.map_err(|_| ())?);
         }
-    }
-
-    /// Checks that the object ended exactly at its planned size.
-    fn finish(&mut self) -> std::io::Result<()> {
-        if !self.buffer.is_empty() || self.next_chunk()?.is_some_and(|c| !c.is_empty()) {
-            return Err(std::io::Error::other(
-                "the object is larger than planned; it changed since the plan",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Read for JobReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        while self.buffer.is_empty() {
-            match self.next_chunk()? {
-                Some(chunk) => self.buffer = chunk,
-                None => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "the object ended {} bytes short of its planned size; it changed since the plan",
-                            self.remaining
-                        ),
-                    ));
-                }
-            }
-        }
-        let n = out
-            .len()
-            .min(self.buffer.len())
-            .min(self.remaining as usize);
-        out[..n].copy_from_slice(&self.buffer[..n]);
-        self.hasher.update(&out[..n]);
-        if let Some(etag) = &mut self.etag {
-            etag.update(&out[..n]);
-        }
-        self.buffer = self.buffer.slice(n..);
-        self.remaining -= n as u64;
-        self.progress.inc(n as u64);
-        Ok(n)
+        sent.map_err(|_| ())
     }
 }
 

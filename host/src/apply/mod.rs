@@ -279,6 +279,7 @@ pub async fn apply(
         input: input.as_ref(),
         statuses,
         pods,
+        requests: crate::s3::UploadLimits::default().requests(),
         bar: bytes_bar(plan.total_bytes(), opts.progress),
         report,
         applied_kinds: BTreeMap::new(),
@@ -654,6 +655,8 @@ struct Executor<'a> {
     input: Option<&'a ArchiveReader>,
     statuses: Vec<Status>,
     pods: store::PodCache,
+    /// PUTs in flight across all uploads (parts included): bounds memory.
+    requests: Arc<tokio::sync::Semaphore>,
     bar: indicatif::ProgressBar,
     report: ApplyReport,
     applied_kinds: BTreeMap<&'static str, usize>,
@@ -1019,7 +1022,7 @@ impl Executor<'_> {
         let result = tokio::select! {
             biased;
             _ = self.opts.cancel.cancelled() => None,
-            r = upload::apply(s3, input, &e.effect, &on_opened).instrument(span) => Some(r),
+            r = upload::apply(s3, input, &e.effect, &on_opened, &self.requests).instrument(span) => Some(r),
         };
         match result {
             Some(Ok(done)) => Ok(done),

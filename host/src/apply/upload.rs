@@ -138,6 +138,7 @@ pub async fn apply(
     input: &ArchiveReader,
     effect: &Effect,
     on_opened: &(dyn Fn(&str) + Send + Sync),
+    requests: &std::sync::Arc<tokio::sync::Semaphore>,
 ) -> Result<(Observed, Option<String>), String> {
     let Effect::S3UploadFromArchive {
         path,
@@ -160,42 +161,20 @@ pub async fn apply(
             "archive member `{path}` has {len} bytes, the plan says {size}"
         ));
     }
-    if let Some(want) = sha256 {
-        // Checked before any byte is sent, so a corrupt member never becomes
-        // visible in S3. (A second read of the member; it is in the page
-        // cache more often than not.)
-        let reader = input.clone();
-        let member = path.clone();
-        let got = tokio::task::spawn_blocking(move || reader.sha256(&member))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        if !got.eq_ignore_ascii_case(want) {
-            return Err(format!(
-                "archive member `{path}` has sha256 {got}, the archive records {want}; nothing was uploaded"
-            ));
-        }
-    }
-    let target = (bucket.as_str(), key.as_str());
-    let source = (file.as_path(), offset, len);
-    let new_etag = match part_size {
-        Some(part) => {
-            s3.put_file_range_multipart(
-                target,
-                source,
-                *part,
-                content_type.as_deref(),
-                metadata,
-                on_opened,
-            )
-            .await
-        }
-        None => {
-            s3.put_file_range(target, source, content_type.as_deref(), metadata)
-                .await
-        }
-    }
-    .map_err(|e| e.to_string())?;
+    // sha256 is checked while streaming: a mismatch cuts the PUT short or
+    // aborts the multipart upload, so a corrupt member never becomes visible.
+    let job = crate::s3::UploadJob::new(
+        (bucket.as_str(), key.as_str()),
+        (file.as_path(), offset, len),
+        *part_size,
+        content_type.as_deref(),
+        metadata,
+        sha256.as_deref(),
+    );
+    let new_etag = s3
+        .upload(&job, requests, Some(on_opened))
+        .await
+        .map_err(|e| e.to_string())?;
     // Ceph RGW may answer CompleteMultipartUpload without an ETag: read it.
     let new_etag = if new_etag.is_empty() {
         match s3.head(bucket, key).await {
