@@ -542,3 +542,100 @@ async fn an_overwrite_killed_at_8_points_one_per_phase_resumes_to_the_uninterrup
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imss_race_is_detected_and_resume_writes_the_files_again() {
+    let site = Site::start(no_running_jobs()).await;
+    let archive = site.export();
+    let before = site.ims().await;
+    let image = before["v3/images"].keys().next().unwrap().clone();
+    assert_eq!(
+        site.call(reqwest::Method::DELETE, &format!("v3/images/{image}"))
+            .await,
+        204
+    );
+    let state = site.dir("state");
+    let env = [("IMSFLOW_STATE_DIR", state.to_str().unwrap())];
+    let config = site.sys.data.path().join("imsflow.toml");
+    let backup = site.dir("backup");
+    let args = [
+        "import",
+        "update",
+        "--yes",
+        "-f",
+        archive.to_str().unwrap(),
+        "-b",
+        backup.to_str().unwrap(),
+    ];
+    // IMS writes its memory over the new data files while the rollout starts.
+    site.sys.knobs(|k| k.race_on_rollout = true);
+    let raced = imsflow_cli(Some(&config), &args, &env);
+    assert_eq!(raced.code, 1, "{}\n{}", raced.stdout, raced.stderr);
+    assert!(
+        raced
+            .stderr
+            .contains("IMS wrote its in-memory state over the new data files")
+            && raced.stderr.contains("`imsflow resume` writes them again"),
+        "{}",
+        raced.stderr
+    );
+    assert_ne!(
+        live(&site.ims().await),
+        live(&before),
+        "the race lost the import"
+    );
+    site.sys.knobs(|k| k.race_on_rollout = false);
+    let listed = imsflow_cli(None, &["--json", "runs", "list"], &env);
+    let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let resumed = imsflow_cli(
+        Some(&config),
+        &["resume", runs[0]["id"].as_str().unwrap()],
+        &env,
+    );
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    assert_eq!(live(&site.ims().await), live(&before));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_preflight_lists_every_problem_and_changes_nothing() {
+    let site = Site::start(no_running_jobs()).await;
+    let archive = site.export();
+    let before = site.ims().await;
+    let objects = site.s3().await;
+    site.sys.knobs(|k| k.exec_forbidden = true);
+    let backup = site.dir("backup");
+    let run = site.import("overwrite", &archive, &["--yes"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("preflight failed; nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("403") || run.stderr.contains("orbidden"),
+        "names the refused exec: {}",
+        run.stderr
+    );
+    assert_eq!(site.ims().await, before);
+    assert_eq!(site.s3().await, objects);
+    assert!(
+        dir_entries(&backup).is_empty(),
+        "no backup was even started"
+    );
+    // A missing backup directory and a non-tar file are listed together.
+    let bad = site.cli(&[
+        "import",
+        "add",
+        "-f",
+        "/nonexistent/x.tgz",
+        "-b",
+        "/nonexistent/dir",
+    ]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("the archive must be a .tar file")
+            && bad.stderr.contains("the backup directory is not writable"),
+        "{}",
+        bad.stderr
+    );
+}
