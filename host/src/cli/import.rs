@@ -170,7 +170,7 @@ pub async fn import(
         progress: !cli.json && !cli.quiet,
     };
     let planned = plan_workflow(cli, &engine, &wf, &opts, cancel).await?;
-    let plan = planned.plan;
+    let plan = planned.plan.clone();
     let problems = imsflow::apply::preflight(&plan, engine.backends()).await;
     if !problems.is_empty() {
         anyhow::bail!(
@@ -178,11 +178,19 @@ pub async fn import(
             problems.join("\n  - ")
         );
     }
+    let review = planned.output("import").clone();
     if flags.dry_run {
         if cli.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "review": review, "plan": plan })
+                )?
+            );
         } else {
             print!("{}", render::render(&plan));
+            println!();
+            print!("{}", super::review::render(&review));
         }
         return Ok(if plan.effects.is_empty() {
             Exit::Ok

@@ -3,6 +3,7 @@
 mod export;
 mod import;
 mod list;
+mod review;
 mod run;
 mod runs;
 
