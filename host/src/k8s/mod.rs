@@ -157,8 +157,10 @@ impl Kube {
         }
         config.auth_info = inline_user_files(user, |file, what| read_file(file, what))?;
         config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(REQUEST_TIMEOUT);
-        config.write_timeout = Some(REQUEST_TIMEOUT);
+        // Idle limits a little beyond the whole-call timeout, which is the
+        // one that fires (and says what timed out); they bound exec streams.
+        config.read_timeout = Some(REQUEST_TIMEOUT + Duration::from_secs(5));
+        config.write_timeout = Some(REQUEST_TIMEOUT + Duration::from_secs(5));
         // A long stdin upload to exec is not an idle read.
         config.reset_reader_on_write = true;
         let client = kube::Client::try_from(config).map_err(|e| bad(kube_error(&e)))?;
