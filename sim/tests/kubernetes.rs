@@ -185,9 +185,8 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Exec {
     ws: Ws,
@@ -255,7 +254,10 @@ async fn the_ims_pod_is_listed_by_its_instance_label() {
         .await;
     let pod = &list["items"][0];
     assert_eq!(pod["spec"]["containers"][0]["name"], "cray-ims");
-    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/instance"], "cray-ims");
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/instance"],
+        "cray-ims"
+    );
     let (_, other) = k
         .get("/api/v1/namespaces/services/pods?labelSelector=app.kubernetes.io%2Finstance%3Dcray-bos")
         .await;
@@ -267,14 +269,20 @@ async fn the_ims_pod_is_listed_by_its_instance_label() {
     let (status, one) = k
         .get(&format!("/api/v1/namespaces/services/pods/{name}"))
         .await;
-    assert_eq!((status, one["metadata"]["name"].as_str()), (200, Some(name.as_str())));
+    assert_eq!(
+        (status, one["metadata"]["name"].as_str()),
+        (200, Some(name.as_str()))
+    );
 
     k.sys.knobs(|k| k.ims_pods = 0);
     assert_eq!(k.pods().await, vec![]);
     k.sys.knobs(|k| k.ims_pods = 2);
     let two = k.pods().await;
     assert_eq!(two.len(), 2);
-    assert!(two.iter().all(|(n, p)| n.starts_with("cray-ims-") && p == "Running"));
+    assert!(
+        two.iter()
+            .all(|(n, p)| n.starts_with("cray-ims-") && p == "Running")
+    );
     assert_ne!(two[0].0, two[1].0);
 }
 
@@ -303,14 +311,24 @@ async fn exec_speaks_the_v4_channel_protocol() {
         .unwrap();
     assert_eq!(exec.protocol, "v4.channel.k8s.io");
     let out = exec.finish().await;
-    assert_eq!(out.opened, vec![1, 2, 3], "channels open with one-byte messages");
+    assert_eq!(
+        out.opened,
+        vec![1, 2, 3],
+        "channels open with one-byte messages"
+    );
     assert_eq!(out.status, json!({"metadata": {}, "status": "Success"}));
     let app = String::from_utf8(out.stdout).unwrap();
-    for name in ["'v2.1_images.json'", "'v2_public_keys.json'", "'v2.2_recipes.json'"] {
+    for name in [
+        "'v2.1_images.json'",
+        "'v2_public_keys.json'",
+        "'v2.2_recipes.json'",
+    ] {
         assert!(app.contains(name), "{name} in {app}");
     }
 
-    let out = k.run(&pod, &["cat", "/var/ims/data/v2.1_images.json"]).await;
+    let out = k
+        .run(&pod, &["cat", "/var/ims/data/v2.1_images.json"])
+        .await;
     assert_eq!(out.exit_code().as_deref(), Some("0"));
     let on_disk = std::fs::read(k.sys.data.path().join("ims/v2.1_images.json")).unwrap();
     assert_eq!(out.stdout, on_disk);
@@ -325,15 +343,27 @@ async fn exec_speaks_the_v4_channel_protocol() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
 
     let out = k.run(&pod, &["cat", "/var/ims/data/../sim.json"]).await;
-    assert_eq!(out.exit_code().as_deref(), Some("1"), "confined to the data directory");
+    assert_eq!(
+        out.exit_code().as_deref(),
+        Some("1"),
+        "confined to the data directory"
+    );
 
     let out = k.run(&pod, &["python3", "/tmp/import.py"]).await;
     assert_eq!(out.exit_code().as_deref(), Some("127"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 
-    let (status, body) = k.exec(&pod, &["ls"], false, "base64.channel.k8s.io").await.err().unwrap();
+    let (status, body) = k
+        .exec(&pod, &["ls"], false, "base64.channel.k8s.io")
+        .await
+        .err()
+        .unwrap();
     assert_eq!((status, body["reason"].as_str()), (400, Some("BadRequest")));
-    let (status, _) = k.exec("cray-ims-nope-x", &["ls"], false, V4).await.err().unwrap();
+    let (status, _) = k
+        .exec("cray-ims-nope-x", &["ls"], false, V4)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(status, 404);
 }
 
@@ -347,7 +377,14 @@ async fn exec_writes_a_counted_stdin_then_renames_atomically() {
     let mut exec = k
         .exec(
             &pod,
-            &["dd", of, "bs=65536", &format!("count={count}"), "iflag=count_bytes,fullblock", "status=none"],
+            &[
+                "dd",
+                of,
+                "bs=65536",
+                &format!("count={count}"),
+                "iflag=count_bytes,fullblock",
+                "status=none",
+            ],
             true,
             V4,
         )
@@ -361,13 +398,29 @@ async fn exec_writes_a_counted_stdin_then_renames_atomically() {
     let tmp = k.sys.data.path().join("ims/.v2_public_keys.json.tmp");
     assert_eq!(std::fs::read(&tmp).unwrap(), data);
 
-    let out = k.run(&pod, &["sha256sum", "/var/ims/data/.v2_public_keys.json.tmp"]).await;
+    let out = k
+        .run(
+            &pod,
+            &["sha256sum", "/var/ims/data/.v2_public_keys.json.tmp"],
+        )
+        .await;
     let line = String::from_utf8(out.stdout).unwrap();
     use sha2::Digest;
-    assert!(line.starts_with(&hex::encode(sha2::Sha256::digest(data))), "{line}");
+    assert!(
+        line.starts_with(&hex::encode(sha2::Sha256::digest(data))),
+        "{line}"
+    );
 
     let out = k
-        .run(&pod, &["mv", "-f", "/var/ims/data/.v2_public_keys.json.tmp", "/var/ims/data/v2_public_keys.json"])
+        .run(
+            &pod,
+            &[
+                "mv",
+                "-f",
+                "/var/ims/data/.v2_public_keys.json.tmp",
+                "/var/ims/data/v2_public_keys.json",
+            ],
+        )
         .await;
     assert_eq!(out.exit_code().as_deref(), Some("0"), "{out:?}");
     assert!(!tmp.exists());
@@ -375,9 +428,13 @@ async fn exec_writes_a_counted_stdin_then_renames_atomically() {
         std::fs::read(k.sys.data.path().join("ims/v2_public_keys.json")).unwrap(),
         data
     );
-    let out = k.run(&pod, &["mv", "/var/ims/data/x", "/app/src/server/app.py"]).await;
+    let out = k
+        .run(&pod, &["mv", "/var/ims/data/x", "/app/src/server/app.py"])
+        .await;
     assert_eq!(out.exit_code().as_deref(), Some("1"));
-    let out = k.run(&pod, &["rm", "-f", "/var/ims/data/v2_public_keys.json"]).await;
+    let out = k
+        .run(&pod, &["rm", "-f", "/var/ims/data/v2_public_keys.json"])
+        .await;
     assert_eq!(out.exit_code().as_deref(), Some("0"));
     assert!(!k.sys.data.path().join("ims/v2_public_keys.json").exists());
 }
@@ -397,7 +454,10 @@ async fn exec_v5_closes_stdin_with_channel_255() {
     exec.ws.send(Message::binary(vec![255u8, 0])).await.unwrap();
     let out = exec.finish().await;
     assert_eq!(out.exit_code().as_deref(), Some("0"), "{out:?}");
-    assert_eq!(std::fs::read(k.sys.data.path().join("ims/x.json")).unwrap(), b"[1,2]");
+    assert_eq!(
+        std::fs::read(k.sys.data.path().join("ims/x.json")).unwrap(),
+        b"[1,2]"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,11 +465,18 @@ async fn exec_forbidden_answers_403_with_a_status() {
     let k = Kube::new().await;
     k.sys.knobs(|k| k.exec_forbidden = true);
     let pod = k.pod().await;
-    let (status, body) = k.exec(&pod, &["ls", "/var/ims/data"], false, V4).await.err().unwrap();
+    let (status, body) = k
+        .exec(&pod, &["ls", "/var/ims/data"], false, V4)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(status, 403);
     assert_eq!(body["kind"], "Status");
     assert_eq!(body["reason"], "Forbidden");
-    assert!(body["message"].as_str().unwrap().contains("pods/exec"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("pods/exec"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,10 +515,23 @@ async fn a_rollout_restart_reloads_ims_from_its_files_under_a_new_pod() {
     assert_ne!(new_pod, old_pod, "the restarted pod has a new name");
     let after = k.ims_image(&id).await;
     assert_eq!(after["name"], "edited-by-hand");
-    assert!(after.get("unknown_field").is_none(), "unknown fields are dropped on load");
+    assert!(
+        after.get("unknown_field").is_none(),
+        "unknown fields are dropped on load"
+    );
     // Exec reaches the new pod, not the old one.
-    assert_eq!(k.run(&new_pod, &["ls", "/var/ims/data"]).await.exit_code().as_deref(), Some("0"));
-    assert!(k.exec(&old_pod, &["ls", "/var/ims/data"], false, V4).await.is_err());
+    assert_eq!(
+        k.run(&new_pod, &["ls", "/var/ims/data"])
+            .await
+            .exit_code()
+            .as_deref(),
+        Some("0")
+    );
+    assert!(
+        k.exec(&old_pod, &["ls", "/var/ims/data"], false, V4)
+            .await
+            .is_err()
+    );
 
     // A patch that changes nothing in the template starts no rollout.
     let resp = k
@@ -499,17 +579,27 @@ async fn a_rollout_that_never_becomes_ready_keeps_the_old_pod_serving() {
     });
     let old_pod = k.pod().await;
     k.restart().await;
-    let stuck = k.wait_rollout(Duration::from_millis(800)).await.unwrap_err();
+    let stuck = k
+        .wait_rollout(Duration::from_millis(800))
+        .await
+        .unwrap_err();
     let s = &stuck["status"];
     assert_eq!(s["observedGeneration"], 2, "{stuck}");
-    assert_eq!((s["replicas"].as_i64(), s["updatedReplicas"].as_i64()), (Some(2), Some(1)));
+    assert_eq!(
+        (s["replicas"].as_i64(), s["updatedReplicas"].as_i64()),
+        (Some(2), Some(1))
+    );
     assert_eq!(s["availableReplicas"], 1);
     let pods = k.pods().await;
     assert_eq!(pods.len(), 2, "{pods:?}");
     assert!(pods.contains(&(old_pod.clone(), "Running".into())));
     let pending = pods.iter().find(|(n, _)| *n != old_pod).unwrap();
     assert_eq!(pending.1, "Pending");
-    let (status, _) = k.exec(&pending.0, &["ls", "/var/ims/data"], false, V4).await.err().unwrap();
+    let (status, _) = k
+        .exec(&pending.0, &["ls", "/var/ims/data"], false, V4)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(status, 400, "a pending pod cannot exec");
     assert_eq!(k.sys.running.state.ims_restarts(), 0);
 }
@@ -526,7 +616,11 @@ async fn the_race_lets_the_old_ims_overwrite_new_files() {
     k.restart().await;
     k.wait_rollout(Duration::from_secs(10)).await.unwrap();
     assert_eq!(k.sys.running.state.ims_restarts(), 1);
-    assert_ne!(k.ims_image(&id).await["name"], "imported", "the import was lost");
+    assert_ne!(
+        k.ims_image(&id).await["name"],
+        "imported",
+        "the import was lost"
+    );
     let on_disk: Vec<Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_ne!(on_disk[0]["name"], "imported");
 }
@@ -543,11 +637,26 @@ async fn knobs_are_set_over_http() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let knobs: Value = resp.json().await.unwrap();
-    assert_eq!((knobs["ims_pods"].as_u64(), knobs["exec_forbidden"].as_bool()), (Some(2), Some(true)));
-    assert_eq!(knobs["rollout_delay_ms"], 300, "other knobs keep their values");
+    assert_eq!(
+        (
+            knobs["ims_pods"].as_u64(),
+            knobs["exec_forbidden"].as_bool()
+        ),
+        (Some(2), Some(true))
+    );
+    assert_eq!(
+        knobs["rollout_delay_ms"], 300,
+        "other knobs keep their values"
+    );
     assert_eq!(k.pods().await.len(), 2);
     for bad in [r#"{"ims_pods": 3}"#, r#"{"no_such_knob": 1}"#, "[]"] {
-        let resp = k.http.post(k.sys.url("/sim/k8s/knobs")).body(bad).send().await.unwrap();
+        let resp = k
+            .http
+            .post(k.sys.url("/sim/k8s/knobs"))
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "{bad}");
     }
 }

@@ -53,8 +53,9 @@ const MAX_STDERR: usize = 16 << 10;
 const EXEC_BUFFER: usize = 64 << 10;
 
 /// An IMS table, by the name HPE's tool and IMS's `app.data` use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     Images,
@@ -262,7 +263,11 @@ fn describe_ids(missing: &[String], unexpected: &[String], changed: &[String]) -
         format!(
             "{what} {}{}",
             shown.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         )
     };
     let mut parts = Vec::new();
@@ -349,12 +354,19 @@ impl RolloutStatus {
             available: status.available_replicas.unwrap_or_default(),
             ..Default::default()
         };
-        if let Some(c) = status.conditions.iter().flatten().find(|c| c.type_ == "Progressing")
+        if let Some(c) = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Progressing")
             && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
         {
             return Err(format!(
                 "progress deadline exceeded{}",
-                c.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                c.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
             ));
         }
         s.message = if s.observed_generation < generation.max(min_generation) {
@@ -362,9 +374,15 @@ impl RolloutStatus {
         } else if s.updated < desired {
             format!("{} of {} new replicas updated", s.updated, desired)
         } else if s.replicas > s.updated {
-            format!("{} old replicas pending termination", s.replicas - s.updated)
+            format!(
+                "{} old replicas pending termination",
+                s.replicas - s.updated
+            )
         } else if s.available < s.updated {
-            format!("{} of {} updated replicas available", s.available, s.updated)
+            format!(
+                "{} of {} updated replicas available",
+                s.available, s.updated
+            )
         } else {
             s.done = true;
             "successfully rolled out".into()
@@ -436,7 +454,11 @@ impl ImsWorkload {
                 let terminating = p.metadata.deletion_timestamp.is_some();
                 (
                     p.metadata.name.clone().unwrap_or_default(),
-                    if terminating { "Terminating".into() } else { phase },
+                    if terminating {
+                        "Terminating".into()
+                    } else {
+                        phase
+                    },
                     terminating,
                 )
             })
@@ -519,7 +541,10 @@ impl ImsWorkload {
                 namespace: pod.namespace.clone(),
                 pod: pod.name.clone(),
                 command: format!("write {path}"),
-                message: format!("{} bytes is more than the {MAX_DATA_FILE} allowed", bytes.len()),
+                message: format!(
+                    "{} bytes is more than the {MAX_DATA_FILE} allowed",
+                    bytes.len()
+                ),
             });
         }
         let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
@@ -574,8 +599,7 @@ impl ImsWorkload {
     /// `restartedAt` annotation set to now (RFC 3339; with milliseconds, so
     /// that two restarts in one second are two rollouts).
     pub async fn restart(&self) -> Result<Restart, ImsKubeError> {
-        let restarted_at =
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let restarted_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let patch = serde_json::json!({ "spec": { "template": { "metadata": {
             "annotations": { RESTARTED_AT: restarted_at } } } } });
         let url = format!("/apis/apps/v1/namespaces/{}/deployments", self.namespace);
@@ -749,7 +773,11 @@ impl ImsWorkload {
                 None => Err(err(format!(
                     "{}{}",
                     status.message.unwrap_or_else(|| "failed".into()),
-                    if errout.is_empty() { String::new() } else { format!(": {errout}") }
+                    if errout.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {errout}")
+                    }
                 ))),
             }
         };
@@ -801,9 +829,7 @@ pub fn data_file_names(app_py: &str, table: Table) -> Vec<String> {
             // Quoted strings are the odd pieces.
             parts.next();
             while let Some(quoted) = parts.next() {
-                if quoted
-                    .strip_suffix(suffix.as_str())
-                    .is_some_and(is_version)
+                if quoted.strip_suffix(suffix.as_str()).is_some_and(is_version)
                     && !found.iter().any(|f| f == quoted)
                 {
                     found.push(quoted.to_string());
@@ -937,7 +963,10 @@ mod tests {
             data_file_names(app, Table::DeletedImages),
             ["v3.1_deleted_images.json"]
         );
-        assert_eq!(data_file_names(app, Table::PublicKeys), ["v2_public_keys.json"]);
+        assert_eq!(
+            data_file_names(app, Table::PublicKeys),
+            ["v2_public_keys.json"]
+        );
         assert_eq!(data_file_names(app, Table::Recipes), ["v2.2_recipes.json"]);
         assert!(data_file_names(app, Table::Jobs).is_empty());
         let two = "a = 'v2_jobs.json'\nb = 'v2.4_jobs.json'\n";
@@ -951,17 +980,38 @@ mod tests {
         compare_table(Table::Images, &written, &same).unwrap();
         let old = json!([{"id": "a", "name": "old"}, {"id": "c"}]);
         let err = compare_table(Table::Images, &written, &old).unwrap_err();
-        let ReadBackError::Mismatch { missing, unexpected, changed, .. } = &err else {
+        let ReadBackError::Mismatch {
+            missing,
+            unexpected,
+            changed,
+            ..
+        } = &err
+        else {
             panic!("{err}")
         };
-        assert_eq!((missing, unexpected, changed), (&vec!["b".to_string()], &vec!["c".to_string()], &vec!["a.name".to_string()]));
+        assert_eq!(
+            (missing, unexpected, changed),
+            (
+                &vec!["b".to_string()],
+                &vec!["c".to_string()],
+                &vec!["a.name".to_string()]
+            )
+        );
         let text = err.to_string();
-        assert!(text.contains("race") && text.contains("apply the plan again"), "{text}");
+        assert!(
+            text.contains("race") && text.contains("apply the plan again"),
+            "{text}"
+        );
     }
 
     #[test]
     fn rollout_status_follows_kubectl() {
-        let d = |generation: i64, obs: i64, replicas: i32, updated: i32, available: i32| -> Deployment {
+        let d = |generation: i64,
+                 obs: i64,
+                 replicas: i32,
+                 updated: i32,
+                 available: i32|
+         -> Deployment {
             serde_json::from_value(json!({
                 "metadata": {"name": "cray-ims", "generation": generation},
                 "spec": {"replicas": 1, "selector": {}, "template": {}},

@@ -101,9 +101,7 @@ pub async fn exec(
     if let Some(c) = param("container")
         && c != CONTAINER
     {
-        return bad(format!(
-            "container {c} is not valid for pod {name}"
-        ));
+        return bad(format!("container {c} is not valid for pod {name}"));
     }
     if command.is_empty() {
         return bad("you must specify at least 1 command".into());
@@ -150,9 +148,19 @@ struct Streams {
     stderr: bool,
 }
 
-async fn session(mut socket: WebSocket, v5: bool, streams: Streams, dir: PathBuf, argv: Vec<String>) {
+async fn session(
+    mut socket: WebSocket,
+    v5: bool,
+    streams: Streams,
+    dir: PathBuf,
+    argv: Vec<String>,
+) {
     // The API server opens each channel with a one-byte message.
-    for (open, channel) in [(streams.stdout, STDOUT), (streams.stderr, STDERR), (true, STATUS)] {
+    for (open, channel) in [
+        (streams.stdout, STDOUT),
+        (streams.stderr, STDERR),
+        (true, STATUS),
+    ] {
         if open && socket.send(binary(vec![channel])).await.is_err() {
             return;
         }
@@ -308,7 +316,10 @@ impl Fs {
         if path == APP_PY {
             return Ok(Place::AppPy);
         }
-        match path.strip_prefix(DATA_DIR).and_then(|r| r.strip_prefix('/')) {
+        match path
+            .strip_prefix(DATA_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+        {
             Some(name)
                 if !name.is_empty()
                     && name != "."
@@ -368,7 +379,11 @@ impl Fs {
                     })
                     .unwrap_or_default();
                 names.sort();
-                Ok(names.iter().map(|n| format!("{n}\n")).collect::<String>().into_bytes())
+                Ok(names
+                    .iter()
+                    .map(|n| format!("{n}\n"))
+                    .collect::<String>()
+                    .into_bytes())
             }
             ("cat" | "sha256sum" | "mv" | "rm" | "ls", _) => {
                 return Outcome::fail(1, format!("{cmd}: unsupported arguments {args:?}\n"));

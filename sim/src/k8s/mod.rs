@@ -46,7 +46,11 @@ pub(crate) fn status(code: StatusCode, reason: &str, message: String) -> Respons
     (code, Json(body)).into_response()
 }
 
-pub(crate) async fn require_kube_token(State(s): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_kube_token(
+    State(s): State<Arc<SimState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let expected = format!("Bearer {}", s.config.kube_token);
     if req
         .headers()
