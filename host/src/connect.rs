@@ -45,7 +45,8 @@ pub struct Connect {
     /// CA bundle for the gateway [default: the platform CA when present].
     #[arg(long, env = "IMSFLOW_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Kubeconfig for the product catalog and the admin-client-auth Secret
+    /// Kubeconfig for the product catalog, the admin-client-auth Secret and
+    /// the IMS pod and deployment (imports)
     /// [default: $KUBECONFIG, /etc/kubernetes/admin.conf, ~/.kube/config].
     #[arg(long, env = "IMSFLOW_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

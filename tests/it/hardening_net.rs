@@ -560,7 +560,7 @@ fn connect_debug_does_not_show_the_token_or_the_secret_key() {
 
 /// A private CA and a certificate it signed for 127.0.0.1 and localhost,
 /// valid 2000 to 2100 (made with `openssl ca`).
-const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+pub(crate) const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
 MIIBeDCCAR6gAwIBAgICEAAwCgYIKoZIzj0EAwIwIjEgMB4GA1UEAwwXaW1zZmxv
 dyB0ZXN0IHByaXZhdGUgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEwMDAxMDEwMDAw
 MDBaMCIxIDAeBgNVBAMMF2ltc2Zsb3cgdGVzdCBwcml2YXRlIENBMFkwEwYHKoZI
@@ -571,7 +571,7 @@ h3vKw3NaMAoGCCqGSM49BAMCA0gAMEUCIFUs6xfLlzlpsB7FQlfVz+F9NF+tVkvv
 0Sjs9mbhz8vsAiEA/rFpxdxYMHtIQIrqjZA4uvO2ntl4qbbJAiAJ5p31ij4=
 -----END CERTIFICATE-----
 ";
-const TEST_SERVER_CERT: &str = "-----BEGIN CERTIFICATE-----
+pub(crate) const TEST_SERVER_CERT: &str = "-----BEGIN CERTIFICATE-----
 MIIBuzCCAWGgAwIBAgICEAEwCgYIKoZIzj0EAwIwIjEgMB4GA1UEAwwXaW1zZmxv
 dyB0ZXN0IHByaXZhdGUgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEwMDAxMDEwMDAw
 MDBaMBQxEjAQBgNVBAMMCTEyNy4wLjAuMTBZMBMGByqGSM49AgEGCCqGSM49AwEH
@@ -584,7 +584,7 @@ xqEJXBmqul6TZaxupaGlrYNFWTu17jx4gkZBlQIhAKPLsv4wKNL2j0YcQYHppm2K
 69JNrZaeHKserYBekOJU
 -----END CERTIFICATE-----
 ";
-const TEST_SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+pub(crate) const TEST_SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPfnwcHZvp+GKqcxv
 eHI3hGVDM/dICR+DzFddvee3EK6hRANCAAQQHSwHSHO8fpsXV+EjFpzD32USb/K1
 NZxsgewa4DnBhfmoHi8byr+TDDsk78m7laTaLkR+ACAPKyVjz12vg/Gp

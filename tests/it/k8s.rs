@@ -349,3 +349,112 @@ async fn the_race_is_detected_after_the_restart() {
         "{text}"
     );
 }
+
+/// An HTTPS Kubernetes API on loopback with the test CA's certificate: it
+/// serves the `admin-client-auth` Secret and records the Authorization
+/// header of each request.
+fn fake_tls_kube() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use crate::hardening_net::{TEST_SERVER_CERT, TEST_SERVER_KEY};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let certs = vec![CertificateDer::from_pem_slice(TEST_SERVER_CERT.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY.as_bytes()).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
+            let (config, record) = (config.clone(), record.clone());
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                if let Some(auth) = head.lines().find_map(|l| l.strip_prefix("authorization: ")) {
+                    record.lock().unwrap().push(auth.trim().to_string());
+                }
+                let body = r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"admin-client-auth"},"data":{"client-secret":"czNjcjN0"}}"#;
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn tls_kubeconfig(dir: &std::path::Path, server: &str, ca: Option<&str>) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let ca = ca
+        .map(|c| format!("    certificate-authority: {c}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\nclusters:\n- name: k\n  cluster:\n    server: {server}\n{ca}users:\n- name: u\n  user: {{tokenFile: secrets/token}}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubeconfig_naming_a_ca_file_and_a_token_file_reaches_a_tls_api() {
+    let (url, seen) = fake_tls_kube();
+    let dir = tempfile::tempdir().unwrap();
+    // Files named relative to the kubeconfig, as kubectl reads them.
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), crate::hardening_net::TEST_CA).unwrap();
+    std::fs::write(dir.path().join("secrets/token"), "file-token\n").unwrap();
+    let kube = Kube::from_kubeconfig(&tls_kubeconfig(dir.path(), &url, Some("ca.pem"))).unwrap();
+    let secret = kube
+        .secret_value("default", "admin-client-auth", "client-secret")
+        .await
+        .unwrap();
+    assert_eq!(secret, "s3cr3t");
+    assert_eq!(seen.lock().unwrap().as_slice(), ["Bearer file-token"]);
+
+    // Without the site's CA, the API's certificate is refused.
+    let kube = Kube::from_kubeconfig(&tls_kubeconfig(dir.path(), &url, None)).unwrap();
+    let err = kube
+        .secret_value("default", "admin-client-auth", "client-secret")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "no request went out");
+
+    // A CA file that is missing is named.
+    let err = Kube::from_kubeconfig(&tls_kubeconfig(dir.path(), &url, Some("nope.pem")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope.pem"), "{err}");
+}

@@ -230,11 +230,10 @@ pub enum ReadBackError {
     #[error("reading IMS `{table}` back through its API: {message}")]
     Api { table: Table, message: String },
     #[error(
-        "after the restart, IMS serves {} `{table}` than the data file written ({}): IMS \
-         probably wrote its in-memory state over the new file between the write and the \
-         restart (a known race of this procedure); the import of `{table}` did not take \
-         effect and is not done: apply the plan again to redo it",
-        describe_count(missing.len(), unexpected.len()),
+        "after the restart, IMS serves other `{table}` records than the data file written \
+         ({}): IMS probably wrote its in-memory state over the new file between the write \
+         and the restart (a known race of this procedure); the import of `{table}` did not \
+         take effect and is not done: apply the plan again to redo it",
         describe_ids(missing, unexpected, changed)
     )]
     Mismatch {
@@ -246,14 +245,6 @@ pub enum ReadBackError {
         /// `id.field` served with another value than written.
         changed: Vec<String>,
     },
-}
-
-fn describe_count(missing: usize, unexpected: usize) -> &'static str {
-    match (missing > 0, unexpected > 0) {
-        (true, false) => "fewer records",
-        (false, true) => "more records",
-        _ => "other records",
-    }
 }
 
 fn describe_ids(missing: &[String], unexpected: &[String], changed: &[String]) -> String {

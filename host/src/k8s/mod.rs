@@ -85,8 +85,18 @@ impl Kube {
         };
         let text = crate::read::read_text_capped(path, MAX_SMALL_FILE, "kubeconfig")
             .map_err(|e| bad(e.reason))?;
-        let kubeconfig = Kubeconfig::from_yaml(&text)
-            .map_err(|e| bad(format!("not a kubeconfig: {}", error_chain(&e))))?;
+        // serde_yaml, as for every other YAML here: the crate's own parser
+        // would add a second YAML implementation (1.2 MB of code) for this.
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| bad(format!("not YAML: {e}")))?;
+        // A type error quotes the value, which can be a credential.
+        let kubeconfig: Kubeconfig = serde_yaml::from_value(value).map_err(|_| {
+            bad(
+                "not a kubeconfig: a field has the wrong type (its value is not shown: \
+                 it may be a credential)"
+                    .into(),
+            )
+        })?;
         let current = kubeconfig
             .current_context
             .clone()
@@ -160,8 +170,10 @@ impl Kube {
         }
         config.auth_info = inline_user_files(user, |file, what| read_file(file, what))?;
         config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(REQUEST_TIMEOUT);
-        config.write_timeout = Some(REQUEST_TIMEOUT);
+        // Idle limits a little beyond the whole-call timeout, which is the
+        // one that fires (and says what timed out); they bound exec streams.
+        config.read_timeout = Some(REQUEST_TIMEOUT + Duration::from_secs(5));
+        config.write_timeout = Some(REQUEST_TIMEOUT + Duration::from_secs(5));
         // A long stdin upload to exec is not an idle read.
         config.reset_reader_on_write = true;
         let client = kube::Client::try_from(config).map_err(|e| bad(kube_error(&e)))?;
@@ -368,5 +380,44 @@ pub(crate) fn kube_error(e: &kube::Error) -> String {
             m
         }
         e => error_chain(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_kubeconfig_does_not_quote_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            "current-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n\
+             clusters:\n- name: k\n  cluster: {server: 'http://127.0.0.1:1'}\n\
+             users:\n- name: u\n  user: s3cr3t-token-value\n",
+        )
+        .unwrap();
+        let err = Kube::from_kubeconfig(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("wrong type") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn user_files_are_read_by_us_and_inlined() {
+        let user: AuthInfo =
+            serde_yaml::from_str("client-certificate: c.pem\nclient-key: k.pem\ntokenFile: t\n")
+                .unwrap();
+        let read = |file: &str, _: &'static str| Ok(format!("<{file}>\n").into_bytes());
+        let user = inline_user_files(user, read).unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(user.client_certificate, None);
+        assert_eq!(user.client_certificate_data, Some(b64("<c.pem>\n")));
+        assert_eq!(user.client_key, None);
+        assert!(user.client_key_data.is_some());
+        assert_eq!(user.token_file, None);
+        assert!(user.token.is_some());
     }
 }

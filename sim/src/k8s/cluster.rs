@@ -152,8 +152,7 @@ impl Cluster {
     }
 
     pub fn pod_json(&self, pod: &PodView) -> Value {
-        let hash = pod.name.rsplitn(2, '-').nth(1).unwrap_or_default();
-        let hash = hash.strip_prefix("cray-ims-").unwrap_or(hash);
+        let hash = pod_hash(&pod.name);
         let (phase, ready) = if pod.running {
             ("Running", "True")
         } else {
@@ -253,6 +252,12 @@ fn template_hash(rng: &mut fastrand::Rng) -> String {
 
 fn pod_name(hash: &str, rng: &mut fastrand::Rng) -> String {
     format!("cray-ims-{hash}-{}", suffix(rng, 5))
+}
+
+/// The pod-template-hash in `cray-ims-<hash>-<suffix>`.
+fn pod_hash(pod: &str) -> &str {
+    let base = pod.rsplit_once('-').map_or(pod, |(base, _)| base);
+    base.strip_prefix("cray-ims-").unwrap_or(base)
 }
 
 fn suffix(rng: &mut fastrand::Rng, n: usize) -> String {
@@ -399,8 +404,8 @@ async fn progress(s: Arc<SimState>, generation: i64, delay_ms: u64) {
         }
     }
     c.pod = r.new_pod;
-    let hash = c.pod.rsplitn(2, '-').nth(1).unwrap_or_default().to_string();
-    c.twin = pod_name(hash.strip_prefix("cray-ims-").unwrap_or(&hash), &mut c.rng);
+    let hash = pod_hash(&c.pod).to_string();
+    c.twin = pod_name(&hash, &mut c.rng);
     c.rollout = None;
     c.resource_version += 1;
     c.restarts += 1;
