@@ -247,6 +247,29 @@ async fn update_after_a_mistake_brings_the_records_back_and_a_rerun_changes_noth
     ] {
         assert_eq!(site.call(reqwest::Method::DELETE, &path).await, 204);
     }
+    let dry = site.import("update", &archive, &["--dry-run"]);
+    assert_eq!(dry.code, 2, "{}\n{}", dry.stdout, dry.stderr);
+    for id in [&images[0], &images[1]] {
+        assert!(
+            dry.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with("add") && l.contains(id.as_str())),
+            "the review adds {id} back: {}",
+            dry.stdout
+        );
+        assert!(
+            dry.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with("purge") && l.contains(id.as_str())),
+            "and purges its deleted copy: {}",
+            dry.stdout
+        );
+    }
+    assert!(
+        dry.stdout.contains("IMS data files rewritten: 2"),
+        "{}",
+        dry.stdout
+    );
     let run = site.import("update", &archive, &["--yes"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let after = site.ims().await;
@@ -637,5 +660,63 @@ async fn a_failed_preflight_lists_every_problem_and_changes_nothing() {
             && bad.stderr.contains("the backup directory is not writable"),
         "{}",
         bad.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_object_under_an_exported_key_is_a_conflict_reported_and_kept() {
+    let site = Site::start(no_running_jobs()).await;
+    let archive = site.export();
+    let before = site.ims().await;
+    let image = before["v3/images"].values().next().unwrap().clone();
+    let id = image["id"].as_str().unwrap();
+    let objects = site.s3().await;
+    // An artifact of the image, other than its manifest, replaced by other bytes.
+    let key = objects
+        .keys()
+        .find(|k| k.starts_with(&format!("boot-images/{id}/")) && !k.ends_with("manifest.json"))
+        .unwrap()
+        .clone();
+    let s3 = csm_sim::s3::S3::new(&site.sys.s3);
+    let (bucket, object) = key.split_once('/').unwrap();
+    s3.client()
+        .put_object()
+        .bucket(bucket)
+        .key(object)
+        .body(b"changed since the export".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let changed = site.s3().await[&key].clone();
+    assert_eq!(
+        site.call(
+            reqwest::Method::DELETE,
+            &format!("v2/images/{id}?cascade=False")
+        )
+        .await,
+        204
+    );
+    let dry = site.import("update", &archive, &["--dry-run"]);
+    assert_eq!(dry.code, 2, "{}\n{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout.contains("1 in conflict")
+            && dry
+                .stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with("conflict") && l.contains(object)),
+        "{}",
+        dry.stdout
+    );
+    let run = site.import("update", &archive, &["--yes"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        site.s3().await[&key],
+        changed,
+        "the conflicting object is never overwritten"
+    );
+    assert_eq!(
+        live(&site.ims().await),
+        live(&before),
+        "the record is imported"
     );
 }

@@ -28,12 +28,14 @@ fn short(v: &Value) -> String {
     escaped(&t).into_owned()
 }
 
+/// `{"mode": "purge"}`, `{"mode": "hard", "cascade": true}`...
 fn delete_mode(d: &Value) -> String {
-    match (d.as_str(), d.get("hard")) {
-        (Some(m), _) => m.to_string(),
-        (None, Some(h)) if h["cascade"] == true => "hard delete, cascade".into(),
-        (None, Some(_)) => "hard delete".into(),
-        _ => d.to_string(),
+    match (d["mode"].as_str(), d["cascade"].as_bool()) {
+        (Some("hard"), Some(true)) => "hard delete, cascade".into(),
+        (Some("hard"), _) => "hard delete".into(),
+        (Some("soft"), _) => "soft delete".into(),
+        (Some(mode), _) => escaped(mode).into_owned(),
+        (None, _) => escaped(&d.to_string()).into_owned(),
     }
 }
 
