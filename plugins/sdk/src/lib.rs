@@ -14,7 +14,7 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "step",
         pub_export_macro: true,
         export_macro_name: "export_component",
