@@ -16,5 +16,6 @@ mod k8s;
 mod plan_apply;
 mod plan_show;
 mod sandbox;
+mod site_plugins;
 mod transfer;
 mod workflow_ui;

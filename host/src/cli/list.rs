@@ -99,3 +99,92 @@ pub async fn plugins(cli: &Cli) -> anyhow::Result<Exit> {
     }
     Ok(Exit::Ok)
 }
+
+/// The contract every plugin is built against: the WIT package of `wit/plugin.wit`.
+const CONTRACT_PACKAGE: &str = "imsflow:plugin";
+
+/// Why a file is not a plugin, said before wasmtime is asked, in the user's terms.
+fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.len() < 8 && bytes.starts_with(b"\0asm") {
+        return Some("it is truncated: a WebAssembly header is 8 bytes");
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Some(
+            "it is not WebAssembly (no `\\0asm` header); an imsflow plugin is a WebAssembly component built with `cargo build --release --target wasm32-wasip2`",
+        );
+    }
+    // Bytes 4..8: version and layer; layer 0 is a core module, 1 a component.
+    if bytes[6..8] == [0, 0] {
+        return Some(
+            "it is a core WebAssembly module, not a component; build the plugin with `--target wasm32-wasip2` (wasm32-unknown-unknown and wasm32-wasip1 give core modules)",
+        );
+    }
+    None
+}
+
+pub async fn inspect(cli: &Cli, file: &std::path::Path) -> anyhow::Result<Exit> {
+    use imsflow::plugin::{PluginRef, load};
+    let plugin = load(&PluginRef::File {
+        path: file.to_path_buf(),
+        sha256: None,
+    })?;
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "{} is not an imsflow plugin: {why}",
+            file.display()
+        )
+    };
+    if let Some(why) = not_a_component(&plugin.bytes) {
+        return Err(refuse(why.into()));
+    }
+    let rt = super::runtime()?;
+    let loaded = rt.load(&plugin).await.map_err(|e| match e {
+        imsflow::sandbox::LoadError::Invalid { reason, .. } => refuse(format!(
+            "it is a component, but not of imsflow's `step` world (imports from {CONTRACT_PACKAGE} and WASI p2, exports `describe` and `run`): {reason}"
+        )),
+        other => refuse(format!("{other:#}")),
+    })?;
+    let i = &loaded.info;
+    // `imsflow:plugin/services@0.2.0` -> `imsflow:plugin@0.2.0`.
+    let mut contracts: Vec<String> = i
+        .imports
+        .iter()
+        .filter_map(|name| {
+            let rest = name.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?;
+            let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
+            Some(if version.is_empty() {
+                CONTRACT_PACKAGE.to_string()
+            } else {
+                format!("{CONTRACT_PACKAGE}@{version}")
+            })
+        })
+        .collect();
+    contracts.sort();
+    contracts.dedup();
+    let contract = if contracts.is_empty() {
+        "- (imports nothing from imsflow:plugin)".to_string()
+    } else {
+        contracts.join(", ")
+    };
+    if cli.json {
+        let mut v = serde_json::to_value(i)?;
+        v["file"] = file.display().to_string().into();
+        v["contract"] = serde_json::to_value(&contracts)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(Exit::Ok);
+    }
+    let list = |l: &[String]| if l.is_empty() { "-".to_string() } else { l.join(", ") };
+    println!("file:        {}", file.display());
+    println!("name:        {}", i.name);
+    println!("version:     {}", i.version);
+    println!("description: {}", i.description);
+    println!("sha256:      {}", i.sha256);
+    println!("contract:    {contract}");
+    println!("services:    {}", list(&i.services));
+    println!("effects:     {}", list(&i.effects));
+    println!("imports:");
+    for import in &i.imports {
+        println!("    {import}");
+    }
+    Ok(Exit::Ok)
+}

@@ -155,11 +155,21 @@ enum Command {
         #[command(subcommand)]
         command: ListOnly,
     },
-    /// Stock plugins.
+    /// Stock plugins; inspect a plugin file.
     Plugins {
         #[command(subcommand)]
-        command: ListOnly,
+        command: PluginsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// The stock plugins: name, version, sha256, services, effects, imports.
+    List,
+    /// What a plugin file is: name, version, sha256 (its pin), contract
+    /// version, declared services and effect kinds, and the imports it links.
+    /// Refuses a file that is not a component of imsflow's `step` world.
+    Inspect { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -344,8 +354,11 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
             command: ListOnly::List,
         } => list::workflows(cli),
         Command::Plugins {
-            command: ListOnly::List,
+            command: PluginsCommand::List,
         } => list::plugins(cli).await,
+        Command::Plugins {
+            command: PluginsCommand::Inspect { file },
+        } => list::inspect(cli, file).await,
         Command::Runs {
             command: RunsCommand::List,
         } => runs::list(cli),
