@@ -9,6 +9,14 @@
 //! impl imsflow_pdk::Step for MyStep { ... }
 //! imsflow_pdk::export_step!(MyStep);
 //! ```
+//!
+//! A link source (a plugin that finds S3 links for the export) is a single
+//! function over a [`Host`], tested natively with [`FakeHost`]:
+//!
+//! ```text
+//! fn links(host: &impl Host, with: MyWith) -> Result<Vec<Link>, StepError> { ... }
+//! imsflow_pdk::link_source!(links, services: ["bos-v1"]);
+//! ```
 // In a module: `pub_export_macro` puts the export macro at the crate root,
 // which would clash with the generated `pub use` if generated at the root.
 #[doc(hidden)]
@@ -27,7 +35,13 @@ pub use bindings::imsflow::plugin::types::*;
 pub use bindings::imsflow::plugin::{archive, log, s3, services};
 pub use serde_json;
 
+pub mod host;
 pub mod links;
+
+pub use host::Host;
+#[cfg(not(target_family = "wasm"))]
+pub use host::FakeHost;
+pub use links::Link;
 
 use serde::de::DeserializeOwned;
 
@@ -140,6 +154,35 @@ macro_rules! export_step {
                 }
             }
             $crate::bindings::export_component!(__ImsflowStep with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// Makes a link-source function a complete plugin: `describe` (name, version
+/// and description from Cargo.toml, the services given, no effects) and `run`
+/// (decodes `with` into the function's second parameter, calls it with the
+/// real host, dedupes, returns `{"links": [...]}`).
+///
+/// `link_source!(links, services: ["bos-v1"]);` where
+/// `fn links(host: &impl Host, with: W) -> Result<Vec<Link>, StepError>` and
+/// `W: serde::Deserialize` (use `serde_json::Value` to take anything).
+/// The exports exist only in the wasm build; native builds (tests) get the
+/// function alone.
+#[macro_export]
+macro_rules! link_source {
+    ($links:path $(, services: [$($service:expr),* $(,)?])? $(,)?) => {
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            struct __ImsflowLinkSource;
+            impl $crate::Guest for __ImsflowLinkSource {
+                fn describe() -> $crate::PluginInfo {
+                    $crate::plugin_info!(services: [$($($service),*)?], effects: [])
+                }
+                fn run(input: String) -> Result<$crate::StepOutput, $crate::StepError> {
+                    $crate::links::run_link_source(&$crate::host::WasmHost, &input, $links)
+                }
+            }
+            $crate::bindings::export_component!(__ImsflowLinkSource with_types_in $crate::bindings);
         };
     };
 }
