@@ -195,6 +195,7 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
         raw_ceph / gib(total)
     )];
     let mut disk = None;
+    let mut last_archive = None;
     for (label, bin) in bins {
         // Warm the compile cache so the measured run writes only the archive.
         let warm = tempfile::tempdir_in(out.path()).unwrap();
@@ -243,10 +244,119 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
             used / gib(archive_bytes),
             ceph_used / gib(archive_bytes)
         ));
+        last_archive = Some((dir, archive));
     }
     for line in cpu_lines {
         println!("{line}");
     }
+    if let Some((_keep, archive)) = last_archive {
+        import_phase(&sys, &s3, &archive, &urls, cache, rootfs_mib).await;
+    }
+}
+
+/// The restore direction on the same data set: every artifact is removed
+/// from S3, then `imsflow import overwrite --yes` puts the records and the
+/// artifacts back from the archive (end to end: preflight integrity check,
+/// plugins, backup, deletes, uploads, data files, restart, verification),
+/// against a raw concurrent aws-sdk PUT of as many bytes, from memory, in
+/// the same run.
+async fn import_phase(
+    sys: &System,
+    s3: &csm_sim::s3::S3,
+    archive: &std::path::Path,
+    urls: &[String],
+    cache: &std::path::Path,
+    rootfs_mib: usize,
+) {
+    let mut sizes = Vec::new();
+    for u in urls {
+        let (b, k) = csm_sim::s3::parse_url(u).unwrap();
+        if b != "boot-images" {
+            continue;
+        }
+        let head = s3
+            .client()
+            .head_object()
+            .bucket(b)
+            .key(k)
+            .send()
+            .await
+            .unwrap();
+        sizes.push(head.content_length().unwrap_or(0) as usize);
+    }
+    let total: u64 = sizes.iter().map(|&n| n as u64).sum();
+    // Raw PUT: 8 at a time, one shared buffer (content does not matter).
+    let buffer = bytes::Bytes::from(vec![7u8; sizes.iter().copied().max().unwrap_or(0)]);
+    let t = Instant::now();
+    for (n, chunk) in sizes.chunks(8).enumerate() {
+        let puts = chunk.iter().enumerate().map(|(i, &len)| {
+            let client = s3.client().clone();
+            let body = buffer.slice(..len);
+            tokio::spawn(async move {
+                client
+                    .put_object()
+                    .bucket("boot-images")
+                    .key(format!("bench-raw/{n}-{i}"))
+                    .body(body.into())
+                    .send()
+                    .await
+                    .unwrap();
+                len as u64
+            })
+        });
+        futures_join(puts.collect()).await;
+    }
+    let raw = t.elapsed();
+    // The system loses its artifacts (and the raw PUTs go too).
+    let listed = s3.list("boot-images", "").await.unwrap();
+    for (key, _, _) in listed {
+        s3.client()
+            .delete_object()
+            .bucket("boot-images")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let backup = tempfile::tempdir().unwrap();
+    let before = children_blocks_written();
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
+        .args(["--json", "import", "overwrite", "--yes", "-f"])
+        .arg(archive)
+        .arg("-b")
+        .arg(backup.path())
+        .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
+        .env("IMSFLOW_CACHE_DIR", cache)
+        .env("IMSFLOW_STATE_DIR", backup.path().join("state"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let written = (children_blocks_written() - before) * 512;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let peak = text
+        .split("\"peak_rss_kib\":")
+        .nth(1)
+        .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let gib_s = |d: std::time::Duration| total as f64 / d.as_secs_f64() / (1u64 << 30) as f64;
+    println!(
+        "{:>6} MiB import: {:.0} MiB of artifacts; raw PUT {:.2} GiB/s; imsflow import overwrite {:.2} GiB/s ({:.2}x the raw PUT, end to end); peak RSS {:.1} MiB; disk written {:.1} MiB (the backup: records only)",
+        rootfs_mib,
+        total as f64 / 1048576.0,
+        gib_s(raw),
+        gib_s(took),
+        gib_s(took) / gib_s(raw),
+        peak as f64 / 1024.0,
+        written as f64 / 1048576.0
+    );
 }
 
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<u64>>) -> Vec<u64> {

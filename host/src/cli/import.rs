@@ -218,7 +218,12 @@ pub async fn import(
     .await
     .with_context(|| format!("importing {}", archive.display()))?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "apply": report, "peak_rss_kib": imsflow::engine::peak_rss_kib(),
+            }))?
+        );
     }
     let exit = print_applied(cli, &plan, &report);
     if report.stopped.is_some() {
