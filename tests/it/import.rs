@@ -720,3 +720,74 @@ async fn a_changed_object_under_an_exported_key_is_a_conflict_reported_and_kept(
         "the record is imported"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_run_twice_converges_to_the_state_of_its_first_run() {
+    for mode in ["add", "update", "overwrite", "soft_overwrite"] {
+        let site = Site::start(no_running_jobs()).await;
+        let archive = site.export();
+        let before = site.ims().await;
+        let image = before["v3/images"].keys().next().unwrap().clone();
+        assert_eq!(
+            site.call(reqwest::Method::DELETE, &format!("v3/images/{image}"))
+                .await,
+            204
+        );
+        let first = site.import(mode, &archive, &["--yes"]);
+        assert_eq!(first.code, 0, "{mode}: {}\n{}", first.stdout, first.stderr);
+        let (ims, objects) = (site.ims().await, site.s3().await);
+        assert_eq!(live(&ims), live(&before), "{mode}: the image is back");
+        let second = site.import(mode, &archive, &["--yes"]);
+        assert_eq!(
+            second.code, 0,
+            "{mode}: {}\n{}",
+            second.stdout, second.stderr
+        );
+        assert_eq!(site.ims().await, ims, "{mode}: IMS after a re-run");
+        assert_eq!(site.s3().await, objects, "{mode}: S3 after a re-run");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_only_directory_export_imports_its_records() {
+    let site = Site::start(no_running_jobs()).await;
+    let out = site.dir("records-only");
+    let run = site.cli(&[
+        "export",
+        out.to_str().unwrap(),
+        "--exclude-linked-artifacts",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let dir = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Data saved in directory: "))
+        .expect("a directory export")
+        .to_string();
+    let before = site.ims().await;
+    let recipe = before["v3/recipes"].keys().next().unwrap().clone();
+    assert_eq!(
+        site.call(
+            reqwest::Method::DELETE,
+            &format!("v2/recipes/{recipe}?cascade=False")
+        )
+        .await,
+        204
+    );
+    let backup = site.dir("backup");
+    let imported = site.cli(&[
+        "import",
+        "add",
+        "--yes",
+        "-d",
+        &dir,
+        "-b",
+        backup.to_str().unwrap(),
+    ]);
+    assert_eq!(imported.code, 0, "{}\n{}", imported.stdout, imported.stderr);
+    assert_eq!(
+        live(&site.ims().await),
+        live(&before),
+        "the recipe is back under its id"
+    );
+}
