@@ -1,5 +1,5 @@
-//! Site plugins: the self-contained SDK, `plugins inspect`, and (later in
-//! this file) the scaffold.
+//! Site plugins: the self-contained SDK, `plugins inspect`, and the
+//! link-source scaffold (`plugins new`).
 use crate::support::*;
 
 /// The SDK carries its own copy of the WIT so that a site's crate can depend
@@ -35,8 +35,15 @@ fn inspect_a_plugin() {
     let run = inspect(wasm.parent().unwrap(), "uploader.wasm");
     assert_eq!(run.code, 0, "{}", run.stderr);
     let sha = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
-    assert!(run.stdout.contains(&format!("sha256:      {sha}\n")), "{}", run.stdout);
-    golden("inspect-uploader.txt", &run.stdout.replace(&sha, "<sha256 of the file>"));
+    assert!(
+        run.stdout.contains(&format!("sha256:      {sha}\n")),
+        "{}",
+        run.stdout
+    );
+    golden(
+        "inspect-uploader.txt",
+        &run.stdout.replace(&sha, "<sha256 of the file>"),
+    );
 
     // --json carries the same facts.
     let out = imsflow_command()
@@ -66,7 +73,10 @@ fn inspect_refuses_what_is_not_a_plugin() {
         let run = inspect(dir.path(), name);
         assert_eq!(run.code, 1, "{name}: {}", run.stdout);
         assert!(run.stdout.is_empty(), "{name}: {}", run.stdout);
-        text.push_str(&format!("$ imsflow plugins inspect {name}\n{}\n", run.stderr.trim_end()));
+        text.push_str(&format!(
+            "$ imsflow plugins inspect {name}\n{}\n",
+            run.stderr.trim_end()
+        ));
     }
     let run = inspect(dir.path(), "missing.wasm");
     assert_eq!(run.code, 1);
@@ -75,4 +85,64 @@ fn inspect_refuses_what_is_not_a_plugin() {
         run.stderr.trim_end()
     ));
     golden("inspect-not-a-plugin.txt", &text);
+}
+
+fn cargo_in(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(dir)
+        // Shared and kept between runs: the scaffold's dependencies build once.
+        .env("CARGO_TARGET_DIR", target_dir().join("scaffold"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The link-source template, scaffolded outside this repository, passes its
+/// own FakeHost test natively, builds for wasm32-wasip2 with the plain
+/// command its README gives, and is a plugin that `inspect` accepts.
+#[test]
+fn scaffolded_link_source_tests_builds_and_inspects() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = imsflow_command().args(args).current_dir(dir.path()).output().unwrap();
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let sdk = repo_root().join("plugins/sdk");
+    let sdk = sdk.to_str().unwrap();
+    let made = run(&["-q", "plugins", "new", "link-source", "site-links", "--dir", "crates", "--sdk", sdk]);
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let krate = dir.path().join("crates/site-links");
+    assert_eq!(dir_entries(&krate), ["Cargo.toml", "README.md", "src"]);
+    let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+    assert!(lib.lines().count() <= 45, "the template's lib.rs grew to {} lines", lib.lines().count());
+
+    // Refusals: an existing crate, a name cargo would not take.
+    let again = run(&["-q", "plugins", "new", "link-source", "site-links", "--dir", "crates", "--sdk", sdk]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    let bad = run(&["-q", "plugins", "new", "link-source", "Site_Links", "--sdk", sdk]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("is not a plugin name"), "{}", bad.stderr);
+
+    cargo_in(&krate, &["test", "--offline", "--quiet"]);
+    cargo_in(&krate, &["build", "--offline", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    let wasm = target_dir().join("scaffold/wasm32-wasip2/release/site_links.wasm");
+    let inspected = inspect(dir.path(), wasm.to_str().unwrap());
+    assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+    assert!(inspected.stdout.contains("name:        site-links\n"), "{}", inspected.stdout);
+    assert!(inspected.stdout.contains("services:    bos\n"), "{}", inspected.stdout);
+    assert!(inspected.stdout.contains("contract:    imsflow:plugin@0.2.0\n"), "{}", inspected.stdout);
 }

@@ -128,12 +128,8 @@ pub async fn inspect(cli: &Cli, file: &std::path::Path) -> anyhow::Result<Exit> 
         path: file.to_path_buf(),
         sha256: None,
     })?;
-    let refuse = |why: String| {
-        anyhow::anyhow!(
-            "{} is not an imsflow plugin: {why}",
-            file.display()
-        )
-    };
+    let refuse =
+        |why: String| anyhow::anyhow!("{} is not an imsflow plugin: {why}", file.display());
     if let Some(why) = not_a_component(&plugin.bytes) {
         return Err(refuse(why.into()));
     }
@@ -173,7 +169,13 @@ pub async fn inspect(cli: &Cli, file: &std::path::Path) -> anyhow::Result<Exit> 
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
     }
-    let list = |l: &[String]| if l.is_empty() { "-".to_string() } else { l.join(", ") };
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "-".to_string()
+        } else {
+            l.join(", ")
+        }
+    };
     println!("file:        {}", file.display());
     println!("name:        {}", i.name);
     println!("version:     {}", i.version);
@@ -185,6 +187,106 @@ pub async fn inspect(cli: &Cli, file: &std::path::Path) -> anyhow::Result<Exit> 
     println!("imports:");
     for import in &i.imports {
         println!("    {import}");
+    }
+    Ok(Exit::Ok)
+}
+
+/// What `plugins new` scaffolds.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Template {
+    /// A link-discovery plugin for the export (one function over a Host).
+    LinkSource,
+}
+
+const LINK_SOURCE: [(&str, &str); 3] = [
+    (
+        "Cargo.toml",
+        include_str!("../../../templates/link-source/Cargo.toml.in"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../../templates/link-source/lib.rs.in"),
+    ),
+    (
+        "README.md",
+        include_str!("../../../templates/link-source/README.md.in"),
+    ),
+];
+
+pub fn scaffold(
+    cli: &Cli,
+    kind: Template,
+    name: &str,
+    dir: &std::path::Path,
+    sdk: Option<&std::path::Path>,
+) -> anyhow::Result<Exit> {
+    use anyhow::Context;
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !valid {
+        anyhow::bail!(
+            "`{name}` is not a plugin name: use lowercase letters, digits and `-`, starting with a letter (at most 64)"
+        );
+    }
+    let sdk = match sdk {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let built_from =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
+            if !built_from.join("Cargo.toml").is_file() {
+                anyhow::bail!(
+                    "the SDK this imsflow was built from ({}) is not there; give the `plugins/sdk` directory of an imsflow checkout with --sdk",
+                    built_from.display()
+                );
+            }
+            built_from
+        }
+    };
+    let sdk = std::path::absolute(&sdk)
+        .and_then(|p| p.canonicalize())
+        .with_context(|| format!("the SDK directory {}", sdk.display()))?;
+    if !sdk.join("Cargo.toml").is_file() || !sdk.join("wit/plugin.wit").is_file() {
+        anyhow::bail!(
+            "{} is not the imsflow SDK (it needs Cargo.toml and wit/plugin.wit)",
+            sdk.display()
+        );
+    }
+    let target = dir.join(name);
+    if target.exists() {
+        anyhow::bail!(
+            "{} already exists; refusing to overwrite it",
+            target.display()
+        );
+    }
+    let files = match kind {
+        Template::LinkSource => LINK_SOURCE,
+    };
+    let sdk_text = sdk
+        .to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    for (path, text) in files {
+        let dest = target.join(path);
+        std::fs::create_dir_all(dest.parent().unwrap())
+            .with_context(|| format!("creating {}", dest.parent().unwrap().display()))?;
+        let text = text
+            .replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{sdk}}", &sdk_text);
+        std::fs::write(&dest, text).with_context(|| format!("writing {}", dest.display()))?;
+    }
+    if cli.json {
+        println!("{}", serde_json::json!({ "created": target, "sdk": sdk }));
+    } else {
+        println!("created {} (SDK: {})", target.display(), sdk.display());
+        println!(
+            "next: cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+            target.display()
+        );
     }
     Ok(Exit::Ok)
 }

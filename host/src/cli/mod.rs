@@ -155,7 +155,7 @@ enum Command {
         #[command(subcommand)]
         command: ListOnly,
     },
-    /// Stock plugins; inspect a plugin file.
+    /// Stock plugins; inspect a plugin file; scaffold a site plugin.
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
@@ -170,6 +170,22 @@ enum PluginsCommand {
     /// version, declared services and effect kinds, and the imports it links.
     /// Refuses a file that is not a component of imsflow's `step` world.
     Inspect { file: PathBuf },
+    /// Scaffolds a site plugin crate in DIR/NAME: Cargo.toml, src/lib.rs
+    /// with a passing FakeHost test, and a README (test, build, pin, plug in).
+    New {
+        /// What to scaffold.
+        #[arg(value_enum)]
+        kind: list::Template,
+        /// Crate name: lowercase letters, digits and `-`, starting with a letter.
+        name: String,
+        /// Parent directory of the new crate.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK (`plugins/sdk` of an imsflow checkout) the crate depends on
+        /// [default: the one this imsflow was built from, if it is there].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -359,6 +375,15 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
         Command::Plugins {
             command: PluginsCommand::Inspect { file },
         } => list::inspect(cli, file).await,
+        Command::Plugins {
+            command:
+                PluginsCommand::New {
+                    kind,
+                    name,
+                    dir,
+                    sdk,
+                },
+        } => list::scaffold(cli, *kind, name, dir, sdk.as_deref()),
         Command::Runs {
             command: RunsCommand::List,
         } => runs::list(cli),
