@@ -146,3 +146,105 @@ fn scaffolded_link_source_tests_builds_and_inspects() {
     assert!(inspected.stdout.contains("services:    bos\n"), "{}", inspected.stdout);
     assert!(inspected.stdout.contains("contract:    imsflow:plugin@0.2.0\n"), "{}", inspected.stdout);
 }
+
+/// Builds `examples/bos-v1-links` for wasm32-wasip2 (once per process) after
+/// its own FakeHost test passes natively; returns the component's path.
+fn example_plugin() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let krate = repo_root().join("examples/bos-v1-links");
+            let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+            assert!(lib.lines().count() <= 40, "the example's lib.rs has {} lines", lib.lines().count());
+            cargo_in(&krate, &["test", "--offline", "--quiet"]);
+            cargo_in(&krate, &["build", "--offline", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+            target_dir().join("scaffold/wasm32-wasip2/release/bos_v1_links.wasm")
+        })
+        .clone()
+}
+
+/// The stock export workflow with the example plugin as one more link source,
+/// pinned, granted `grants`, reading BOS v2's templates (csm-sim serves no v1;
+/// the boot sets have the same shape).
+fn export_with_site_source(pin: &str, grants: &str) -> String {
+    let stock = std::fs::read_to_string(repo_root().join("workflows/export.toml")).unwrap();
+    let site = format!(
+        "[[steps]]\nid = \"site\"\nplugin = {:?}\nsha256 = \"{pin}\"\nwhen = \"not params.exclude_linked_artifacts\"\n\
+         grants = {grants}\nwith = {{ path = \"v2/sessiontemplates\" }}\n\n[[steps]]\nid = \"plan\"",
+        example_plugin().to_str().unwrap()
+    );
+    let wf = stock
+        .replacen("[[steps]]\nid = \"plan\"", &site, 1)
+        .replacen("needs = [\"ims\", \"bos\", \"bss\", \"catalog\"]", "needs = [\"ims\", \"bos\", \"bss\", \"catalog\", \"site\"]", 1)
+        .replacen(
+            "product_catalog = \"{{ steps.catalog.output }}\"",
+            "product_catalog = \"{{ steps.catalog.output }}\"\nsources = { bos-v1-links = \"{{ steps.site.output }}\" }",
+            1,
+        );
+    assert!(wf.contains("id = \"site\"") && wf.contains("\"site\"]") && wf.contains("sources = "), "export.toml changed shape");
+    wf
+}
+
+/// A site link source, pinned by sha256, contributes its links to a real
+/// export against csm-sim: with BOS's stock source off, the BOS artifacts
+/// are in the archive because the site source found them, and `export.json`
+/// records its links under `link_sources.<name>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_site_link_source_contributes_to_the_export() {
+    let wasm = example_plugin();
+    let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
+    let spec = csm_sim::seed::SeedSpec { running_jobs: 0, ..csm_sim::testing::small_spec() };
+    let sys = csm_sim::testing::System::start(&spec).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("export-site.toml");
+    std::fs::write(&wf, export_with_site_source(&pin, "{ services = [\"bos\"] }")).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let config = sys.data.path().join("imsflow.toml");
+    let target = format!("target_dir={}", out.display());
+    let run = imsflow_cli(
+        Some(&config),
+        &["run", wf.to_str().unwrap(), "-p", &target, "-p", "exclude_links_from_bos=true", "-p", "no_tar=true"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let archive = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    let members = archive_members(&archive);
+    let (_, index) = members.iter().find(|(p, _)| p == "export.json").unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(index).unwrap();
+    assert!(doc["bos"].is_null(), "the stock BOS source was off: {}", doc["bos"]);
+    let site: std::collections::BTreeSet<String> = doc["link_sources"]["bos-v1-links"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no link_sources.bos-v1-links in export.json: {}", doc["link_sources"]))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(site, sys.expected.links["bos"], "the site source finds what BOS v2's boot sets link");
+    assert!(!site.is_empty());
+    for url in &site {
+        let relpath = doc["s3_data"]["artifacts"][url]["relpath"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{url} is not in s3_data.artifacts"));
+        let (_, bytes) = members
+            .iter()
+            .find(|(p, _)| p == relpath)
+            .unwrap_or_else(|| panic!("{relpath} ({url}) is not in the archive"));
+        assert_eq!(bytes.len() as u64, sys.expected.objects[url].size, "{url}");
+    }
+
+    // A wrong pin is refused before anything runs; so is a plugin whose
+    // declared service is not granted.
+    std::fs::write(&wf, export_with_site_source(&"0".repeat(64), "{ services = [\"bos\"] }")).unwrap();
+    let run = imsflow_cli(Some(&config), &["run", wf.to_str().unwrap(), "-p", &target], &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("does not match its pin"), "{}", run.stderr);
+    std::fs::write(&wf, export_with_site_source(&pin, "{ services = [] }")).unwrap();
+    let run = imsflow_cli(Some(&config), &["run", wf.to_str().unwrap(), "-p", &target], &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("reads service `bos`, which the step does not grant"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "a refused run wrote nothing");
+}

@@ -8,7 +8,7 @@ use imsflow_pdk::serde_json::{Map, Value, json};
 use imsflow_pdk::{
     ArchiveAddIndex, ArchiveAddObject, Effect, Input, ObjectExpect, ObjectHead, ObjectRef, PluginInfo, Step, StepError, StepOutput, s3,
 };
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 struct ExportPlan;
 
@@ -26,6 +26,12 @@ struct With {
     bos: Option<Links>,
     bss: Option<Links>,
     product_catalog: Option<Links>,
+    /// Site link sources, any number: name -> output (`{"links": [...]}`),
+    /// `null` when a source is off. Their existing links are exported like
+    /// the stock ones and recorded in `export.json` under
+    /// `link_sources.<name>` (HPE's importer ignores the key).
+    #[serde(default)]
+    sources: BTreeMap<String, Option<Links>>,
     /// `export.json`'s `created`.
     created: String,
     #[serde(default)]
@@ -141,11 +147,23 @@ impl Step for ExportPlan {
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {
         let w = input.with;
         let mut p = Planner { heads: HashMap::new(), cap: w.max_manifest_bytes };
+        if let Some(bad) = w.sources.keys().find(|n| {
+            n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        }) {
+            return Err(StepError::InvalidInput(format!(
+                "link source name `{bad}`: use 1-64 lowercase letters, digits, `-` and `_`"
+            )));
+        }
         let (bos, bss, catalog) = if w.exclude_linked_artifacts {
             (Value::Null, Value::Null, Value::Null)
         } else {
             (p.existing("BOS", w.bos)?, p.existing("BSS", w.bss)?, p.existing("product catalog", w.product_catalog)?)
         };
+        let mut site = Map::new();
+        for (name, links) in w.sources {
+            let kept = if w.exclude_linked_artifacts { Value::Null } else { p.existing(&format!("link source {name}"), links)? };
+            site.insert(name, kept);
+        }
         let mut doc = Map::new();
         doc.insert("bos".into(), bos.clone());
         doc.insert("bss".into(), bss.clone());
@@ -153,6 +171,9 @@ impl Step for ExportPlan {
         doc.insert("ims_data".into(), w.ims.clone());
         doc.insert("product_catalog".into(), catalog.clone());
         doc.insert("s3_data".into(), Value::Null);
+        if !site.is_empty() {
+            doc.insert("link_sources".into(), Value::Object(site.clone()));
+        }
         let mut effects = Vec::new();
         let mut total = 0u64;
         let mut artifacts = Map::new();
@@ -169,7 +190,8 @@ impl Step for ExportPlan {
                 owners.entry(url.clone()).or_insert(owner);
                 others.push(url);
             }
-            for extra in [&bos, &bss, &catalog].into_iter().filter_map(Value::as_array).flatten() {
+            let stock = [&bos, &bss, &catalog].into_iter();
+            for extra in stock.chain(site.values()).filter_map(Value::as_array).flatten() {
                 let url = extra.as_str().unwrap_or_default().to_string();
                 if url.ends_with("manifest.json") { images.push(url) } else { others.push(url) }
             }
