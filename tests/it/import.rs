@@ -77,6 +77,15 @@ impl Site {
             .as_u16()
     }
 
+    /// A DELETE through the IMS API, which must answer 204.
+    async fn delete(&self, path: &str) {
+        assert_eq!(
+            self.call(reqwest::Method::DELETE, path).await,
+            204,
+            "DELETE {path}"
+        );
+    }
+
     async fn ims(&self) -> ImsState {
         let mut state = ImsState::new();
         for table in TABLES {
@@ -153,6 +162,14 @@ fn live(state: &ImsState) -> BTreeMap<&'static str, BTreeMap<String, Value>> {
         .collect()
 }
 
+/// Every object outside `deleted/` that `objects` had is there again, with
+/// the same ETag (what manifests, IMS links and BOS boot sets quote).
+fn assert_objects_back(objects: &S3State, now: &S3State, context: &str) {
+    for (key, etag) in objects.iter().filter(|(k, _)| !k.contains("/deleted/")) {
+        assert_eq!(now.get(key), Some(etag), "{context}: {key}");
+    }
+}
+
 fn no_running_jobs() -> SeedSpec {
     SeedSpec {
         running_jobs: 0,
@@ -170,24 +187,10 @@ async fn export_damage_then_overwrite_gives_back_the_records_under_their_ids_and
     let images: Vec<String> = before["v3/images"].keys().cloned().collect();
     let recipe = before["v3/recipes"].keys().next().unwrap().clone();
     // The mistake: one image hard-deleted with its artifacts, one soft, a recipe soft.
-    assert_eq!(
-        site.call(
-            reqwest::Method::DELETE,
-            &format!("v2/images/{}?cascade=True", images[0])
-        )
-        .await,
-        204
-    );
-    assert_eq!(
-        site.call(reqwest::Method::DELETE, &format!("v3/images/{}", images[1]))
-            .await,
-        204
-    );
-    assert_eq!(
-        site.call(reqwest::Method::DELETE, &format!("v3/recipes/{recipe}"))
-            .await,
-        204
-    );
+    site.delete(&format!("v2/images/{}?cascade=True", images[0]))
+        .await;
+    site.delete(&format!("v3/images/{}", images[1])).await;
+    site.delete(&format!("v3/recipes/{recipe}")).await;
     assert_ne!(live(&site.ims().await), live(&before));
 
     let dry = site.import("overwrite", &archive, &["--dry-run"]);
@@ -223,10 +226,7 @@ async fn export_damage_then_overwrite_gives_back_the_records_under_their_ids_and
         );
     }
     // Every object of a live record is back with the same ETag.
-    let now = site.s3().await;
-    for (key, etag) in objects.iter().filter(|(k, _)| !k.contains("/deleted/")) {
-        assert_eq!(now.get(key), Some(etag), "{key}");
-    }
+    assert_objects_back(&objects, &site.s3().await, "after overwrite");
 }
 
 fn deleted(state: &ImsState, table: &str) -> Vec<String> {
@@ -245,7 +245,7 @@ async fn update_after_a_mistake_brings_the_records_back_and_a_rerun_changes_noth
         format!("v3/images/{}", images[1]),
         format!("v3/recipes/{recipe}"),
     ] {
-        assert_eq!(site.call(reqwest::Method::DELETE, &path).await, 204);
+        site.delete(&path).await;
     }
     let dry = site.import("update", &archive, &["--dry-run"]);
     assert_eq!(dry.code, 2, "{}\n{}", dry.stdout, dry.stderr);
@@ -310,14 +310,8 @@ async fn add_goes_on_while_jobs_run_and_update_refuses_naming_them() {
     };
     let before = site.ims().await;
     let image = before["v3/images"].keys().next().unwrap().clone();
-    assert_eq!(
-        site.call(
-            reqwest::Method::DELETE,
-            &format!("v2/images/{image}?cascade=False")
-        )
-        .await,
-        204
-    );
+    site.delete(&format!("v2/images/{image}?cascade=False"))
+        .await;
     let refused = site.import("update", &archive, &["--yes"]);
     assert_eq!(refused.code, 1, "{}", refused.stdout);
     let running = site.sys.expected.running_jobs.iter().next().unwrap();
@@ -416,27 +410,14 @@ async fn an_hpe_format_archive_imports_with_faithful_multipart_etags() {
     );
     // Every image hard-deleted with its artifacts: all of them must come back.
     for image in before["v3/images"].keys() {
-        assert_eq!(
-            site.call(
-                reqwest::Method::DELETE,
-                &format!("v2/images/{image}?cascade=True")
-            )
-            .await,
-            204
-        );
+        site.delete(&format!("v2/images/{image}?cascade=True"))
+            .await;
     }
     let run = site.import("overwrite", &archive, &["--yes"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(!run.stdout.contains("ETag changed"), "{}", run.stdout);
     assert_eq!(live(&site.ims().await), live(&before));
-    let now = site.s3().await;
-    for (key, etag) in objects.iter().filter(|(k, _)| !k.contains("/deleted/")) {
-        assert_eq!(
-            now.get(key),
-            Some(etag),
-            "{key}: the ETag manifests and IMS links quote"
-        );
-    }
+    assert_objects_back(&objects, &site.s3().await, "from an HPE-format archive");
 }
 
 /// Points of an overwrite plan to kill it at, by effect kind: in the
@@ -478,14 +459,8 @@ async fn an_overwrite_killed_at_8_points_one_per_phase_resumes_to_the_uninterrup
         let before = site.ims().await;
         let objects = site.s3().await;
         let image = before["v3/images"].keys().next().unwrap().clone();
-        assert_eq!(
-            site.call(
-                reqwest::Method::DELETE,
-                &format!("v2/images/{image}?cascade=True")
-            )
-            .await,
-            204
-        );
+        site.delete(&format!("v2/images/{image}?cascade=True"))
+            .await;
         if points.is_none() {
             // The same seed and damage every time: the same plan shape.
             let plan = site.scratch.path().join("plan.json");
@@ -559,10 +534,7 @@ async fn an_overwrite_killed_at_8_points_one_per_phase_resumes_to_the_uninterrup
         ] {
             assert!(after[table].is_empty(), "{point}: {table}");
         }
-        let now = site.s3().await;
-        for (key, etag) in objects.iter().filter(|(k, _)| !k.contains("/deleted/")) {
-            assert_eq!(now.get(key), Some(etag), "{point}: {key}");
-        }
+        assert_objects_back(&objects, &site.s3().await, point);
     }
 }
 
@@ -572,11 +544,7 @@ async fn imss_race_is_detected_and_resume_writes_the_files_again() {
     let archive = site.export();
     let before = site.ims().await;
     let image = before["v3/images"].keys().next().unwrap().clone();
-    assert_eq!(
-        site.call(reqwest::Method::DELETE, &format!("v3/images/{image}"))
-            .await,
-        204
-    );
+    site.delete(&format!("v3/images/{image}")).await;
     let state = site.dir("state");
     let env = [("IMSFLOW_STATE_DIR", state.to_str().unwrap())];
     let config = site.sys.data.path().join("imsflow.toml");
@@ -688,14 +656,7 @@ async fn a_changed_object_under_an_exported_key_is_a_conflict_reported_and_kept(
         .await
         .unwrap();
     let changed = site.s3().await[&key].clone();
-    assert_eq!(
-        site.call(
-            reqwest::Method::DELETE,
-            &format!("v2/images/{id}?cascade=False")
-        )
-        .await,
-        204
-    );
+    site.delete(&format!("v2/images/{id}?cascade=False")).await;
     let dry = site.import("update", &archive, &["--dry-run"]);
     assert_eq!(dry.code, 2, "{}\n{}", dry.stdout, dry.stderr);
     assert!(
@@ -728,11 +689,7 @@ async fn every_mode_run_twice_converges_to_the_state_of_its_first_run() {
         let archive = site.export();
         let before = site.ims().await;
         let image = before["v3/images"].keys().next().unwrap().clone();
-        assert_eq!(
-            site.call(reqwest::Method::DELETE, &format!("v3/images/{image}"))
-                .await,
-            204
-        );
+        site.delete(&format!("v3/images/{image}")).await;
         let first = site.import(mode, &archive, &["--yes"]);
         assert_eq!(first.code, 0, "{mode}: {}\n{}", first.stdout, first.stderr);
         let (ims, objects) = (site.ims().await, site.s3().await);
@@ -766,14 +723,8 @@ async fn a_records_only_directory_export_imports_its_records() {
         .to_string();
     let before = site.ims().await;
     let recipe = before["v3/recipes"].keys().next().unwrap().clone();
-    assert_eq!(
-        site.call(
-            reqwest::Method::DELETE,
-            &format!("v2/recipes/{recipe}?cascade=False")
-        )
-        .await,
-        204
-    );
+    site.delete(&format!("v2/recipes/{recipe}?cascade=False"))
+        .await;
     let backup = site.dir("backup");
     let imported = site.cli(&[
         "import",

@@ -88,13 +88,13 @@ impl PodCache {
     }
 }
 
-/// Writes the effect's records as the data file of its table.
-pub async fn write(
+/// A data-file write's table, the pod and the file's path in it.
+async fn target<'e>(
     backends: &Backends,
     plan: &Plan,
     pods: &mut PodCache,
-    effect: &Effect,
-) -> Result<Observed, String> {
+    effect: &'e Effect,
+) -> Result<(Table, &'e str, ImsPod, Option<String>), String> {
     let Effect::ImsStoreWrite {
         ims_kind,
         deleted,
@@ -105,15 +105,24 @@ pub async fn write(
         return Err(format!("`{}` is not a data-file write", effect.kind()));
     };
     let table = table(*ims_kind, *deleted);
+    let (pod, files) = pods.get(backends, plan).await?;
+    Ok((table, records_json.as_str(), pod, files.path(table)))
+}
+
+/// Writes the effect's records as the data file of its table.
+pub async fn write(
+    backends: &Backends,
+    plan: &Plan,
+    pods: &mut PodCache,
+    effect: &Effect,
+) -> Result<Observed, String> {
+    let (table, records_json, pod, path) = target(backends, plan, pods, effect).await?;
     let records: Value = serde_json::from_str(records_json)
         .map_err(|e| format!("the planned {table} are not JSON: {e}"))?;
     if !records.is_array() {
         return Err(format!("the planned {table} are not a JSON list"));
     }
-    let (pod, files) = pods.get(backends, plan).await?;
-    let path = files
-        .path(table)
-        .ok_or_else(|| format!("the running IMS names no data file for {table}"))?;
+    let path = path.ok_or_else(|| format!("the running IMS names no data file for {table}"))?;
     let bytes = records_json.as_bytes();
     workload(backends)?
         .write_file(&pod, &path, bytes)
@@ -135,18 +144,8 @@ pub async fn written(
     pods: &mut PodCache,
     effect: &Effect,
 ) -> Result<bool, String> {
-    let Effect::ImsStoreWrite {
-        ims_kind,
-        deleted,
-        records_json,
-        ..
-    } = effect
-    else {
-        return Ok(false);
-    };
-    let table = table(*ims_kind, *deleted);
-    let (pod, files) = pods.get(backends, plan).await?;
-    let Some(path) = files.path(table) else {
+    let (_, records_json, pod, path) = target(backends, plan, pods, effect).await?;
+    let Some(path) = path else {
         return Ok(false);
     };
     let now = workload(backends)?
