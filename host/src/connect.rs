@@ -57,6 +57,48 @@ pub struct Connect {
     pub s3_access_key: Option<String>,
     #[arg(long, env = "IMSFLOW_S3_SECRET_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<String>,
+    /// `[export]` of the config file: the site's additions to the stock export.
+    #[arg(skip)]
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+/// `[export]` in `imsflow.toml`.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// `[[export.link_sources]]`: site link-discovery plugins that the stock
+    /// export runs beside `bos-links`, `bss-links` and `catalog-links`.
+    #[serde(default)]
+    pub link_sources: Vec<SiteLinkSource>,
+}
+
+/// A site link source: a plugin file, its pin, its grants and its `with`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteLinkSource {
+    /// Its key in `export.json`'s `link_sources` and the name
+    /// `--exclude-links-from` takes: lowercase letters, digits, `-`, `_`.
+    pub name: String,
+    /// The component file; a relative path is relative to the config file.
+    pub plugin: PathBuf,
+    /// sha256 of the file (`imsflow plugins inspect` prints it); required.
+    pub sha256: String,
+    /// Services and buckets it may read (no effects: a link source emits none).
+    #[serde(default)]
+    pub grants: SiteGrants,
+    /// The step's `with` values.
+    #[serde(default)]
+    pub with: toml::Table,
+}
+
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteGrants {
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub buckets: Vec<String>,
 }
 
 /// Shows which settings are set, never the token or the S3 secret key.
@@ -125,6 +167,13 @@ impl Connect {
             s3_access_key,
             s3_secret_key
         );
+        if self.export.link_sources.is_empty() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            self.export = file.export;
+            for source in &mut self.export.link_sources {
+                source.plugin = base.join(&source.plugin);
+            }
+        }
         Ok(self)
     }
 

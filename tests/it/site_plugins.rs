@@ -248,3 +248,80 @@ async fn a_pinned_site_link_source_contributes_to_the_export() {
     );
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "a refused run wrote nothing");
 }
+
+/// The extension point: a site link source in the config file's
+/// `[[export.link_sources]]` joins the stock `imsflow export`;
+/// `--exclude-links-from NAME` switches it off; its pin and grants are
+/// enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_link_source_in_the_config_joins_the_stock_export() {
+    let wasm = example_plugin();
+    let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
+    let spec = csm_sim::seed::SeedSpec { running_jobs: 0, ..csm_sim::testing::small_spec() };
+    let sys = csm_sim::testing::System::start(&spec).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(sys.data.path().join("imsflow.toml")).unwrap();
+    let config = dir.path().join("imsflow.toml");
+    let write_config = |pin: &str, services: &str| {
+        let source = format!(
+            "\n[[export.link_sources]]\nname = \"bos-v1-links\"\nplugin = {:?}\nsha256 = \"{pin}\"\n\
+             grants = {{ services = {services} }}\nwith = {{ path = \"v2/sessiontemplates\" }}\n",
+            wasm.to_str().unwrap()
+        );
+        std::fs::write(&config, format!("{base}{source}")).unwrap();
+    };
+    let export = |flags: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec!["export", out.path().to_str().unwrap(), "--no-tar", "--exclude-links-from-bos"];
+        args.extend(flags);
+        let run = imsflow_cli(Some(&config), &args, &[]);
+        (out, run)
+    };
+    let index = |out: &std::path::Path| {
+        let archive = std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path();
+        let members = archive_members(&archive);
+        let (_, index) = members.iter().find(|(p, _)| p == "export.json").unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(index).unwrap();
+        (doc, members)
+    };
+
+    write_config(&pin, "[\"bos\"]");
+    let (out, run) = export(&[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let (doc, members) = index(out.path());
+    assert!(doc["bos"].is_null());
+    let site: std::collections::BTreeSet<String> = doc["link_sources"]["bos-v1-links"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no link_sources.bos-v1-links: {doc}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(site, sys.expected.links["bos"]);
+    for url in &site {
+        let relpath = doc["s3_data"]["artifacts"][url]["relpath"].as_str().unwrap();
+        assert!(members.iter().any(|(p, _)| p == relpath), "{relpath} ({url}) is not in the archive");
+    }
+
+    // Switched off as the stock sources are: its key is null.
+    let (out, run) = export(&["--exclude-links-from", "bos-v1-links"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let (doc, _) = index(out.path());
+    assert!(doc["link_sources"]["bos-v1-links"].is_null(), "{}", doc["link_sources"]);
+
+    let (_, run) = export(&["--exclude-links-from", "nope"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no site link source has that name (the config file has: bos-v1-links)"), "{}", run.stderr);
+
+    // A wrong pin, and a plugin whose service the config does not grant, are
+    // refused before anything is written.
+    write_config(&"0".repeat(64), "[\"bos\"]");
+    let (out, run) = export(&[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("does not match its pin"), "{}", run.stderr);
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    write_config(&pin, "[]");
+    let (out, run) = export(&[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("reads service `bos`, which the step does not grant"), "{}", run.stderr);
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}

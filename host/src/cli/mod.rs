@@ -347,7 +347,16 @@ async fn dispatch(cli: &Cli, cancel: &imsflow::cancel::Cancel) -> anyhow::Result
         } => {
             let dir = target_dir.as_deref().unwrap_or(std::path::Path::new("."));
             let params = flags.params(dir);
-            export::export(cli, &params, *dry_run, *estimate_size, connect, cancel).await
+            export::export(
+                cli,
+                &params,
+                *dry_run,
+                *estimate_size,
+                &flags.exclude_links_from,
+                connect,
+                cancel,
+            )
+            .await
         }
         Command::Import {
             flags,
