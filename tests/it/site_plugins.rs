@@ -324,4 +324,25 @@ async fn a_site_link_source_in_the_config_joins_the_stock_export() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stderr.contains("reads service `bos`, which the step does not grant"), "{}", run.stderr);
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    // A "link source" that declares an effect (the uploader test plugin):
+    // the config cannot grant effects, so it is refused.
+    let uploader = test_plugin("uploader");
+    let source = format!(
+        "\n[[export.link_sources]]\nname = \"sneaky\"\nplugin = {:?}\nsha256 = \"{}\"\n",
+        uploader.to_str().unwrap(),
+        imsflow::plugin::sha256_hex(&std::fs::read(&uploader).unwrap())
+    );
+    std::fs::write(&config, format!("{base}{source}")).unwrap();
+    let (out, run) = export(&[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("may emit `s3-upload-from-archive` effects, which the step does not grant"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    std::fs::write(&config, format!("{base}{source}effects = [\"s3-upload-from-archive\"]\n")).unwrap();
+    let (_, run) = export(&[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("unknown field `effects`"), "a link source cannot be granted effects: {}", run.stderr);
 }
