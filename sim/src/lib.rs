@@ -145,6 +145,27 @@ pub fn random_uuid(rng: &mut fastrand::Rng) -> String {
     )
 }
 
+/// The `ims_unavailable` switch: a DELETE is answered 503 while it counts down.
+async fn ims_unavailable(
+    axum::extract::State(state): axum::extract::State<Arc<SimState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if req.method() == axum::http::Method::DELETE {
+        let mut cluster = state.cluster.lock().unwrap();
+        if cluster.knobs.ims_unavailable > 0 {
+            cluster.knobs.ims_unavailable -= 1;
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 pub fn router(state: Arc<SimState>) -> Router {
     let gateway = |r: Router<Arc<SimState>>| {
         r.layer(axum::middleware::from_fn_with_state(
@@ -153,7 +174,13 @@ pub fn router(state: Arc<SimState>) -> Router {
         ))
     };
     Router::new()
-        .nest("/apis/ims", gateway(ims::router()))
+        .nest(
+            "/apis/ims",
+            gateway(ims::router()).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                ims_unavailable,
+            )),
+        )
         .nest("/apis/bos", gateway(bos::router()))
         .nest("/apis/bss", gateway(bss::router()))
         .nest("/apis/sts", gateway(auth::sts_router()))

@@ -304,3 +304,41 @@ fn a_delete_of_an_id_that_could_change_the_request_path_is_refused() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_from_the_gateway_is_retried_and_a_lasting_one_stops_the_apply_saying_so() {
+    let ims = Ims::start().await;
+    let images: Vec<String> = ims.sys.expected.ims["images"].iter().cloned().collect();
+    // Two 503s, then IMS answers: the delete goes through.
+    let scratch = Scratch::new();
+    let plan = ims.plan(&scratch, &[("image", &images[0], "soft")], None);
+    ims.sys.knobs(|k| k.ims_unavailable = 2);
+    let applied = ims.cli(&["apply", plan.to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
+    assert!(
+        applied.stderr.contains("HTTP 503"),
+        "the retries are logged: {}",
+        applied.stderr
+    );
+    assert_eq!(ims.get(&format!("v3/images/{}", images[0])).await.0, 404);
+    // IMS stays unavailable: the apply stops, naming the request and the tries.
+    let scratch = Scratch::new();
+    let plan = ims.plan(&scratch, &[("image", &images[1], "soft")], None);
+    ims.sys.knobs(|k| k.ims_unavailable = 100);
+    let failed = ims.cli(&["apply", plan.to_str().unwrap()]);
+    assert_eq!(failed.code, 1, "{}", failed.stdout);
+    assert!(
+        failed
+            .stderr
+            .contains(&format!("DELETE ims/v3/images/{}: HTTP 503", images[1]))
+            && failed.stderr.contains("(after 4 tries)"),
+        "{}",
+        failed.stderr
+    );
+    ims.sys.knobs(|k| k.ims_unavailable = 0);
+    assert_eq!(
+        ims.get(&format!("v3/images/{}", images[1])).await.0,
+        200,
+        "not deleted"
+    );
+}

@@ -51,6 +51,10 @@ pub struct Knobs {
     /// besides `v4.channel.k8s.io` (what CSM's Kubernetes speaks).
     #[arg(long)]
     pub exec_v5: bool,
+    /// The next N IMS DELETE requests are answered 503, as the gateway
+    /// does while IMS restarts (clients must retry them).
+    #[arg(long, default_value_t = 0)]
+    pub ims_unavailable: u32,
 }
 
 impl Default for Knobs {
@@ -62,6 +66,7 @@ impl Default for Knobs {
             race_on_rollout: false,
             rollout_delay_ms: 1000,
             exec_v5: false,
+            ims_unavailable: 0,
         }
     }
 }
