@@ -16,8 +16,55 @@ pub const SERVICES: &[(&str, &str)] = &[
     ("product-catalog", ""),
 ];
 
+/// Services the site's config file adds (`[services]`: name -> gateway
+/// path), for site plugins; grants and path checks apply as to stock ones.
+static SITE_SERVICES: std::sync::RwLock<std::collections::BTreeMap<String, String>> =
+    std::sync::RwLock::new(std::collections::BTreeMap::new());
+
+/// Adds site services: `bos-v1 = "/apis/bos/v1"`. A name is lowercase
+/// letters, digits and `-` and not a stock service's; a path is under
+/// `/apis/`, without dot segments, query or fragment.
+pub fn add_site_services(services: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    let mut checked = Vec::new();
+    for (name, path) in services {
+        let name_ok = name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !name_ok {
+            return Err(format!("service name `{name}`: use lowercase letters, digits and `-`, starting with a letter"));
+        }
+        if SERVICES.iter().any(|(n, _)| n == name) {
+            return Err(format!("service `{name}` is a stock service; give the site's service another name"));
+        }
+        let base = path.trim_matches('/');
+        if !base.starts_with("apis/") || base.len() <= "apis/".len() || base.contains("//") {
+            return Err(format!("service `{name}`: the path `{}` must be under /apis/ on the gateway", path.escape_debug()));
+        }
+        check_service_path(base).map_err(|why| format!("service `{name}`: the path `{}`: {why}", path.escape_debug()))?;
+        checked.push((name.clone(), format!("{base}/")));
+    }
+    SITE_SERVICES.write().unwrap().extend(checked);
+    Ok(())
+}
+
+/// The gateway path of a stock or site service.
+pub fn service_base(name: &str) -> Option<String> {
+    SERVICES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| b.to_string())
+        .or_else(|| SITE_SERVICES.read().unwrap().get(name).cloned())
+}
+
 pub fn is_known_service(name: &str) -> bool {
-    SERVICES.iter().any(|(n, _)| *n == name)
+    service_base(name).is_some()
+}
+
+/// Stock services, then the site's.
+pub fn known_services() -> Vec<String> {
+    let mut all: Vec<String> = SERVICES.iter().map(|(n, _)| n.to_string()).collect();
+    all.extend(SITE_SERVICES.read().unwrap().keys().cloned());
+    all
 }
 
 /// A service's answer: HTTP status and body text.
@@ -94,12 +141,9 @@ impl Backends {
             .services
             .as_ref()
             .ok_or(BackendError::NotConfigured("CSM gateway"))?;
-        let base = SERVICES
-            .iter()
-            .find(|(n, _)| *n == service)
-            .map(|(_, b)| *b)
+        let base = service_base(service)
             .ok_or_else(|| BackendError::NotFound(format!("unknown service `{service}`")))?;
-        let url = service_url(&client.gateway, service, base, path)?;
+        let url = service_url(&client.gateway, service, &base, path)?;
         // Messages name the request without the gateway's userinfo.
         let shown = without_userinfo(url.as_str());
         let mut url = url;

@@ -61,6 +61,11 @@ pub struct Connect {
     #[arg(skip)]
     #[serde(default)]
     pub export: ExportConfig,
+    /// `[services]` of the config file: site services for site plugins,
+    /// name -> gateway path (`bos-v1 = "/apis/bos/v1"`).
+    #[arg(skip)]
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, String>,
 }
 
 /// `[export]` in `imsflow.toml`.
@@ -167,6 +172,11 @@ impl Connect {
             s3_access_key,
             s3_secret_key
         );
+        crate::backends::add_site_services(&file.services).map_err(|message| ConnectError::File {
+            path: path.into(),
+            message,
+        })?;
+        self.services.extend(file.services.clone());
         if self.export.link_sources.is_empty() {
             let base = path.parent().unwrap_or(Path::new("."));
             self.export = file.export;

@@ -346,3 +346,74 @@ async fn a_site_link_source_in_the_config_joins_the_stock_export() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stderr.contains("unknown field `effects`"), "a link source cannot be granted effects: {}", run.stderr);
 }
+
+/// Site-defined services: the config maps a name imsflow does not know to a
+/// gateway path, a site plugin is granted it, and the usual checks apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_service_from_the_config_can_be_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = repo_root().join("plugins/sdk");
+    let made = imsflow_command()
+        .args(["-q", "plugins", "new", "link-source", "templates-links", "--sdk", sdk.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let krate = dir.path().join("templates-links");
+    let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+    let lib = lib.replace("\"bos\"", "\"bos-templates\"").replace("\"v1/sessiontemplate\"", "\"sessiontemplates\"");
+    std::fs::write(krate.join("src/lib.rs"), lib).unwrap();
+    cargo_in(&krate, &["test", "--offline", "--quiet"]);
+    cargo_in(&krate, &["build", "--offline", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    let wasm = target_dir().join("scaffold/wasm32-wasip2/release/templates_links.wasm");
+    let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
+
+    let spec = csm_sim::seed::SeedSpec { running_jobs: 0, ..csm_sim::testing::small_spec() };
+    let sys = csm_sim::testing::System::start(&spec).await;
+    let base = std::fs::read_to_string(sys.data.path().join("imsflow.toml")).unwrap();
+    let config = dir.path().join("imsflow.toml");
+    let source = format!(
+        "\n[[export.link_sources]]\nname = \"templates-links\"\nplugin = {:?}\nsha256 = \"{pin}\"\ngrants = {{ services = [\"bos-templates\"] }}\n",
+        wasm.to_str().unwrap()
+    );
+    let export = |services: &str| {
+        std::fs::write(&config, format!("{base}\n{services}\n{source}")).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let run = imsflow_cli(
+            Some(&config),
+            &["export", out.path().to_str().unwrap(), "--no-tar", "--exclude-links-from-bos"],
+            &[],
+        );
+        (out, run)
+    };
+
+    let (out, run) = export("[services]\nbos-templates = \"/apis/bos/v2\"");
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let archive = std::fs::read_dir(out.path()).unwrap().next().unwrap().unwrap().path();
+    let members = archive_members(&archive);
+    let (_, index) = members.iter().find(|(p, _)| p == "export.json").unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(index).unwrap();
+    let links: std::collections::BTreeSet<String> = doc["link_sources"]["templates-links"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(links, sys.expected.links["bos"]);
+
+    // Without the mapping the grant names an unknown service; a mapping
+    // must stay under /apis/ without dot segments, and cannot shadow a stock name.
+    let (_, run) = export("");
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("unknown service `bos-templates` in grants"), "{}", run.stderr);
+    for (bad, says) in [
+        ("bos-templates = \"/apis/bos/../../keycloak\"", "service `bos-templates`: the path"),
+        ("bos-templates = \"/keycloak/realms\"", "must be under /apis/"),
+        ("bos = \"/apis/bos/v1\"", "is a stock service"),
+    ] {
+        let (out, run) = export(&format!("[services]\n{bad}"));
+        assert_eq!(run.code, 1, "{bad}");
+        assert!(run.stderr.contains(says), "{bad}: {}", run.stderr);
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+}

@@ -525,7 +525,7 @@ impl Validator<'_> {
     fn grants(&mut self, id: &str, raw: &model::Grants) -> Grants {
         for s in &raw.services {
             if !crate::backends::is_known_service(s.get_ref()) {
-                let known: Vec<_> = crate::backends::SERVICES.iter().map(|(n, _)| *n).collect();
+                let known = crate::backends::known_services();
                 self.error(
                     s.span().start,
                     format!(
