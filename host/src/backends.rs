@@ -24,23 +24,39 @@ static SITE_SERVICES: std::sync::RwLock<std::collections::BTreeMap<String, Strin
 /// Adds site services: `bos-v1 = "/apis/bos/v1"`. A name is lowercase
 /// letters, digits and `-` and not a stock service's; a path is under
 /// `/apis/`, without dot segments, query or fragment.
-pub fn add_site_services(services: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+pub fn add_site_services(
+    services: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
     let mut checked = Vec::new();
     for (name, path) in services {
         let name_ok = name.len() <= 64
             && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !name_ok {
-            return Err(format!("service name `{name}`: use lowercase letters, digits and `-`, starting with a letter"));
+            return Err(format!(
+                "service name `{name}`: use lowercase letters, digits and `-`, starting with a letter"
+            ));
         }
         if SERVICES.iter().any(|(n, _)| n == name) {
-            return Err(format!("service `{name}` is a stock service; give the site's service another name"));
+            return Err(format!(
+                "service `{name}` is a stock service; give the site's service another name"
+            ));
         }
         let base = path.trim_matches('/');
         if !base.starts_with("apis/") || base.len() <= "apis/".len() || base.contains("//") {
-            return Err(format!("service `{name}`: the path `{}` must be under /apis/ on the gateway", path.escape_debug()));
+            return Err(format!(
+                "service `{name}`: the path `{}` must be under /apis/ on the gateway",
+                path.escape_debug()
+            ));
         }
-        check_service_path(base).map_err(|why| format!("service `{name}`: the path `{}`: {why}", path.escape_debug()))?;
+        check_service_path(base).map_err(|why| {
+            format!(
+                "service `{name}`: the path `{}`: {why}",
+                path.escape_debug()
+            )
+        })?;
         checked.push((name.clone(), format!("{base}/")));
     }
     SITE_SERVICES.write().unwrap().extend(checked);

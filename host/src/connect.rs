@@ -172,9 +172,11 @@ impl Connect {
             s3_access_key,
             s3_secret_key
         );
-        crate::backends::add_site_services(&file.services).map_err(|message| ConnectError::File {
-            path: path.into(),
-            message,
+        crate::backends::add_site_services(&file.services).map_err(|message| {
+            ConnectError::File {
+                path: path.into(),
+                message,
+            }
         })?;
         self.services.extend(file.services.clone());
         if self.export.link_sources.is_empty() {

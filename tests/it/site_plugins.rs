@@ -113,7 +113,11 @@ fn cargo_in(dir: &std::path::Path, args: &[&str]) {
 fn scaffolded_link_source_tests_builds_and_inspects() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = imsflow_command().args(args).current_dir(dir.path()).output().unwrap();
+        let out = imsflow_command()
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
         CliRun {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -122,29 +126,89 @@ fn scaffolded_link_source_tests_builds_and_inspects() {
     };
     let sdk = repo_root().join("plugins/sdk");
     let sdk = sdk.to_str().unwrap();
-    let made = run(&["-q", "plugins", "new", "link-source", "site-links", "--dir", "crates", "--sdk", sdk]);
+    let made = run(&[
+        "-q",
+        "plugins",
+        "new",
+        "link-source",
+        "site-links",
+        "--dir",
+        "crates",
+        "--sdk",
+        sdk,
+    ]);
     assert_eq!(made.code, 0, "{}", made.stderr);
     let krate = dir.path().join("crates/site-links");
     assert_eq!(dir_entries(&krate), ["Cargo.toml", "README.md", "src"]);
     let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
-    assert!(lib.lines().count() <= 45, "the template's lib.rs grew to {} lines", lib.lines().count());
+    assert!(
+        lib.lines().count() <= 45,
+        "the template's lib.rs grew to {} lines",
+        lib.lines().count()
+    );
 
     // Refusals: an existing crate, a name cargo would not take.
-    let again = run(&["-q", "plugins", "new", "link-source", "site-links", "--dir", "crates", "--sdk", sdk]);
+    let again = run(&[
+        "-q",
+        "plugins",
+        "new",
+        "link-source",
+        "site-links",
+        "--dir",
+        "crates",
+        "--sdk",
+        sdk,
+    ]);
     assert_eq!(again.code, 1);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
-    let bad = run(&["-q", "plugins", "new", "link-source", "Site_Links", "--sdk", sdk]);
+    let bad = run(&[
+        "-q",
+        "plugins",
+        "new",
+        "link-source",
+        "Site_Links",
+        "--sdk",
+        sdk,
+    ]);
     assert_eq!(bad.code, 1);
-    assert!(bad.stderr.contains("is not a plugin name"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("is not a plugin name"),
+        "{}",
+        bad.stderr
+    );
 
     cargo_in(&krate, &["test", "--offline", "--quiet"]);
-    cargo_in(&krate, &["build", "--offline", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    cargo_in(
+        &krate,
+        &[
+            "build",
+            "--offline",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+        ],
+    );
     let wasm = target_dir().join("scaffold/wasm32-wasip2/release/site_links.wasm");
     let inspected = inspect(dir.path(), wasm.to_str().unwrap());
     assert_eq!(inspected.code, 0, "{}", inspected.stderr);
-    assert!(inspected.stdout.contains("name:        site-links\n"), "{}", inspected.stdout);
-    assert!(inspected.stdout.contains("services:    bos\n"), "{}", inspected.stdout);
-    assert!(inspected.stdout.contains("contract:    imsflow:plugin@0.2.0\n"), "{}", inspected.stdout);
+    assert!(
+        inspected.stdout.contains("name:        site-links\n"),
+        "{}",
+        inspected.stdout
+    );
+    assert!(
+        inspected.stdout.contains("services:    bos\n"),
+        "{}",
+        inspected.stdout
+    );
+    assert!(
+        inspected
+            .stdout
+            .contains("contract:    imsflow:plugin@0.2.0\n"),
+        "{}",
+        inspected.stdout
+    );
 }
 
 /// Builds `examples/bos-v1-links` for wasm32-wasip2 (once per process) after
@@ -155,9 +219,23 @@ fn example_plugin() -> std::path::PathBuf {
         .get_or_init(|| {
             let krate = repo_root().join("examples/bos-v1-links");
             let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
-            assert!(lib.lines().count() <= 40, "the example's lib.rs has {} lines", lib.lines().count());
+            assert!(
+                lib.lines().count() <= 40,
+                "the example's lib.rs has {} lines",
+                lib.lines().count()
+            );
             cargo_in(&krate, &["test", "--offline", "--quiet"]);
-            cargo_in(&krate, &["build", "--offline", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+            cargo_in(
+                &krate,
+                &[
+                    "build",
+                    "--offline",
+                    "--quiet",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                ],
+            );
             target_dir().join("scaffold/wasm32-wasip2/release/bos_v1_links.wasm")
         })
         .clone()
@@ -181,7 +259,10 @@ fn export_with_site_source(pin: &str, grants: &str) -> String {
             "product_catalog = \"{{ steps.catalog.output }}\"\nsources = { bos-v1-links = \"{{ steps.site.output }}\" }",
             1,
         );
-    assert!(wf.contains("id = \"site\"") && wf.contains("\"site\"]") && wf.contains("sources = "), "export.toml changed shape");
+    assert!(
+        wf.contains("id = \"site\"") && wf.contains("\"site\"]") && wf.contains("sources = "),
+        "export.toml changed shape"
+    );
     wf
 }
 
@@ -193,33 +274,66 @@ fn export_with_site_source(pin: &str, grants: &str) -> String {
 async fn a_pinned_site_link_source_contributes_to_the_export() {
     let wasm = example_plugin();
     let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
-    let spec = csm_sim::seed::SeedSpec { running_jobs: 0, ..csm_sim::testing::small_spec() };
+    let spec = csm_sim::seed::SeedSpec {
+        running_jobs: 0,
+        ..csm_sim::testing::small_spec()
+    };
     let sys = csm_sim::testing::System::start(&spec).await;
     let dir = tempfile::tempdir().unwrap();
     let wf = dir.path().join("export-site.toml");
-    std::fs::write(&wf, export_with_site_source(&pin, "{ services = [\"bos\"] }")).unwrap();
+    std::fs::write(
+        &wf,
+        export_with_site_source(&pin, "{ services = [\"bos\"] }"),
+    )
+    .unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let config = sys.data.path().join("imsflow.toml");
     let target = format!("target_dir={}", out.display());
     let run = imsflow_cli(
         Some(&config),
-        &["run", wf.to_str().unwrap(), "-p", &target, "-p", "exclude_links_from_bos=true", "-p", "no_tar=true"],
+        &[
+            "run",
+            wf.to_str().unwrap(),
+            "-p",
+            &target,
+            "-p",
+            "exclude_links_from_bos=true",
+            "-p",
+            "no_tar=true",
+        ],
         &[],
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let archive = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    let archive = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let members = archive_members(&archive);
     let (_, index) = members.iter().find(|(p, _)| p == "export.json").unwrap();
     let doc: serde_json::Value = serde_json::from_slice(index).unwrap();
-    assert!(doc["bos"].is_null(), "the stock BOS source was off: {}", doc["bos"]);
+    assert!(
+        doc["bos"].is_null(),
+        "the stock BOS source was off: {}",
+        doc["bos"]
+    );
     let site: std::collections::BTreeSet<String> = doc["link_sources"]["bos-v1-links"]
         .as_array()
-        .unwrap_or_else(|| panic!("no link_sources.bos-v1-links in export.json: {}", doc["link_sources"]))
+        .unwrap_or_else(|| {
+            panic!(
+                "no link_sources.bos-v1-links in export.json: {}",
+                doc["link_sources"]
+            )
+        })
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(site, sys.expected.links["bos"], "the site source finds what BOS v2's boot sets link");
+    assert_eq!(
+        site, sys.expected.links["bos"],
+        "the site source finds what BOS v2's boot sets link"
+    );
     assert!(!site.is_empty());
     for url in &site {
         let relpath = doc["s3_data"]["artifacts"][url]["relpath"]
@@ -234,19 +348,40 @@ async fn a_pinned_site_link_source_contributes_to_the_export() {
 
     // A wrong pin is refused before anything runs; so is a plugin whose
     // declared service is not granted.
-    std::fs::write(&wf, export_with_site_source(&"0".repeat(64), "{ services = [\"bos\"] }")).unwrap();
-    let run = imsflow_cli(Some(&config), &["run", wf.to_str().unwrap(), "-p", &target], &[]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stderr.contains("does not match its pin"), "{}", run.stderr);
-    std::fs::write(&wf, export_with_site_source(&pin, "{ services = [] }")).unwrap();
-    let run = imsflow_cli(Some(&config), &["run", wf.to_str().unwrap(), "-p", &target], &[]);
+    std::fs::write(
+        &wf,
+        export_with_site_source(&"0".repeat(64), "{ services = [\"bos\"] }"),
+    )
+    .unwrap();
+    let run = imsflow_cli(
+        Some(&config),
+        &["run", wf.to_str().unwrap(), "-p", &target],
+        &[],
+    );
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(
-        run.stderr.contains("reads service `bos`, which the step does not grant"),
+        run.stderr.contains("does not match its pin"),
         "{}",
         run.stderr
     );
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "a refused run wrote nothing");
+    std::fs::write(&wf, export_with_site_source(&pin, "{ services = [] }")).unwrap();
+    let run = imsflow_cli(
+        Some(&config),
+        &["run", wf.to_str().unwrap(), "-p", &target],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("reads service `bos`, which the step does not grant"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        1,
+        "a refused run wrote nothing"
+    );
 }
 
 /// The extension point: a site link source in the config file's
@@ -257,7 +392,10 @@ async fn a_pinned_site_link_source_contributes_to_the_export() {
 async fn a_site_link_source_in_the_config_joins_the_stock_export() {
     let wasm = example_plugin();
     let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
-    let spec = csm_sim::seed::SeedSpec { running_jobs: 0, ..csm_sim::testing::small_spec() };
+    let spec = csm_sim::seed::SeedSpec {
+        running_jobs: 0,
+        ..csm_sim::testing::small_spec()
+    };
     let sys = csm_sim::testing::System::start(&spec).await;
     let dir = tempfile::tempdir().unwrap();
     let base = std::fs::read_to_string(sys.data.path().join("imsflow.toml")).unwrap();
@@ -272,13 +410,23 @@ async fn a_site_link_source_in_the_config_joins_the_stock_export() {
     };
     let export = |flags: &[&str]| {
         let out = tempfile::tempdir().unwrap();
-        let mut args = vec!["export", out.path().to_str().unwrap(), "--no-tar", "--exclude-links-from-bos"];
+        let mut args = vec![
+            "export",
+            out.path().to_str().unwrap(),
+            "--no-tar",
+            "--exclude-links-from-bos",
+        ];
         args.extend(flags);
         let run = imsflow_cli(Some(&config), &args, &[]);
         (out, run)
     };
     let index = |out: &std::path::Path| {
-        let archive = std::fs::read_dir(out).unwrap().next().unwrap().unwrap().path();
+        let archive = std::fs::read_dir(out)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let members = archive_members(&archive);
         let (_, index) = members.iter().find(|(p, _)| p == "export.json").unwrap();
         let doc: serde_json::Value = serde_json::from_slice(index).unwrap();
@@ -298,31 +446,54 @@ async fn a_site_link_source_in_the_config_joins_the_stock_export() {
         .collect();
     assert_eq!(site, sys.expected.links["bos"]);
     for url in &site {
-        let relpath = doc["s3_data"]["artifacts"][url]["relpath"].as_str().unwrap();
-        assert!(members.iter().any(|(p, _)| p == relpath), "{relpath} ({url}) is not in the archive");
+        let relpath = doc["s3_data"]["artifacts"][url]["relpath"]
+            .as_str()
+            .unwrap();
+        assert!(
+            members.iter().any(|(p, _)| p == relpath),
+            "{relpath} ({url}) is not in the archive"
+        );
     }
 
     // Switched off as the stock sources are: its key is null.
     let (out, run) = export(&["--exclude-links-from", "bos-v1-links"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let (doc, _) = index(out.path());
-    assert!(doc["link_sources"]["bos-v1-links"].is_null(), "{}", doc["link_sources"]);
+    assert!(
+        doc["link_sources"]["bos-v1-links"].is_null(),
+        "{}",
+        doc["link_sources"]
+    );
 
     let (_, run) = export(&["--exclude-links-from", "nope"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("no site link source has that name (the config file has: bos-v1-links)"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no site link source has that name (the config file has: bos-v1-links)"),
+        "{}",
+        run.stderr
+    );
 
     // A wrong pin, and a plugin whose service the config does not grant, are
     // refused before anything is written.
     write_config(&"0".repeat(64), "[\"bos\"]");
     let (out, run) = export(&[]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stderr.contains("does not match its pin"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("does not match its pin"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     write_config(&pin, "[]");
     let (out, run) = export(&[]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stderr.contains("reads service `bos`, which the step does not grant"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("reads service `bos`, which the step does not grant"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     // A "link source" that declares an effect (the uploader test plugin):
     // the config cannot grant effects, so it is refused.
@@ -336,15 +507,24 @@ async fn a_site_link_source_in_the_config_joins_the_stock_export() {
     let (out, run) = export(&[]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(
-        run.stderr.contains("may emit `s3-upload-from-archive` effects, which the step does not grant"),
+        run.stderr
+            .contains("may emit `s3-upload-from-archive` effects, which the step does not grant"),
         "{}",
         run.stderr
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
-    std::fs::write(&config, format!("{base}{source}effects = [\"s3-upload-from-archive\"]\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("{base}{source}effects = [\"s3-upload-from-archive\"]\n"),
+    )
+    .unwrap();
     let (_, run) = export(&[]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stderr.contains("unknown field `effects`"), "a link source cannot be granted effects: {}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown field `effects`"),
+        "a link source cannot be granted effects: {}",
+        run.stderr
+    );
 }
 
 /// Site-defined services: the config maps a name imsflow does not know to a
@@ -354,21 +534,48 @@ async fn a_site_service_from_the_config_can_be_granted() {
     let dir = tempfile::tempdir().unwrap();
     let sdk = repo_root().join("plugins/sdk");
     let made = imsflow_command()
-        .args(["-q", "plugins", "new", "link-source", "templates-links", "--sdk", sdk.to_str().unwrap()])
+        .args([
+            "-q",
+            "plugins",
+            "new",
+            "link-source",
+            "templates-links",
+            "--sdk",
+            sdk.to_str().unwrap(),
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let krate = dir.path().join("templates-links");
     let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
-    let lib = lib.replace("\"bos\"", "\"bos-templates\"").replace("\"v1/sessiontemplate\"", "\"sessiontemplates\"");
+    let lib = lib
+        .replace("\"bos\"", "\"bos-templates\"")
+        .replace("\"v1/sessiontemplate\"", "\"sessiontemplates\"");
     std::fs::write(krate.join("src/lib.rs"), lib).unwrap();
     cargo_in(&krate, &["test", "--offline", "--quiet"]);
-    cargo_in(&krate, &["build", "--offline", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    cargo_in(
+        &krate,
+        &[
+            "build",
+            "--offline",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+        ],
+    );
     let wasm = target_dir().join("scaffold/wasm32-wasip2/release/templates_links.wasm");
     let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
 
-    let spec = csm_sim::seed::SeedSpec { running_jobs: 0, ..csm_sim::testing::small_spec() };
+    let spec = csm_sim::seed::SeedSpec {
+        running_jobs: 0,
+        ..csm_sim::testing::small_spec()
+    };
     let sys = csm_sim::testing::System::start(&spec).await;
     let base = std::fs::read_to_string(sys.data.path().join("imsflow.toml")).unwrap();
     let config = dir.path().join("imsflow.toml");
@@ -381,7 +588,12 @@ async fn a_site_service_from_the_config_can_be_granted() {
         let out = tempfile::tempdir().unwrap();
         let run = imsflow_cli(
             Some(&config),
-            &["export", out.path().to_str().unwrap(), "--no-tar", "--exclude-links-from-bos"],
+            &[
+                "export",
+                out.path().to_str().unwrap(),
+                "--no-tar",
+                "--exclude-links-from-bos",
+            ],
             &[],
         );
         (out, run)
@@ -389,7 +601,12 @@ async fn a_site_service_from_the_config_can_be_granted() {
 
     let (out, run) = export("[services]\nbos-templates = \"/apis/bos/v2\"");
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let archive = std::fs::read_dir(out.path()).unwrap().next().unwrap().unwrap().path();
+    let archive = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let members = archive_members(&archive);
     let (_, index) = members.iter().find(|(p, _)| p == "export.json").unwrap();
     let doc: serde_json::Value = serde_json::from_slice(index).unwrap();
@@ -405,10 +622,21 @@ async fn a_site_service_from_the_config_can_be_granted() {
     // must stay under /apis/ without dot segments, and cannot shadow a stock name.
     let (_, run) = export("");
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("unknown service `bos-templates` in grants"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("unknown service `bos-templates` in grants"),
+        "{}",
+        run.stderr
+    );
     for (bad, says) in [
-        ("bos-templates = \"/apis/bos/../../keycloak\"", "service `bos-templates`: the path"),
-        ("bos-templates = \"/keycloak/realms\"", "must be under /apis/"),
+        (
+            "bos-templates = \"/apis/bos/../../keycloak\"",
+            "service `bos-templates`: the path",
+        ),
+        (
+            "bos-templates = \"/keycloak/realms\"",
+            "must be under /apis/",
+        ),
         ("bos = \"/apis/bos/v1\"", "is a stock service"),
     ] {
         let (out, run) = export(&format!("[services]\n{bad}"));

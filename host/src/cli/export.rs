@@ -68,12 +68,18 @@ pub async fn export(
     let sources = &settings.export.link_sources;
     let wf = if sources.is_empty() {
         if let Some(name) = exclude_links_from.first() {
-            anyhow::bail!("--exclude-links-from {name}: the config file names no site link sources ([[export.link_sources]])");
+            anyhow::bail!(
+                "--exclude-links-from {name}: the config file names no site link sources ([[export.link_sources]])"
+            );
         }
         workflow::load("export")?
     } else {
         let text = with_site_sources(sources, exclude_links_from)?;
-        workflow::parse("export (with the site link sources of the config file)", &text, Path::new("/"))?
+        workflow::parse(
+            "export (with the site link sources of the config file)",
+            &text,
+            Path::new("/"),
+        )?
     };
     let report = super::run::execute(
         cli,
@@ -143,11 +149,18 @@ fn inline_toml(v: &toml::Value) -> String {
         V::Float(f) => format!("{f:?}"),
         V::Boolean(b) => b.to_string(),
         V::Datetime(d) => d.to_string(),
-        V::Array(a) => format!("[{}]", a.iter().map(inline_toml).collect::<Vec<_>>().join(", ")),
+        V::Array(a) => format!(
+            "[{}]",
+            a.iter().map(inline_toml).collect::<Vec<_>>().join(", ")
+        ),
         V::Table(t) => format!(
             "{{ {} }}",
             t.iter()
-                .map(|(k, v)| format!("{} = {}", serde_json::to_string(k).expect("a key"), inline_toml(v)))
+                .map(|(k, v)| format!(
+                    "{} = {}",
+                    serde_json::to_string(k).expect("a key"),
+                    inline_toml(v)
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -168,49 +181,88 @@ fn with_site_sources(
     for name in excluded {
         if !sources.iter().any(|s| &s.name == name) {
             let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-            anyhow::bail!("--exclude-links-from {name}: no site link source has that name (the config file has: {})", known.join(", "));
+            anyhow::bail!(
+                "--exclude-links-from {name}: no site link source has that name (the config file has: {})",
+                known.join(", ")
+            );
         }
     }
     let q = |s: &str| serde_json::to_string(s).expect("a string");
-    let list = |l: &[String]| format!("[{}]", l.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "));
+    let list = |l: &[String]| {
+        format!(
+            "[{}]",
+            l.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+        )
+    };
     let mut steps = String::new();
     let mut ids = Vec::new();
     let mut feeds = Vec::new();
     for s in sources {
         let ok = s.name.starts_with(|c: char| c.is_ascii_lowercase())
             && s.name.len() <= 64
-            && s.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && s.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !ok {
-            anyhow::bail!("config file: link source name `{}`: use lowercase letters, digits, `-` and `_`, starting with a letter", s.name);
+            anyhow::bail!(
+                "config file: link source name `{}`: use lowercase letters, digits, `-` and `_`, starting with a letter",
+                s.name
+            );
         }
         if ids.iter().any(|(n, _)| n == &s.name) {
             anyhow::bail!("config file: two link sources are named `{}`", s.name);
         }
         let id = format!("site_{}", s.name.replace('-', "_"));
-        let when = if excluded.contains(&s.name) { "false" } else { "not params.exclude_linked_artifacts" };
-        let plugin = s.plugin.to_str().ok_or_else(|| anyhow::anyhow!("link source `{}`: the plugin path is not UTF-8", s.name))?;
-        let with: String = s.with.iter().map(|(k, v)| format!("{} = {}\n", q(k), inline_toml(v))).collect();
+        let when = if excluded.contains(&s.name) {
+            "false"
+        } else {
+            "not params.exclude_linked_artifacts"
+        };
+        let plugin = s.plugin.to_str().ok_or_else(|| {
+            anyhow::anyhow!("link source `{}`: the plugin path is not UTF-8", s.name)
+        })?;
+        let with: String = s
+            .with
+            .iter()
+            .map(|(k, v)| format!("{} = {}\n", q(k), inline_toml(v)))
+            .collect();
         steps.push_str(&format!(
             "[[steps]]\nid = {}\nplugin = {}\nsha256 = {}\nwhen = {}\nretries = 2\ngrants = {{ services = {}, buckets = {} }}\n\n[steps.with]\n{with}\n",
             q(&id), q(plugin), q(&s.sha256), q(when), list(&s.grants.services), list(&s.grants.buckets)
         ));
-        feeds.push(format!("{} = {}", q(&s.name), q(&format!("{{{{ steps.{id}.output }}}}"))));
+        feeds.push(format!(
+            "{} = {}",
+            q(&s.name),
+            q(&format!("{{{{ steps.{id}.output }}}}"))
+        ));
         ids.push((s.name.clone(), id));
     }
     let plan_step = "[[steps]]\nid = \"plan\"";
     let needs = "needs = [\"ims\", \"bos\", \"bss\", \"catalog\"]";
     let catalog = "product_catalog = \"{{ steps.catalog.output }}\"\n";
-    if [plan_step, needs, catalog].iter().any(|s| stock.matches(s).count() != 1) {
-        anyhow::bail!("internal: the stock export workflow changed shape; site link sources cannot be added to it");
+    if [plan_step, needs, catalog]
+        .iter()
+        .any(|s| stock.matches(s).count() != 1)
+    {
+        anyhow::bail!(
+            "internal: the stock export workflow changed shape; site link sources cannot be added to it"
+        );
     }
     let all_needs = format!(
         "needs = [\"ims\", \"bos\", \"bss\", \"catalog\", {}]",
-        ids.iter().map(|(_, id)| q(id)).collect::<Vec<_>>().join(", ")
+        ids.iter()
+            .map(|(_, id)| q(id))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(stock
         .replacen(plan_step, &format!("{steps}{plan_step}"), 1)
         .replacen(needs, &all_needs, 1)
-        .replacen(catalog, &format!("{catalog}sources = {{ {} }}\n", feeds.join(", ")), 1))
+        .replacen(
+            catalog,
+            &format!("{catalog}sources = {{ {} }}\n", feeds.join(", ")),
+            1,
+        ))
 }
 
 pub fn verify(cli: &Cli, archive: &Path) -> anyhow::Result<Exit> {
