@@ -44,6 +44,9 @@ fn same_owner(t: &Value, tenant: &Option<String>) -> bool {
 pub fn router() -> Router<Arc<SimState>> {
     Router::new()
         .route("/v2/sessiontemplates", get(list))
+        // BOS v1 (CSM 1.0-1.3, still served later): untenanted templates,
+        // without the v2-only fields, at the singular path.
+        .route("/v1/sessiontemplate", get(list_v1))
         .route(
             "/v2/sessiontemplates/{name}",
             get(one).put(put).delete(delete),
@@ -58,6 +61,25 @@ async fn list(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
         .into_iter()
         .flatten()
         .filter(|t| tenant.is_none() || same_owner(t, &tenant))
+        .collect();
+    Json(items).into_response()
+}
+
+async fn list_v1(State(s): State<Arc<SimState>>) -> Response {
+    let bos = s.bos.lock().await;
+    let items: Vec<Value> = bos.value["sessiontemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["tenant"].is_null())
+        .map(|t| {
+            let mut v1 = t.clone();
+            if let Some(m) = v1.as_object_mut() {
+                m.remove("tenant");
+                m.remove("links");
+            }
+            v1
+        })
         .collect();
     Json(items).into_response()
 }

@@ -70,7 +70,8 @@ pub struct Expected {
     /// Job id -> status.
     pub jobs: BTreeMap<String, String>,
     pub running_jobs: BTreeSet<String>,
-    /// Existing S3 URLs each source yields (`bos`, `bss`, `product_catalog`),
+    /// Existing S3 URLs each source yields (`bos`, `bss`, `product_catalog`;
+    /// `bos-v1`: what BOS v1 shows, the untenanted templates),
     /// de-duplicated, dangling ones removed.
     pub links: BTreeMap<String, BTreeSet<String>>,
     /// URLs sources reference that do not exist.
@@ -432,10 +433,13 @@ impl Seeder<'_> {
                 "console=ttyS0,115200 ip=dhcp quiet root=sbps-s3:{rootfs}:{etag}:sbps:v1:iqn.2023-06.csm.iscsi:_sbps-hsn._tcp.sim.example.com:300 nmd_data=url={rootfs},etag={etag} bos_update_frequency=4h"
             );
             self.link("bos", manifest.clone(), true);
-            self.link("bos", rootfs, true);
+            self.link("bos", rootfs.clone(), true);
             let tenant = if i == 1 {
                 json!("vcluster-blue")
             } else {
+                // BOS v1 (`v1/sessiontemplate`) shows the untenanted ones.
+                self.link("bos-v1", manifest.clone(), true);
+                self.link("bos-v1", rootfs, true);
                 Value::Null
             };
             templates.push(json!({

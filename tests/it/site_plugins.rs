@@ -242,13 +242,13 @@ fn example_plugin() -> std::path::PathBuf {
 }
 
 /// The stock export workflow with the example plugin as one more link source,
-/// pinned, granted `grants`, reading BOS v2's templates (csm-sim serves no v1;
-/// the boot sets have the same shape).
+/// pinned, granted `grants`, reading BOS v1 templates (csm-sim serves the
+/// untenanted ones at `v1/sessiontemplate`).
 fn export_with_site_source(pin: &str, grants: &str) -> String {
     let stock = std::fs::read_to_string(repo_root().join("workflows/export.toml")).unwrap();
     let site = format!(
         "[[steps]]\nid = \"site\"\nplugin = {:?}\nsha256 = \"{pin}\"\nwhen = \"not params.exclude_linked_artifacts\"\n\
-         grants = {grants}\nwith = {{ path = \"v2/sessiontemplates\" }}\n\n[[steps]]\nid = \"plan\"",
+         grants = {grants}\n\n[[steps]]\nid = \"plan\"",
         example_plugin().to_str().unwrap()
     );
     let wf = stock
@@ -331,8 +331,8 @@ async fn a_pinned_site_link_source_contributes_to_the_export() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(
-        site, sys.expected.links["bos"],
-        "the site source finds what BOS v2's boot sets link"
+        site, sys.expected.links["bos-v1"],
+        "the site source finds what BOS v1's boot sets link"
     );
     assert!(!site.is_empty());
     for url in &site {
@@ -403,7 +403,7 @@ async fn a_site_link_source_in_the_config_joins_the_stock_export() {
     let write_config = |pin: &str, services: &str| {
         let source = format!(
             "\n[[export.link_sources]]\nname = \"bos-v1-links\"\nplugin = {:?}\nsha256 = \"{pin}\"\n\
-             grants = {{ services = {services} }}\nwith = {{ path = \"v2/sessiontemplates\" }}\n",
+             grants = {{ services = {services} }}\n",
             wasm.to_str().unwrap()
         );
         std::fs::write(&config, format!("{base}{source}")).unwrap();
@@ -444,7 +444,7 @@ async fn a_site_link_source_in_the_config_joins_the_stock_export() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(site, sys.expected.links["bos"]);
+    assert_eq!(site, sys.expected.links["bos-v1"]);
     for url in &site {
         let relpath = doc["s3_data"]["artifacts"][url]["relpath"]
             .as_str()
