@@ -645,3 +645,33 @@ async fn a_site_service_from_the_config_can_be_granted() {
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     }
 }
+
+#[test]
+fn a_workflow_file_may_grant_a_site_service_named_in_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imsflow.toml");
+    std::fs::write(&config, "[services]\nbos-templates = \"/apis/bos/v2\"\n").unwrap();
+    let wf = dir.path().join("wf.toml");
+    std::fs::write(
+        &wf,
+        "version = 1\nname = \"site-service\"\ndescription = \"a step granted a site service\"\n\n\
+         [[steps]]\nid = \"note\"\nplugin = \"write-json\"\nwith = { path = \"n.json\", document = {} }\n\
+         grants = { services = [\"bos-templates\"], effects = [\"archive-add-json\"] }\n",
+    )
+    .unwrap();
+    let without = imsflow_cli(
+        None,
+        &["validate", wf.to_str().unwrap()],
+        &[("IMSFLOW_CONFIG", "/nonexistent")],
+    );
+    assert_eq!(without.code, 1, "{}", without.stdout);
+    assert!(
+        without.stdout.contains("unknown service `bos-templates`")
+            || without.stderr.contains("unknown service `bos-templates`"),
+        "{}{}",
+        without.stdout,
+        without.stderr
+    );
+    let with = imsflow_cli(Some(&config), &["validate", wf.to_str().unwrap()], &[]);
+    assert_eq!(with.code, 0, "{}\n{}", with.stdout, with.stderr);
+}

@@ -3,6 +3,7 @@ use super::{Cli, Exit};
 use imsflow::workflow;
 
 pub async fn validate(cli: &Cli, files: &[String]) -> anyhow::Result<Exit> {
+    super::site_services(cli)?;
     let rt = super::runtime()?;
     let mut bad = 0;
     let mut results = Vec::new();

@@ -287,6 +287,19 @@ fn init_logging(cli: &Cli) {
         .init();
 }
 
+/// Reads the configuration's site services (`[services]`) before a workflow
+/// file is validated, so that a step granted one is not refused as naming
+/// an unknown service.
+fn site_services(cli: &Cli) -> anyhow::Result<()> {
+    // A missing file is not an error here: connecting, when needed, says so.
+    if let Some(file) = imsflow::connect::config_file(cli.config.as_deref())
+        && file.exists()
+    {
+        Connect::default().with_file(&file)?;
+    }
+    Ok(())
+}
+
 fn runtime() -> anyhow::Result<Arc<imsflow::sandbox::Runtime>> {
     use anyhow::Context;
     Ok(Arc::new(

@@ -129,6 +129,7 @@ pub async fn run(
     gates: &GateFlags,
     cancel: &Cancel,
 ) -> anyhow::Result<Exit> {
+    super::site_services(cli)?;
     let wf = workflow::load(workflow)?;
     let report = execute(cli, &wf, params, dry_run, connect, gates, cancel).await?;
     Ok(
@@ -148,6 +149,7 @@ pub async fn plan(
     connect: &Connect,
     cancel: &Cancel,
 ) -> anyhow::Result<Exit> {
+    super::site_services(cli)?;
     let wf = workflow::load(workflow)?;
     let engine = Engine::new(
         super::runtime()?,
