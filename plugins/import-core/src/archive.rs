@@ -25,6 +25,10 @@ pub struct ArchiveData {
     pub bos: Option<Vec<String>>,
     pub bss: Option<Vec<String>>,
     pub product_catalog: Option<Vec<String>>,
+    /// Site link sources (`link_sources.<name>` of imsflow's export): their
+    /// artifacts are restored as the stock sources' are.
+    #[serde(default)]
+    pub link_sources: BTreeMap<String, Option<Vec<String>>>,
     /// `s3_data.artifacts` by S3 URL; `None` when `s3_data` is null or absent.
     pub artifacts: Option<BTreeMap<String, Artifact>>,
     /// Not fatal: said to the user, and kept for review.
@@ -303,6 +307,23 @@ pub fn read_export(doc: &Value, members: &[(String, u64)]) -> Result<ArchiveData
     let bos = url_list(doc, "bos", &mut problems);
     let bss = url_list(doc, "bss", &mut problems);
     let product_catalog = url_list(doc, "product_catalog", &mut problems);
+    let link_sources = match doc.get("link_sources") {
+        Some(Value::Object(sources)) => sources
+            .keys()
+            .map(|name| {
+                let list = url_list(&doc["link_sources"], name, &mut problems);
+                (name.clone(), list)
+            })
+            .collect(),
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(other) => {
+            problems.push(format!(
+                "export.json: 'link_sources' is not an object of URL lists: {}",
+                kind_of(other)
+            ));
+            BTreeMap::new()
+        }
+    };
     let by_path: HashMap<&str, u64> = members.iter().map(|(p, s)| (p.as_str(), *s)).collect();
     let mut warnings = Vec::new();
     let artifacts = match top.get("s3_data") {
@@ -361,6 +382,7 @@ pub fn read_export(doc: &Value, members: &[(String, u64)]) -> Result<ArchiveData
         bos,
         bss,
         product_catalog,
+        link_sources,
         artifacts,
         warnings,
     })
@@ -425,6 +447,26 @@ mod tests {
                 problems: vec![],
             }
         );
+    }
+
+    #[test]
+    fn site_link_sources_are_read_by_name() {
+        let doc = json!({
+            "created": "20241023151204.118342",
+            "ims_data": {"deleted": null, "images": {}, "jobs": {}, "public_keys": {}, "recipes": {}},
+            "link_sources": {"bos-v1-links": ["s3://boot-images/v1/rootfs"], "off": null},
+            "s3_data": null
+        });
+        let a = read_export(&doc, &members(&[])).unwrap();
+        assert_eq!(
+            a.link_sources["bos-v1-links"],
+            Some(vec!["s3://boot-images/v1/rootfs".to_string()])
+        );
+        assert_eq!(a.link_sources["off"], None);
+        let targets = crate::restore::targets(&a, &Default::default(), &Default::default());
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].url, "s3://boot-images/v1/rootfs");
+        assert_eq!(targets[0].owners, ["site link source bos-v1-links"]);
     }
 
     #[test]

@@ -58,16 +58,22 @@ pub fn targets(archive: &ArchiveData, images: &Records, recipes: &Records) -> Ve
             add(url, format!("recipe {id}"));
         }
     }
-    for (source, links) in [
-        ("BOS", &archive.bos),
-        ("BSS", &archive.bss),
-        ("product catalog", &archive.product_catalog),
-    ] {
+    let site: Vec<(String, &Option<Vec<String>>)> = archive
+        .link_sources
+        .iter()
+        .map(|(name, links)| (format!("site link source {name}"), links))
+        .collect();
+    let stock = [
+        ("BOS".to_string(), &archive.bos),
+        ("BSS".to_string(), &archive.bss),
+        ("product catalog".to_string(), &archive.product_catalog),
+    ];
+    for (source, links) in stock.into_iter().chain(site) {
         for url in links.iter().flatten() {
             for l in manifest_links(url) {
                 add(&l, format!("manifest {url} ({source})"));
             }
-            add(url, source.to_string());
+            add(url, source.clone());
         }
     }
     out
