@@ -135,38 +135,13 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
     let sys = System::start(&spec).await;
     let urls: Vec<String> = sys.expected.objects.keys().cloned().collect();
 
-    // Baseline: the same objects, 8 concurrent GETs, bytes dropped.
+    // Baselines: the same objects, 8 concurrent GETs, bytes dropped; then
+    // the same with the sha256 of each object computed as it arrives (in
+    // the task that reads it, in parallel): the floor of any export that
+    // checksums what it archives, before it writes a byte.
     let s3 = csm_sim::s3::S3::new(&sys.s3);
-    let (cpu0, ceph0) = (cpu(libc::RUSAGE_SELF), ceph_cpu());
-    let t = Instant::now();
-    let mut total = 0u64;
-    for chunk in urls.chunks(8) {
-        let gets = chunk.iter().map(|u| {
-            let (b, k) = csm_sim::s3::parse_url(u).unwrap();
-            let client = s3.client().clone();
-            let (b, k) = (b.to_string(), k.to_string());
-            tokio::spawn(async move {
-                let mut body = client
-                    .get_object()
-                    .bucket(b)
-                    .key(k)
-                    .send()
-                    .await
-                    .unwrap()
-                    .body;
-                let mut n = 0u64;
-                while let Some(c) = body.try_next().await.unwrap() {
-                    n += c.len() as u64;
-                }
-                n
-            })
-        });
-        for g in futures_join(gets.collect()).await {
-            total += g;
-        }
-    }
-    let raw = t.elapsed();
-    let (raw_cpu, raw_ceph) = (cpu(libc::RUSAGE_SELF) - cpu0, ceph_cpu() - ceph0);
+    let (raw, total, raw_cpu, raw_ceph) = raw_get(&s3, &urls, false).await;
+    let (raw_sha, _, sha_cpu, sha_ceph) = raw_get(&s3, &urls, true).await;
 
     let out = match std::env::var_os("IMSFLOW_BENCH_OUT") {
         Some(base) => tempfile::tempdir_in(base).unwrap(),
@@ -193,12 +168,22 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
     if let Some(base) = std::env::var_os("IMSFLOW_BENCH_BASE_BIN") {
         bins.insert(0, ("base", base));
     }
-    let mut cpu_lines = vec![format!(
-        "{:>6} MiB raw GET: {:.2} CPU s/GiB client, {:.2} Ceph",
-        rootfs_mib,
-        raw_cpu / gib(total),
-        raw_ceph / gib(total)
-    )];
+    let mut cpu_lines = vec![
+        format!(
+            "{:>6} MiB raw GET: {:.2} CPU s/GiB client, {:.2} Ceph",
+            rootfs_mib,
+            raw_cpu / gib(total),
+            raw_ceph / gib(total)
+        ),
+        format!(
+            "{:>6} MiB raw GET + sha256: {:.2} GiB/s ({:.2}x the raw GET); {:.2} CPU s/GiB client, {:.2} Ceph",
+            rootfs_mib,
+            gib_s(total, raw_sha),
+            raw.as_secs_f64() / raw_sha.as_secs_f64(),
+            sha_cpu / gib(total),
+            sha_ceph / gib(total)
+        ),
+    ];
     let mut disk = None;
     let mut last_archive = None;
     for (label, bin) in bins {
@@ -244,10 +229,11 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
             written as f64 / archive_bytes as f64
         );
         cpu_lines.push(format!(
-            "{:>6} MiB {label}: {:.2} CPU s/GiB imsflow, {:.2} Ceph",
+            "{:>6} MiB {label}: {:.2} CPU s/GiB imsflow, {:.2} Ceph; {:.2}x the raw GET + sha256",
             rootfs_mib,
             used / gib(archive_bytes),
-            ceph_used / gib(archive_bytes)
+            ceph_used / gib(archive_bytes),
+            export / gib_s(total, raw_sha)
         ));
         last_archive = Some((dir, archive));
     }
@@ -362,6 +348,55 @@ async fn import_phase(
         peak as f64 / 1024.0,
         written as f64 / 1048576.0
     );
+}
+
+/// 8 concurrent GETs of `urls`, bytes dropped (after their sha256 with
+/// `hash`): the time, the bytes, and the CPU seconds of this process and of Ceph.
+async fn raw_get(
+    s3: &csm_sim::s3::S3,
+    urls: &[String],
+    hash: bool,
+) -> (std::time::Duration, u64, f64, f64) {
+    let (cpu0, ceph0) = (cpu(libc::RUSAGE_SELF), ceph_cpu());
+    let t = Instant::now();
+    let mut total = 0u64;
+    for chunk in urls.chunks(8) {
+        let gets = chunk.iter().map(|u| {
+            let (b, k) = csm_sim::s3::parse_url(u).unwrap();
+            let client = s3.client().clone();
+            let (b, k) = (b.to_string(), k.to_string());
+            tokio::spawn(async move {
+                let mut body = client
+                    .get_object()
+                    .bucket(b)
+                    .key(k)
+                    .send()
+                    .await
+                    .unwrap()
+                    .body;
+                let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+                let mut n = 0u64;
+                while let Some(c) = body.try_next().await.unwrap() {
+                    if hash {
+                        sha2::Digest::update(&mut sha, &c);
+                    }
+                    n += c.len() as u64;
+                }
+                std::hint::black_box(sha2::Digest::finalize(sha));
+                n
+            })
+        });
+        for g in futures_join(gets.collect()).await {
+            total += g;
+        }
+    }
+    let took = t.elapsed();
+    (
+        took,
+        total,
+        cpu(libc::RUSAGE_SELF) - cpu0,
+        ceph_cpu() - ceph0,
+    )
 }
 
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<u64>>) -> Vec<u64> {

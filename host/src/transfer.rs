@@ -6,9 +6,11 @@
 //! the body's network-sized chunks into blocks of `BLOCK` bytes (one copy),
 //! so that the writer wakes up, writes (straight to the file, no further
 //! copy) and hashes (sha256, SHA-NI where the CPU has it) once per block,
-//! not per chunk. The MD5s that prove a multipart ETag's part size are
-//! computed by the fetchers, on the blocking pool, in parallel with the
-//! writer: units are cut at part boundaries so that each holds whole parts.
+//! not per chunk. A multipart ETag's part size is hashed for only when more
+//! than one common size is consistent with its part count (MD5 costs 2.4x
+//! sha256 per byte: `cargo bench --bench hashing`); those MD5s are computed
+//! by the fetchers, on the blocking pool, in parallel with the writer: units
+//! are cut at part boundaries so that each holds whole parts.
 //! Memory is bounded by concurrency x (CHANNEL_BLOCKS + 2) blocks, whatever
 //! the object sizes; nothing is staged on disk.
 use crate::archive::ArchiveWriter;
@@ -65,7 +67,8 @@ pub struct Archived {
     pub path: String,
     pub size: u64,
     pub sha256: String,
-    /// For a multipart ETag: the part size proven to reproduce it, if any.
+    /// For a multipart ETag: the part size that reproduces it, proven on the
+    /// bytes, or the only common size consistent with its part count.
     pub part_size: Option<u64>,
 }
 
@@ -96,6 +99,8 @@ struct Unit {
 /// sizes whose MD5s the fetchers compute (their parts never straddle units).
 struct JobPlan {
     etag: Option<EtagCheck>,
+    /// The part size of a multipart ETag when only one is possible (no check).
+    only_part_size: Option<u64>,
     config: TransferConfig,
     fetcher_md5: Arc<[u64]>,
 }
@@ -107,6 +112,10 @@ impl JobPlan {
             .as_deref()
             .and_then(|e| EtagCheck::new(e, job.size, None))
             .filter(|c| c.is_multipart());
+        let only_part_size = etag.as_ref().and_then(EtagCheck::only_candidate);
+        if only_part_size.is_some() {
+            etag = None;
+        }
         let mut config = config.clone();
         let sizes = etag.as_ref().map(|e| e.part_sizes()).unwrap_or_default();
         let whole = job.size <= config.range_threshold;
@@ -125,6 +134,7 @@ impl JobPlan {
         }
         JobPlan {
             etag,
+            only_part_size,
             config,
             fetcher_md5,
         }
@@ -237,6 +247,7 @@ pub async fn stream_into(
                 message,
             };
             let plan = JobPlan::new(&job, &config);
+            let only_part_size = plan.only_part_size;
             let (sha256, etag) =
                 write_object(&unit_rx, &job, plan, &mut writer, &progress).map_err(fail)?;
             let part_size = match etag.map(|c| c.finish()) {
@@ -249,7 +260,7 @@ pub async fn stream_into(
                     );
                     None
                 }
-                None => None,
+                None => only_part_size,
             };
             archived.push(Archived {
                 path: job.path.clone(),

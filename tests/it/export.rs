@@ -196,6 +196,14 @@ async fn full_export_matches_the_seeded_system() {
     assert_eq!(report["sha256_verified"], artifacts.len());
     assert_eq!(report["etag_verified"], artifacts.len());
     assert_eq!(report["size_only"], 0);
+    // An import's preflight checks that the bytes are the exported ones: the
+    // sha256 proves it, so no artifact gets an MD5 pass for its ETag.
+    let report = imsflow::verify::verify_with(&archive, imsflow::verify::Depth::Integrity).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(
+        (report.sha256_verified, report.etag_verified),
+        (artifacts.len(), 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

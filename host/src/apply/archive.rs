@@ -189,7 +189,8 @@ impl ArchiveSession {
     }
 }
 
-/// Adds `sha256`, `size` and a proven `part_size` to each entry under
+/// Adds `sha256`, `size` and the `part_size` of a multipart ETag (see
+/// `Archived::part_size`) to each entry under
 /// `entries_at` whose `relpath` is a member this run archived.
 fn complete_index(
     json: &str,
@@ -215,7 +216,7 @@ fn complete_index(
             let (sha256, size) = (done.sha256.clone(), done.size);
             entry["sha256"] = sha256.into();
             entry["size"] = size.into();
-            // Only a part size proven on the bytes is recorded (see `etag`).
+            // Only a part size known to be the one is recorded (see `etag`).
             if let Some(map) = entry.as_object_mut() {
                 match done.part_size {
                     Some(part) => map.insert("part_size".into(), part.into()),

@@ -140,10 +140,10 @@ pub async fn import(
     let mut problems = local_problems(flags, &backup_dir);
     if problems.is_empty() {
         say(&format!(
-            "Checking the archive {} (sha256 of every member that has one, sizes otherwise)",
+            "Checking the archive {} (sha256 of every member that has one, its S3 ETag otherwise)",
             archive.display()
         ));
-        match imsflow::verify::verify(&archive) {
+        match imsflow::verify::verify_with(&archive, imsflow::verify::Depth::Integrity) {
             Ok(report) => problems.extend(report.problems),
             Err(e) => problems.push(format!("{}: {e}", archive.display())),
         }
