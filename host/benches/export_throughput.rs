@@ -48,8 +48,8 @@
 //! The restore direction (`imsflow import overwrite --yes` of the exported
 //! archive after every artifact was removed, end to end: preflight, plugins,
 //! backup, deletes, uploads, data files, restart, verification) against a raw
-//! concurrent PUT of as many bytes, same run: 64 MiB rootfs 0.59x (base
-//! 0.43-0.52x), 256 MiB 0.63-0.88x (base 0.49-0.60x), peak RSS 67-69 MiB;
+//! concurrent PUT of as many bytes, same run: 64 MiB rootfs 0.45-0.59x (base
+//! 0.43x), 256 MiB 0.60-0.97x (base 0.49x), peak RSS 67-112 MiB;
 //! extra disk: the backup's records only. The preflight now checks sha256
 //! alone where the archive has it (`verify::Depth::Integrity`), not also
 //! every multipart ETag's MD5s.
