@@ -54,6 +54,9 @@ mon_allow_pool_size_one = true
 mon_warn_on_pool_no_redundancy = false
 mon_max_pg_per_osd = 1000
 mon_data_avail_warn = 1
+# the mon refuses to start below this share of free space on DIR's filesystem (default
+# 5%: 12 GB of a 250 GB disk); a throwaway test store needs megabytes
+mon_data_avail_crit = 1
 osd_crush_chooseleaf_type = 0
 [mon]
 mon_data = $D/mon/\$cluster-\$id
@@ -89,7 +92,12 @@ ceph-authtool "$K" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allo
 ceph-authtool "$K" --gen-key -n client.rgw.a --cap mon 'allow rw' --cap osd 'allow rwx' --cap mgr 'allow rw' >/dev/null
 monmaptool --create --add a "127.0.0.1:$MON_PORT" --fsid "$FSID" "$D/monmap" >/dev/null
 ceph-mon $C --mkfs -i a --monmap "$D/monmap" --keyring "$K"
-ceph-mon $C -i a
+if ! ceph-mon $C -i a; then
+  echo "ceph-micro: ceph-mon did not start; the end of $D/log/mon.a.log:" >&2
+  tail -n 5 "$D/log/mon.a.log" >&2 || true
+  df -h "$D" | tail -n 1 | awk '{print "ceph-micro: free space on " $6 ": " $4 " (" $5 " used); the mon needs 1% free"}' >&2
+  exit 1
+fi
 # wait for quorum before `ceph osd new`
 for i in $(seq 1 100); do ceph $C --connect-timeout 5 mon stat >/dev/null 2>&1 && break; sleep 0.2; done
 OSD_UUID=$(cat /proc/sys/kernel/random/uuid)
