@@ -27,8 +27,8 @@
 //!
 //! | rootfs  | vs raw GET | floor vs raw GET | vs floor | imsflow CPU s/GiB | peak RSS |
 //! |---------|------------|------------------|----------|-------------------|----------|
-//! | 64 MiB  | base 0.36-0.57, now 0.46-0.67 | 0.73-0.78 | 0.65-0.77 | base 2.3-2.75, now 1.8-1.95 | 71-75 MiB |
-//! | 256 MiB | base 0.38-0.45, now 0.45-0.54 | 0.56-0.67 | 0.71-0.80 | base 2.3-2.4, now 1.6 | 74-78 MiB |
+//! | 64 MiB  | base 0.32-0.57, now 0.46-0.67 | 0.73-0.78 | 0.65-0.77 | base 2.25-2.75, now 1.8-1.95 | 71-75 MiB |
+//! | 256 MiB | base 0.30-0.42, now 0.43-0.54 | 0.56-0.67 | 0.67-0.80 | base 2.15-2.7, now 1.5-1.6 | 74-78 MiB |
 //!
 //! What an export must do per byte costs, on this CPU (`cargo bench --bench
 //! hashing`): sha256 0.54 CPU s/GiB (SHA-NI; aws-lc's is no faster), the
