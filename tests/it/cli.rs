@@ -73,6 +73,37 @@ fn real_run_reports_the_archive_as_json() {
 }
 
 #[test]
+fn a_compile_cache_others_can_write_is_refused_with_one_warning_per_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    s.workflow("version = 1\nname = \"two\"\ndescription = \"\"\n[[steps]]\nid = \"a\"\nplugin = \"@PLUGINS@/sleep.wasm\"\nwith = { ms = 1 }\n[[steps]]\nid = \"b\"\nplugin = \"@PLUGINS@/chatty.wasm\"\n");
+    let cache = s.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = crate::support::imsflow_command()
+        .args([
+            "run",
+            s.path().join("wf.toml").to_str().unwrap(),
+            "--dry-run",
+        ])
+        .env("IMSFLOW_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("compile cache disabled: it is writable by group or others (mode 777); make it 0700; until then every plugin is compiled on every run").count(),
+        1,
+        "two plugins, one warning: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing cached"
+    );
+}
+
+#[test]
 fn a_failed_step_exits_1_and_names_the_step() {
     let s = Scratch::new();
     s.workflow("version = 1\nname = \"boom\"\ndescription = \"\"\n[[steps]]\nid = \"explode\"\nplugin = \"@PLUGINS@/trap.wasm\"\n");

@@ -21,6 +21,23 @@ pub struct Cache {
     dir: PathBuf,
 }
 
+/// Says once per process and directory that the cache is off: every plugin
+/// a run loads opens the cache, and one warning says all there is to say.
+fn warn_disabled(dir: &Path, why: &str) {
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let first = WARNED
+        .lock()
+        .map(|mut warned| warned.insert(dir.to_path_buf()))
+        .unwrap_or(true);
+    if first {
+        tracing::warn!(
+            dir = %dir.display(),
+            "compile cache disabled: {why}; until then every plugin is compiled on every run"
+        );
+    }
+}
+
 impl Cache {
     /// The cache under `root/<key>`, if both are (or can be made) private to us.
     pub fn open(root: &Path, key: &str) -> Option<Cache> {
@@ -29,11 +46,11 @@ impl Cache {
             if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(d)
                 && e.kind() != std::io::ErrorKind::AlreadyExists
             {
-                tracing::warn!(dir = %d.display(), "compile cache disabled: cannot create it: {e}");
+                warn_disabled(d, &format!("cannot create it: {e}"));
                 return None;
             }
             if let Err(why) = private(d) {
-                tracing::warn!(dir = %d.display(), "compile cache disabled: {why}");
+                warn_disabled(d, &why);
                 return None;
             }
         }
