@@ -336,55 +336,10 @@ impl ArchiveWriter {
         &self.partial
     }
 
-    /// Adds a member of known size from a reader (streamed, never buffered
-    /// whole), under the normal form of `path`.
-    pub fn add(&mut self, path: &str, size: u64, data: impl Read) -> Result<(), ArchiveError> {
-        let path = self.members.insert(path)?;
-        match &mut self.tar {
-            Some(builder) => {
-                let mut header = tar::Header::new_gnu();
-                header.set_size(size);
-                header.set_mode(FILE_MODE);
-                header.set_mtime(self.mtime);
-                header.set_entry_type(tar::EntryType::Regular);
-                builder
-                    .append_data(&mut header, &path, data)
-                    .map_err(io(&self.partial))
-            }
-            None => {
-                // One level at a time, each owner-only; never the partial
-                // itself, so a writer racing a signal handler's removal fails
-                // instead of recreating it.
-                let mut target = self.partial.clone();
-                let mut segments = path.split('/').peekable();
-                while let Some(segment) = segments.next() {
-                    target.push(segment);
-                    if segments.peek().is_some() && !target.is_dir() {
-                        create_private_dir(&target)?;
-                    }
-                }
-                let file = create_private_file(&target)?;
-                let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-                let copied = std::io::copy(&mut data.take(size), &mut file).map_err(io(&target))?;
-                std::io::Write::flush(&mut file).map_err(io(&target))?;
-                if copied != size {
-                    return Err(ArchiveError::Io {
-                        path: target,
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!("source ended after {copied} of {size} bytes"),
-                        ),
-                    });
-                }
-                Ok(())
-            }
-        }
-    }
-
     /// Starts a member of `size` bytes under the normal form of `path`, to be
     /// written in large slices through the returned writer (no intermediate
-    /// copy, unlike `add`, whose reader is drained 8 KiB at a time) and ended
-    /// with `MemberWriter::finish`, which checks that exactly `size` bytes came.
+    /// copy) and ended with `MemberWriter::finish`, which checks that exactly
+    /// `size` bytes came.
     pub fn begin(&mut self, path: &str, size: u64) -> Result<MemberWriter<'_>, ArchiveError> {
         let path = self.members.insert(path)?;
         let sink = match &mut self.tar {
@@ -402,6 +357,9 @@ impl ArchiveWriter {
                 MemberSink::Tar(builder.get_mut(), self.partial.clone())
             }
             None => {
+                // One level at a time, each owner-only; never the partial
+                // itself, so a writer racing a signal handler's removal fails
+                // instead of recreating it.
                 let mut target = self.partial.clone();
                 let mut segments = path.split('/').peekable();
                 while let Some(segment) = segments.next() {
@@ -755,7 +713,9 @@ fn index_tar(path: &Path) -> Result<Vec<Member>, ArchiveError> {
 
 /// Writes `bytes` to a tar or dir archive member; a convenience for small documents.
 pub fn add_bytes(writer: &mut ArchiveWriter, path: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
-    writer.add(path, bytes.len() as u64, bytes)
+    let mut member = writer.begin(path, bytes.len() as u64)?;
+    member.write(bytes)?;
+    member.finish()
 }
 
 #[cfg(test)]
