@@ -249,20 +249,13 @@ impl Rig {
             }
             entry.1 += 1;
         }
-        let uploads = s3
-            .client()
-            .list_multipart_uploads()
-            .bucket("restore")
-            .send()
-            .await
-            .unwrap();
         EndState {
             archive: (
                 archives[0].clone(),
                 hex::encode(sha2::Sha256::digest(&bytes)),
             ),
             objects,
-            open_uploads: uploads.uploads().len(),
+            open_uploads: open_uploads(&s3, "restore").await.len(),
         }
     }
 }
@@ -536,15 +529,8 @@ async fn sigterm_mid_upload_rolls_it_back_exits_130_and_resume_completes() {
         "{journal}"
     );
     let s3 = csm_sim::s3::S3::new(&rig.sys.s3);
-    let open = s3
-        .client()
-        .list_multipart_uploads()
-        .bucket("restore")
-        .send()
-        .await
-        .unwrap();
     assert!(
-        open.uploads().is_empty(),
+        open_uploads(&s3, "restore").await.is_empty(),
         "the multipart upload was aborted"
     );
     let listed = rig.cli(&["runs", "list"]);

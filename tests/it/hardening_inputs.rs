@@ -29,13 +29,6 @@ fn export_index(sys: &csm_sim::testing::System) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap()
 }
 
-fn no_running_jobs() -> csm_sim::seed::SeedSpec {
-    csm_sim::seed::SeedSpec {
-        running_jobs: 0,
-        ..csm_sim::testing::small_spec()
-    }
-}
-
 #[test]
 fn a_100000_step_reverse_chain_is_refused_at_the_step_limit_without_overflowing_the_stack() {
     let mut text = String::from("version = 1\nname = \"chain\"\ndescription = \"\"\n");

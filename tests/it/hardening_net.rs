@@ -591,15 +591,14 @@ NZxsgewa4DnBhfmoHi8byr+TDDsk78m7laTaLkR+ACAPKyVjz12vg/Gp
 -----END PRIVATE KEY-----
 ";
 
-/// An HTTPS "S3" on loopback with the test CA's certificate that answers
-/// every request with an object's HEAD: enough to prove the handshake.
-fn fake_tls_s3() -> String {
+/// A TLS server configuration with the test certificate (signed by the test
+/// CA), for the fake HTTPS servers of these tests and of `k8s`.
+pub(crate) fn test_tls_server_config() -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use std::io::{Read, Write};
     let certs = vec![CertificateDer::from_pem_slice(TEST_SERVER_CERT.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY.as_bytes()).unwrap();
-    let config = Arc::new(
+    Arc::new(
         rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -608,7 +607,14 @@ fn fake_tls_s3() -> String {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap(),
-    );
+    )
+}
+
+/// An HTTPS "S3" on loopback with the test CA's certificate that answers
+/// every request with an object's HEAD: enough to prove the handshake.
+fn fake_tls_s3() -> String {
+    use std::io::{Read, Write};
+    let config = test_tls_server_config();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {

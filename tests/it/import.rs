@@ -170,13 +170,6 @@ fn assert_objects_back(objects: &S3State, now: &S3State, context: &str) {
     }
 }
 
-fn no_running_jobs() -> SeedSpec {
-    SeedSpec {
-        running_jobs: 0,
-        ..small_spec()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_damage_then_overwrite_gives_back_the_records_under_their_ids_and_the_same_objects()
 {

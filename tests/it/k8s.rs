@@ -354,23 +354,9 @@ async fn the_race_is_detected_after_the_restart() {
 /// serves the `admin-client-auth` Secret and records the Authorization
 /// header of each request.
 fn fake_tls_kube() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use crate::hardening_net::{TEST_SERVER_CERT, TEST_SERVER_KEY};
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::io::{Read, Write};
     use std::sync::{Arc, Mutex};
-    let certs = vec![CertificateDer::from_pem_slice(TEST_SERVER_CERT.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY.as_bytes()).unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap(),
-    );
+    let config = crate::hardening_net::test_tls_server_config();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());

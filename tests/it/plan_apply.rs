@@ -2,7 +2,6 @@
 //! exactly what was planned; a tampered, foreign or stale plan is refused
 //! with nothing applied; a half-applied plan applies again to completion.
 use crate::support::*;
-use csm_sim::seed::SeedSpec;
 use csm_sim::testing::System;
 use imsflow::plan::Plan;
 use std::collections::BTreeMap;
@@ -11,14 +10,6 @@ use std::path::{Path, PathBuf};
 /// Runs the `imsflow` binary against a simulated CSM, with extra env vars.
 fn imsflow(sys: &System, args: &[&str], env: &[(&str, &str)]) -> CliRun {
     imsflow_cli(Some(&sys.data.path().join("imsflow.toml")), args, env)
-}
-
-/// The small seed without running jobs (the export would abort on them).
-fn small_spec() -> SeedSpec {
-    SeedSpec {
-        running_jobs: 0,
-        ..csm_sim::testing::small_spec()
-    }
 }
 
 fn ok(run: &CliRun) {
@@ -62,7 +53,7 @@ fn members(archive: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_export_plan_applies_to_the_archive_it_named_equal_to_a_direct_run() {
-    let sys = System::start(&small_spec()).await;
+    let sys = System::start(&no_running_jobs()).await;
     let scratch = tempfile::tempdir().unwrap();
     let (planned_dir, direct_dir) = (
         scratch.path().join("planned"),
@@ -161,7 +152,7 @@ fn reseal(path: &Path, edit: impl FnOnce(&mut Plan)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_foreign_and_stale_plans_are_refused_with_nothing_applied() {
-    let sys = System::start(&small_spec()).await;
+    let sys = System::start(&no_running_jobs()).await;
     let out = tempfile::tempdir().unwrap();
     let plan_file = out.path().join("p.json");
     let archive_dir = out.path().join("archives");
@@ -288,7 +279,7 @@ async fn last_modified(sys: &System, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_applied_plan_applies_again_to_completion_without_redoing_work() {
-    let sys = System::start(&small_spec()).await;
+    let sys = System::start(&no_running_jobs()).await;
     let s3 = csm_sim::s3::S3::new(&sys.s3);
     s3.create_bucket("restore").await.unwrap();
     let scratch = Scratch::new();

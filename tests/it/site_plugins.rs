@@ -274,11 +274,7 @@ fn export_with_site_source(pin: &str, grants: &str) -> String {
 async fn a_pinned_site_link_source_contributes_to_the_export() {
     let wasm = example_plugin();
     let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
-    let spec = csm_sim::seed::SeedSpec {
-        running_jobs: 0,
-        ..csm_sim::testing::small_spec()
-    };
-    let sys = csm_sim::testing::System::start(&spec).await;
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
     let dir = tempfile::tempdir().unwrap();
     let wf = dir.path().join("export-site.toml");
     std::fs::write(
@@ -392,11 +388,7 @@ async fn a_pinned_site_link_source_contributes_to_the_export() {
 async fn a_site_link_source_in_the_config_joins_the_stock_export() {
     let wasm = example_plugin();
     let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
-    let spec = csm_sim::seed::SeedSpec {
-        running_jobs: 0,
-        ..csm_sim::testing::small_spec()
-    };
-    let sys = csm_sim::testing::System::start(&spec).await;
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
     let dir = tempfile::tempdir().unwrap();
     let base = std::fs::read_to_string(sys.data.path().join("imsflow.toml")).unwrap();
     let config = dir.path().join("imsflow.toml");
@@ -572,11 +564,7 @@ async fn a_site_service_from_the_config_can_be_granted() {
     let wasm = target_dir().join("scaffold/wasm32-wasip2/release/templates_links.wasm");
     let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
 
-    let spec = csm_sim::seed::SeedSpec {
-        running_jobs: 0,
-        ..csm_sim::testing::small_spec()
-    };
-    let sys = csm_sim::testing::System::start(&spec).await;
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
     let base = std::fs::read_to_string(sys.data.path().join("imsflow.toml")).unwrap();
     let config = dir.path().join("imsflow.toml");
     let source = format!(

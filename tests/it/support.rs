@@ -122,6 +122,30 @@ pub fn failure_of(result: Result<RunReport, RunError>) -> String {
 }
 
 /// What a run of the `imsflow` binary printed and returned.
+/// The small seed without running jobs (an export aborts on them, and every
+/// import but `add` refuses them).
+pub fn no_running_jobs() -> csm_sim::seed::SeedSpec {
+    csm_sim::seed::SeedSpec {
+        running_jobs: 0,
+        ..csm_sim::testing::small_spec()
+    }
+}
+
+/// The keys of the multipart uploads still open in `bucket` (an aborted or
+/// completed upload leaves none).
+pub async fn open_uploads(s3: &csm_sim::s3::S3, bucket: &str) -> Vec<String> {
+    s3.client()
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .iter()
+        .map(|u| u.key().unwrap_or_default().to_string())
+        .collect()
+}
+
 pub struct CliRun {
     pub code: i32,
     pub stdout: String,

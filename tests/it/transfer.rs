@@ -299,17 +299,10 @@ async fn uploads_stream_from_tar_ranges_and_corrupt_members_leave_nothing() {
             "{name}: the bytes of its range, exactly"
         );
     }
-    let open = sim_s3
-        .client()
-        .list_multipart_uploads()
-        .bucket("restore")
-        .send()
-        .await
-        .unwrap();
+    let open = crate::support::open_uploads(&sim_s3, "restore").await;
     assert!(
-        open.uploads().is_empty(),
-        "the aborted multipart upload left nothing behind: {:?}",
-        open.uploads()
+        open.is_empty(),
+        "the aborted multipart upload left nothing behind: {open:?}"
     );
     ceph.remove_tenant(&tenant);
 }
