@@ -531,8 +531,24 @@ async fn an_overwrite_killed_at_8_points_one_per_phase_resumes_to_the_uninterrup
     }
 }
 
+/// The images IMS serves that it did not serve before.
+fn new_images(now: &ImsState, before: &ImsState) -> Vec<Value> {
+    now["v3/images"]
+        .iter()
+        .filter(|(id, _)| !before["v3/images"].contains_key(*id))
+        .map(|(_, r)| r.clone())
+        .collect()
+}
+
+/// The id of the run that `imsflow runs list` lists first.
+fn last_run(env: &[(&str, &str)]) -> String {
+    let listed = imsflow_cli(None, &["--json", "runs", "list"], env);
+    let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
+    runs[0]["id"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn imss_race_is_detected_and_resume_writes_the_files_again() {
+async fn imss_race_is_detected_and_resume_keeps_the_image_created_in_the_window() {
     let site = Site::start(no_running_jobs()).await;
     let archive = site.export();
     let before = site.ims().await;
@@ -551,31 +567,159 @@ async fn imss_race_is_detected_and_resume_writes_the_files_again() {
         "-b",
         backup.to_str().unwrap(),
     ];
-    // IMS writes its memory over the new data files while the rollout starts.
-    site.sys.knobs(|k| k.race_on_rollout = true);
+    // While the rollout starts, IMS accepts a new image (201) and so writes
+    // its memory over the new data files.
+    site.sys.knobs(|k| {
+        k.race_on_rollout = true;
+        k.race_creates_image = true;
+    });
     let raced = imsflow_cli(Some(&config), &args, &env);
     assert_eq!(raced.code, 1, "{}\n{}", raced.stdout, raced.stderr);
-    assert!(
-        raced
-            .stderr
-            .contains("IMS wrote its in-memory state over the new data files")
-            && raced.stderr.contains("`imsflow resume` writes them again"),
+    let run = last_run(&env);
+    // Said once: what happened, that nothing was lost, the one command.
+    assert_eq!(
+        raced.stderr.matches("known race").count(),
+        1,
         "{}",
         raced.stderr
     );
+    assert!(
+        raced.stderr.contains("Nothing was lost")
+            && raced
+                .stderr
+                .contains(&format!("To finish the import: imsflow resume {run}"))
+            && !raced.stderr.contains("Fix the cause")
+            && !raced.stderr.contains("To continue"),
+        "{}",
+        raced.stderr
+    );
+    let raced_state = site.ims().await;
     assert_ne!(
-        live(&site.ims().await),
+        live(&raced_state),
         live(&before),
         "the race lost the import"
     );
-    site.sys.knobs(|k| k.race_on_rollout = false);
-    let listed = imsflow_cli(None, &["--json", "runs", "list"], &env);
-    let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
-    let resumed = imsflow_cli(
-        Some(&config),
-        &["resume", runs[0]["id"].as_str().unwrap()],
-        &env,
+    let created = new_images(&raced_state, &before);
+    assert_eq!(created.len(), 1, "the image created in the window");
+    assert_eq!(created[0]["name"], "created-in-race-window");
+    site.sys.knobs(|k| {
+        k.race_on_rollout = false;
+        k.race_creates_image = false;
+    });
+    let resumed = imsflow_cli(Some(&config), &["resume", &run], &env);
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    assert!(
+        resumed
+            .stdout
+            .contains("kept 1 image(s) that IMS accepted after planning")
+            && resumed.stdout.contains(created[0]["id"].as_str().unwrap()),
+        "{}",
+        resumed.stdout
     );
+    // `update` never removes a record: the exported ones are back, and the
+    // one IMS accepted in the window is still there.
+    let after = site.ims().await;
+    assert_eq!(new_images(&after, &before), created);
+    let mut without = live(&after);
+    without
+        .get_mut("v3/images")
+        .unwrap()
+        .remove(created[0]["id"].as_str().unwrap());
+    assert_eq!(without, live(&before));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_race_an_overwrite_asks_before_it_drops_a_record_created_in_the_window() {
+    let site = Site::start(no_running_jobs()).await;
+    let archive = site.export();
+    let before = site.ims().await;
+    let state = site.dir("state");
+    let env = [("IMSFLOW_STATE_DIR", state.to_str().unwrap())];
+    let config = site.sys.data.path().join("imsflow.toml");
+    let backup = site.dir("backup");
+    let args = [
+        "import",
+        "overwrite",
+        "--yes",
+        "-f",
+        archive.to_str().unwrap(),
+        "-b",
+        backup.to_str().unwrap(),
+    ];
+    site.sys.knobs(|k| {
+        k.race_on_rollout = true;
+        k.race_creates_image = true;
+    });
+    let raced = imsflow_cli(Some(&config), &args, &env);
+    assert_eq!(raced.code, 1, "{}\n{}", raced.stdout, raced.stderr);
+    let created = new_images(&site.ims().await, &before);
+    assert_eq!(created.len(), 1, "the image created in the window");
+    let created_id = created[0]["id"].as_str().unwrap();
+    site.sys.knobs(|k| {
+        k.race_on_rollout = false;
+        k.race_creates_image = false;
+    });
+    let run = last_run(&env);
+    // Without approval it stops before the write, naming the record.
+    let asked = imsflow_cli(Some(&config), &["resume", &run], &env);
+    assert_eq!(asked.code, 2, "{}\n{}", asked.stdout, asked.stderr);
+    assert!(
+        asked.stdout.contains(created_id)
+            && asked.stdout.contains("created-in-race-window")
+            && asked.stdout.contains("drops them")
+            && asked.stdout.contains("Stopped at gate `drop-new-records-"),
+        "{}",
+        asked.stdout
+    );
+    assert_eq!(
+        new_images(&site.ims().await, &before),
+        created,
+        "nothing is written before the approval"
+    );
+    let approved = imsflow_cli(Some(&config), &["resume", &run, "--yes"], &env);
+    assert_eq!(approved.code, 0, "{}\n{}", approved.stdout, approved.stderr);
+    assert_eq!(live(&site.ims().await), live(&before));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_never_completes_says_what_ims_serves_and_how_to_finish() {
+    let site = Site::start(no_running_jobs()).await;
+    let archive = site.export();
+    let before = site.ims().await;
+    let image = before["v3/images"].keys().next().unwrap().clone();
+    site.delete(&format!("v3/images/{image}")).await;
+    let state = site.dir("state");
+    let env = [
+        ("IMSFLOW_STATE_DIR", state.to_str().unwrap()),
+        ("IMSFLOW_ROLLOUT_TIMEOUT", "3"),
+    ];
+    let config = site.sys.data.path().join("imsflow.toml");
+    let backup = site.dir("backup");
+    let args = [
+        "import",
+        "update",
+        "--yes",
+        "-f",
+        archive.to_str().unwrap(),
+        "-b",
+        backup.to_str().unwrap(),
+    ];
+    site.sys.knobs(|k| k.rollout_never_ready = true);
+    let stuck = imsflow_cli(Some(&config), &args, &env);
+    assert_eq!(stuck.code, 1, "{}\n{}", stuck.stdout, stuck.stderr);
+    let run = last_run(&env);
+    assert!(
+        stuck
+            .stderr
+            .contains("did not finish its rollout within 3s")
+            && stuck.stderr.contains("empty or partial set of records")
+            && stuck.stderr.contains("Fix the cluster")
+            && stuck.stderr.contains(&format!("imsflow resume {run}")),
+        "{}",
+        stuck.stderr
+    );
+    site.sys.knobs(|k| k.rollout_never_ready = false);
+    let resumed = imsflow_cli(Some(&config), &["resume", &run, "--yes"], &env);
     assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
     assert_eq!(live(&site.ims().await), live(&before));
 }

@@ -102,6 +102,8 @@ pub struct GateStop {
     pub why: String,
     /// Effects behind the gate, not applied.
     pub remaining: usize,
+    /// What the gate asks.
+    pub description: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,9 @@ pub enum ApplyError {
     Failed(Box<PartialFailure>),
     #[error("{0}")]
     Interrupted(String),
+    /// HPE's race undid the data-file writes; resume redoes them.
+    #[error("{0}")]
+    Race(String),
     #[error("{0}")]
     Journal(#[from] JournalError),
 }
@@ -569,6 +574,20 @@ const UPLOAD_CONCURRENCY: usize = 8;
 /// What an upload observed, and a note worth reading.
 type UploadDone = (Observed, Option<String>);
 
+/// What a data-file write does with the records the plan does not know.
+enum Newcomers {
+    /// Write the planned records and these.
+    Keep(Vec<serde_json::Value>),
+    /// Stopped at the gate that asks before dropping them.
+    Stop(GateStop),
+}
+
+enum NewcomersError {
+    /// The pod's data file could not be read.
+    Read(String),
+    Apply(ApplyError),
+}
+
 /// How an upload ended when it did not finish.
 enum UploadEnd {
     Failed(String),
@@ -887,13 +906,32 @@ impl Executor<'_> {
                     self.count(&batch[0].effect);
                 }
                 Effect::ImsStoreWrite { .. } => {
-                    match store::write(self.backends, self.plan, &mut self.pods, &batch[0].effect)
-                        .instrument(span.clone())
-                        .await
+                    let discarded = session.as_ref().map_or(0, |s| s.written);
+                    let keep = match self.newcomers(i).instrument(span.clone()).await {
+                        Ok(Newcomers::Keep(keep)) => keep,
+                        Ok(Newcomers::Stop(stop)) => {
+                            drop(session);
+                            self.bar.finish_and_clear();
+                            self.report.stopped = Some(stop);
+                            return Ok(self.report);
+                        }
+                        Err(NewcomersError::Apply(e)) => return Err(e),
+                        Err(NewcomersError::Read(m)) => {
+                            return Err(self.failure(i, m, discarded, FailureKind::Executor));
+                        }
+                    };
+                    match store::write(
+                        self.backends,
+                        self.plan,
+                        &mut self.pods,
+                        &batch[0].effect,
+                        &keep,
+                    )
+                    .instrument(span.clone())
+                    .await
                     {
                         Ok(o) => observed[0] = o,
                         Err(m) => {
-                            let discarded = session.as_ref().map_or(0, |s| s.written);
                             return Err(self.failure(i, m, discarded, FailureKind::Executor));
                         }
                     }
@@ -907,23 +945,7 @@ impl Executor<'_> {
                     let discarded = session.as_ref().map_or(0, |s| s.written);
                     match restarted {
                         Ok(store::Restarted::Ok(o)) => observed[0] = o,
-                        Ok(store::Restarted::Race(why)) => {
-                            // The new files were overwritten: the writes did
-                            // not take effect, and resume must redo them.
-                            for w in effects
-                                .iter()
-                                .filter(|w| matches!(w.effect, Effect::ImsStoreWrite { .. }))
-                            {
-                                self.recorder.append(Event::RolledBack {
-                                    id: w.id.clone(),
-                                    what: "IMS overwrote this data file from memory before the restart".into(),
-                                })?;
-                            }
-                            let m = format!(
-                                "{why}; the data-file writes are undone in the journal, and `imsflow resume` writes them again and restarts IMS"
-                            );
-                            return Err(self.failure(i, m, discarded, FailureKind::Executor));
-                        }
+                        Ok(store::Restarted::Race(why)) => return Err(self.race(i, why)),
                         Err(m) => return Err(self.failure(i, m, discarded, FailureKind::Executor)),
                     }
                     self.count(&batch[0].effect);
@@ -1137,6 +1159,103 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// The records the data-file write of effect `i` finds that the plan
+    /// does not know (IMS accepted them after planning, e.g. in the race
+    /// window): an additive write keeps them; any other asks at a gate
+    /// before it drops them, listing each.
+    async fn newcomers(&mut self, i: usize) -> Result<Newcomers, NewcomersError> {
+        let e = &self.plan.effects[i];
+        let found = store::newcomers(self.backends, self.plan, &mut self.pods, &e.effect)
+            .await
+            .map_err(NewcomersError::Read)?;
+        if found.is_empty() {
+            return Ok(Newcomers::Keep(Vec::new()));
+        }
+        let kind = match &e.effect {
+            Effect::ImsStoreWrite {
+                ims_kind, deleted, ..
+            } => format!(
+                "{}{}",
+                if *deleted { "deleted " } else { "" },
+                ims_kind.name()
+            ),
+            _ => String::new(),
+        };
+        let named: Vec<String> = found
+            .iter()
+            .map(|r| {
+                let id = r.get("id").and_then(|v| v.as_str()).unwrap_or_default();
+                match r.get("name").and_then(|v| v.as_str()) {
+                    Some(name) => format!("{id} ({name})"),
+                    None => id.to_string(),
+                }
+            })
+            .collect();
+        if store::additive(self.plan, &e.effect) {
+            let note = format!(
+                "kept {} {kind}(s) that IMS accepted after planning and the archive does not hold: {}",
+                found.len(),
+                named.join(", ")
+            );
+            tracing::warn!("{note}");
+            self.report.notes.push(note);
+            return Ok(Newcomers::Keep(found));
+        }
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(named.join("\n")));
+        let gate = PlannedGate {
+            name: format!("drop-new-records-{}", &digest[..12]),
+            description: format!(
+                "IMS accepted {} {kind}(s) after this import was planned, which the archive does not hold: {}. \
+                 Writing the planned data file drops them, as this import replaces every record; \
+                 approve to drop them, or stop here and plan the import again to review them",
+                found.len(),
+                named.join(", ")
+            ),
+            before: e.id.clone(),
+        };
+        match self.gate(&gate, i).map_err(NewcomersError::Apply)? {
+            Some(stop) => Ok(Newcomers::Stop(stop)),
+            None => Ok(Newcomers::Keep(Vec::new())),
+        }
+    }
+
+    /// HPE's race, detected when IMS was read back after its restart: the
+    /// data-file writes did not take effect. Nothing is lost (the plan holds
+    /// every record it writes; what IMS accepted meanwhile is kept or asked
+    /// about when the files are written again), so the one thing to do is
+    /// to resume.
+    fn race(&self, i: usize, why: String) -> ApplyError {
+        self.bar.finish_and_clear();
+        let effects = &self.plan.effects;
+        let undo = effects
+            .iter()
+            .filter(|w| matches!(w.effect, Effect::ImsStoreWrite { .. }))
+            .try_for_each(|w| {
+                self.recorder.append(Event::RolledBack {
+                    id: w.id.clone(),
+                    what: "IMS overwrote this data file from memory before the restart".into(),
+                })
+            })
+            .and_then(|()| {
+                self.recorder.durable(Event::Failed {
+                    id: effects[i].id.clone(),
+                    kind: FailureKind::Executor,
+                    message: why.clone(),
+                })
+            });
+        if let Err(e) = undo {
+            return e;
+        }
+        ApplyError::Race(format!(
+            "{why}.\nNothing was lost: the plan still holds every record this import writes, and \
+             records IMS accepted meanwhile are kept (or asked about) when the data files are \
+             written again. The journal marks the data-file writes as not done.\n\
+             To finish the import: imsflow resume {}",
+            self.plan.run.id
+        ))
+    }
+
     /// At a gate: go on (approved now or before), or the reason to stop.
     fn gate(&mut self, gate: &PlannedGate, i: usize) -> Result<Option<GateStop>, ApplyError> {
         if self.history.gates_approved.contains_key(&gate.name) {
@@ -1186,6 +1305,7 @@ impl Executor<'_> {
             gate: gate.name.clone(),
             why: why.into(),
             remaining,
+            description: gate.description.clone(),
         }))
     }
 

@@ -7,15 +7,34 @@
 //! (HPE's race), the writes are undone in the journal and `resume` redoes them.
 use crate::backends::Backends;
 use crate::journal::Observed;
-use crate::k8s::ims::{DataFiles, ImsPod, ImsWorkload, ReadBackError, Table, verify_tables};
+use crate::k8s::ims::{
+    DataFiles, ImsKubeError, ImsPod, ImsWorkload, ReadBackError, Table, verify_tables,
+};
 use crate::plan::Plan;
-use crate::plan::effect::{Effect, ImsKind};
+use crate::plan::effect::{DeleteMode, Effect, ImsKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// How long a rollout may take (HPE waits 1200 s for `rollout status`).
+/// How long a rollout may take (HPE waits 1200 s for `rollout status`);
+/// `IMSFLOW_ROLLOUT_TIMEOUT` (seconds, 1 to 86400) sets another.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(1200);
+const ROLLOUT_TIMEOUT_ENV: &str = "IMSFLOW_ROLLOUT_TIMEOUT";
+
+fn rollout_timeout() -> Result<Duration, String> {
+    match std::env::var(ROLLOUT_TIMEOUT_ENV) {
+        Err(_) => Ok(ROLLOUT_TIMEOUT),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=86_400).contains(s))
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                format!("{ROLLOUT_TIMEOUT_ENV}={v:?}: expected a number of seconds from 1 to 86400")
+            }),
+    }
+}
 
 pub fn table(kind: ImsKind, deleted: bool) -> Table {
     match (kind, deleted) {
@@ -109,31 +128,120 @@ async fn target<'e>(
     Ok((table, records_json.as_str(), pod, files.path(table)))
 }
 
-/// Writes the effect's records as the data file of its table.
+/// Writes the effect's records as the data file of its table, with `keep`
+/// (records IMS accepted after planning, which an additive write keeps)
+/// after them.
 pub async fn write(
     backends: &Backends,
     plan: &Plan,
     pods: &mut PodCache,
     effect: &Effect,
+    keep: &[Value],
 ) -> Result<Observed, String> {
     let (table, records_json, pod, path) = target(backends, plan, pods, effect).await?;
     let records: Value = serde_json::from_str(records_json)
         .map_err(|e| format!("the planned {table} are not JSON: {e}"))?;
-    if !records.is_array() {
+    let Value::Array(mut records) = records else {
         return Err(format!("the planned {table} are not a JSON list"));
-    }
+    };
     let path = path.ok_or_else(|| format!("the running IMS names no data file for {table}"))?;
-    let bytes = records_json.as_bytes();
+    let bytes = if keep.is_empty() {
+        records_json.as_bytes().to_vec()
+    } else {
+        records.extend(keep.iter().cloned());
+        serde_json::to_vec(&records).map_err(|e| e.to_string())?
+    };
     workload(backends)?
-        .write_file(&pod, &path, bytes)
+        .write_file(&pod, &path, &bytes)
         .await
         .map_err(|e| e.to_string())?;
     use sha2::Digest;
     Ok(Observed {
         bytes: Some(bytes.len() as u64),
-        sha256: Some(hex::encode(sha2::Sha256::digest(bytes))),
+        sha256: Some(hex::encode(sha2::Sha256::digest(&bytes))),
+        kept: keep
+            .iter()
+            .filter_map(record_id)
+            .map(String::from)
+            .collect(),
         ..Observed::default()
     })
+}
+
+fn record_id(record: &Value) -> Option<&str> {
+    record.get("id").and_then(Value::as_str)
+}
+
+/// Whether a data-file write only adds and replaces records (`add`,
+/// `update`): it removes none of those it was planned against, and the plan
+/// deletes no record from its table (a purge empties the deleted table, a
+/// soft or hard delete the live one). Records that IMS accepts after
+/// planning are kept by such a write; any other asks before it drops them.
+pub fn additive(plan: &Plan, effect: &Effect) -> bool {
+    let Effect::ImsStoreWrite {
+        ims_kind,
+        deleted,
+        summary,
+        ..
+    } = effect
+    else {
+        return false;
+    };
+    summary.removed.is_empty()
+        && !plan.effects.iter().any(|e| {
+            matches!(&e.effect, Effect::ImsDelete { ims_kind: k, delete, .. }
+                if k == ims_kind && matches!(delete, DeleteMode::Purge) == *deleted)
+        })
+}
+
+/// The records of a write's table that the plan does not know: in the
+/// pod's data file now, but neither written by the plan, nor removed or
+/// deleted by it. IMS accepted them after planning, e.g. in the window
+/// between the data-file writes and the restart (HPE's race).
+pub async fn newcomers(
+    backends: &Backends,
+    plan: &Plan,
+    pods: &mut PodCache,
+    effect: &Effect,
+) -> Result<Vec<Value>, String> {
+    let (table, records_json, pod, path) = target(backends, plan, pods, effect).await?;
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let Effect::ImsStoreWrite {
+        ims_kind, summary, ..
+    } = effect
+    else {
+        return Ok(Vec::new());
+    };
+    let now = workload(backends)?
+        .read_file(&pod, &path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now: Value = serde_json::from_slice(&now)
+        .map_err(|e| format!("{path} in pod {}: not JSON: {e}", pod.name))?;
+    let planned: Value = serde_json::from_str(records_json)
+        .map_err(|e| format!("the planned {table} are not JSON: {e}"))?;
+    let mut known: std::collections::BTreeSet<&str> = planned
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(record_id)
+        .chain(summary.removed.iter().map(String::as_str))
+        .collect();
+    known.extend(plan.effects.iter().filter_map(|e| match &e.effect {
+        Effect::ImsDelete {
+            ims_kind: k, id, ..
+        } if k == ims_kind => Some(id.as_str()),
+        _ => None,
+    }));
+    Ok(now
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| record_id(r).is_some_and(|id| !known.contains(id)))
+        .cloned()
+        .collect())
 }
 
 /// `check` of a write that was in progress: the pod's file holds the
@@ -171,23 +279,35 @@ pub async fn restart(
     progress: &indicatif::ProgressBar,
 ) -> Result<Restarted, String> {
     let w = workload(backends)?;
+    let timeout = rollout_timeout()?;
     let asked = w.restart().await.map_err(|e| e.to_string())?;
     pods.clear();
     let status = w
-        .wait_rollout(&asked, ROLLOUT_TIMEOUT, |s| {
+        .wait_rollout(&asked, timeout, |s| {
             progress.set_message(format!("IMS rollout: {s}"));
             tracing::info!("IMS rollout: {s}");
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            // The files are rewritten, the old pod serves its memory and the
+            // new one has not loaded them: say what IMS serves meanwhile.
+            ImsKubeError::RolloutTimeout { .. } | ImsKubeError::RolloutFailed { .. } => format!(
+                "{e}. Until a new IMS pod is ready and has loaded the new data files, IMS serves \
+                 an empty or partial set of records (whatever the old pod still holds). Fix the \
+                 cluster so that the IMS deployment can roll out; `imsflow resume {}` then \
+                 restarts IMS again and verifies the import",
+                plan.run.id
+            ),
+            e => e.to_string(),
+        })?;
     let written = written_tables(plan)?;
-    match verify_tables(backends, &written).await {
+    match verify_tables(backends, &written, &keeping_tables(plan)).await {
         Ok(()) => Ok(Restarted::Ok(Observed {
             http_status: Some(200),
             ..Observed::default()
         })),
         Err(e @ ReadBackError::Mismatch { .. }) => Ok(Restarted::Race(format!(
-            "after the restart ({}), IMS does not serve the records that were written: {e}. IMS wrote its in-memory state over the new data files before it restarted (a known race of this procedure)",
+            "IMS restarted ({}), but {e}",
             status.message
         ))),
         Err(e) => Err(e.to_string()),
@@ -197,9 +317,26 @@ pub async fn restart(
 /// `check` of a restart that was in progress: IMS already serves what the
 /// plan wrote.
 pub async fn restarted(backends: &Backends, plan: &Plan) -> Result<bool, String> {
-    Ok(verify_tables(backends, &written_tables(plan)?)
-        .await
-        .is_ok())
+    Ok(
+        verify_tables(backends, &written_tables(plan)?, &keeping_tables(plan))
+            .await
+            .is_ok(),
+    )
+}
+
+/// The tables whose writes keep records the plan does not know (`additive`):
+/// IMS may serve more of them than the plan wrote.
+fn keeping_tables(plan: &Plan) -> std::collections::BTreeSet<Table> {
+    plan.effects
+        .iter()
+        .filter(|e| additive(plan, &e.effect))
+        .filter_map(|e| match &e.effect {
+            Effect::ImsStoreWrite {
+                ims_kind, deleted, ..
+            } => Some(table(*ims_kind, *deleted)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn written_tables(plan: &Plan) -> Result<BTreeMap<Table, Value>, String> {

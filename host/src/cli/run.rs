@@ -285,6 +285,8 @@ pub(super) async fn apply_durable(
     let resume = format!("imsflow resume {}", plan.run.id);
     match result {
         Ok(report) => Ok(report),
+        // The race's message ends with the command that finishes the job.
+        Err(e @ ApplyError::Race(_)) => Err(e.into()),
         Err(e @ (ApplyError::Interrupted(_) | ApplyError::Failed(_))) => {
             Err(anyhow::anyhow!("{e}\nTo continue: {resume}"))
         }
@@ -324,6 +326,10 @@ pub(super) fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exi
         } else {
             format!("imsflow resume {} --yes", plan.run.id)
         };
+        // A gate the apply raised itself (not one of the workflow's) says why.
+        if !plan.gates.iter().any(|g| g.name == stop.gate) {
+            println!("{}", stop.description);
+        }
         println!(
             "Stopped at gate `{}` ({}): {} effect(s) behind it are not applied. To continue: {how}",
             stop.gate, stop.why, stop.remaining

@@ -119,6 +119,10 @@ pub struct Observed {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// Records a data-file write kept that the plan did not know (IMS
+    /// accepted them after planning).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
 }
 
 impl Observed {

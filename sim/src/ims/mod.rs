@@ -243,13 +243,26 @@ async fn check_link(
 }
 
 async fn create(s: S, kind: Kind, headers: HeaderMap, body: Bytes) -> Reply {
-    let mut rec = schema::post(kind, &body_json(&headers, &body)?)?;
+    let rec = schema::post(kind, &body_json(&headers, &body)?)?;
     let mut ims = s.ims.lock().await;
     if let Some(link) = rec.get("link").filter(|l| !l.is_null()).cloned() {
         check_link(&s, &ims, kind, &link, None).await?;
     }
+    let record = create_record(&mut ims, kind, &s.new_id(), rec)?;
+    ok(StatusCode::CREATED, record)
+}
+
+/// `POST /v3/<kind>`'s record (validated by `schema::post`), given its id
+/// and creation time, and stored (which rewrites the table's data file from
+/// memory).
+pub(crate) fn create_record(
+    ims: &mut store::Store,
+    kind: Kind,
+    id: &str,
+    mut rec: Record,
+) -> Result<Record, Problem> {
     let mut record = Record::new();
-    record.insert("id".into(), json!(s.new_id()));
+    record.insert("id".into(), json!(id));
     record.insert("created".into(), json!(now()));
     record.append(&mut rec);
     if kind == Kind::Image
@@ -262,7 +275,7 @@ async fn create(s: S, kind: Kind, headers: HeaderMap, body: Bytes) -> Reply {
     }
     ims.put(table(kind), record.clone())
         .map_err(Problem::internal)?;
-    ok(StatusCode::CREATED, record)
+    Ok(record)
 }
 
 async fn patch(s: S, kind: Kind, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Reply {

@@ -36,13 +36,19 @@ pub struct Knobs {
     /// `pods/exec` answers 403 Forbidden (RBAC without exec rights).
     #[arg(long)]
     pub exec_forbidden: bool,
-    /// A rollout's new pod never becomes ready (the old one keeps serving).
+    /// A rollout's new pod is not ready while this is set (the old one keeps
+    /// serving); cleared, it becomes ready, as on a fixed cluster.
     #[arg(long)]
     pub rollout_never_ready: bool,
     /// When a rollout starts, the old IMS writes its in-memory tables over
     /// the data files (as any IMS API write in that window does).
     #[arg(long)]
     pub race_on_rollout: bool,
+    /// With `race_on_rollout`: the write that makes IMS rewrite its files
+    /// is the creation of an image (`created-in-race-window`), which IMS
+    /// accepts (201) while the import's data files wait for the restart.
+    #[arg(long)]
+    pub race_creates_image: bool,
     /// Time from the patch to the new pod being ready. The controller
     /// observes the new generation half-way.
     #[arg(long, default_value_t = 1000)]
@@ -64,6 +70,7 @@ impl Default for Knobs {
             exec_forbidden: false,
             rollout_never_ready: false,
             race_on_rollout: false,
+            race_creates_image: false,
             rollout_delay_ms: 1000,
             exec_v5: false,
             ims_unavailable: 0,
@@ -365,7 +372,19 @@ pub async fn patch_deployment(
         if knobs.race_on_rollout {
             // The old pod still serves: an API write in this window makes
             // IMS rewrite its data files from memory.
-            if let Err(e) = s.ims.lock().await.save_all() {
+            let mut ims = s.ims.lock().await;
+            if knobs.race_creates_image {
+                let id = s.new_id();
+                let kind = crate::ims::schema::Kind::Image;
+                let body = serde_json::json!({ "name": "created-in-race-window" });
+                match crate::ims::schema::post(kind, &body)
+                    .and_then(|rec| crate::ims::create_record(&mut ims, kind, &id, rec))
+                {
+                    Ok(_) => tracing::info!("race simulated: image {id} created in the window"),
+                    Err(e) => tracing::error!("race simulation: {e:?}"),
+                }
+            }
+            if let Err(e) = ims.save_all() {
                 tracing::error!("race simulation: {e}");
             }
             tracing::info!("race simulated: the old IMS wrote its memory over the data files");
@@ -391,9 +410,28 @@ async fn progress(s: Arc<SimState>, generation: i64, delay_ms: u64) {
         c.resource_version += 1;
     }
     tokio::time::sleep(half).await;
-    if s.cluster.lock().unwrap().knobs.rollout_never_ready {
-        tracing::info!("rollout of generation {generation}: the new pod never becomes ready");
-        return;
+    // While the knob holds, the new pod is not ready; once it is cleared (the
+    // cluster is fixed), the pod becomes ready, as Kubernetes would retry it.
+    let mut said = false;
+    loop {
+        {
+            let c = s.cluster.lock().unwrap();
+            if !c
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.generation == generation)
+            {
+                return;
+            }
+            if !c.knobs.rollout_never_ready {
+                break;
+            }
+        }
+        if !said {
+            tracing::info!("rollout of generation {generation}: the new pod is not ready");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The new IMS starts: it loads the data files.
     let mut ims = s.ims.lock().await;
