@@ -19,6 +19,10 @@ pub struct PostCheck {
     /// ETags that differ from the exported ones (the upload could not
     /// reproduce them): references quoting them will not match.
     pub etag_changes: Vec<String>,
+    /// Records IMS holds that an additive write (`add`, `update`) kept
+    /// although the plan does not know them: IMS accepted them after
+    /// planning.
+    pub kept: Vec<String>,
     pub differences: Vec<String>,
 }
 
@@ -73,8 +77,9 @@ pub async fn check(plan: &Plan, backends: &Backends) -> PostCheck {
                         continue;
                     }
                 };
+                let others = plan.additive_write(&e.effect);
                 match get_json(backends, &path).await {
-                    Ok(Value::Array(have)) => compare(&what, &want, &have, &mut out),
+                    Ok(Value::Array(have)) => compare(&what, &want, &have, others, &mut out),
                     Ok(_) => out.differences.push(format!("GET ims/{path}: not a list")),
                     Err(e) => out.differences.push(e),
                 }
@@ -143,8 +148,9 @@ pub async fn check(plan: &Plan, backends: &Backends) -> PostCheck {
 }
 
 /// Every planned record is there under its id with the planned fields, and
-/// nothing else is.
-fn compare(what: &str, want: &[Value], have: &[Value], out: &mut PostCheck) {
+/// nothing else is, unless `others` are allowed (an additive write keeps
+/// what IMS accepted after planning).
+fn compare(what: &str, want: &[Value], have: &[Value], others: bool, out: &mut PostCheck) {
     let id = |r: &Value| {
         r.get("id")
             .and_then(Value::as_str)
@@ -177,8 +183,12 @@ fn compare(what: &str, want: &[Value], have: &[Value], out: &mut PostCheck) {
     }
     let planned: std::collections::BTreeSet<String> = want.iter().map(id).collect();
     for extra in have.keys().filter(|k| !planned.contains(*k)) {
-        out.differences
-            .push(format!("{what}: {extra} is there but not in the plan"));
+        if others {
+            out.kept.push(format!("{what}: {extra}"));
+        } else {
+            out.differences
+                .push(format!("{what}: {extra} is there but not in the plan"));
+        }
     }
 }
 
@@ -197,7 +207,7 @@ mod tests {
             serde_json::json!({"id": "c", "name": "z"}),
         ];
         let mut out = PostCheck::default();
-        compare("images", &want, &have, &mut out);
+        compare("images", &want, &have, false, &mut out);
         assert_eq!(
             out.differences,
             vec![
@@ -207,5 +217,10 @@ mod tests {
             ]
         );
         assert_eq!(out.ids_preserved, 1);
+        // An additive write keeps the extra one: not a difference.
+        let mut kept = PostCheck::default();
+        compare("images", &want, &have, true, &mut kept);
+        assert_eq!(kept.kept, vec!["images: c"]);
+        assert_eq!(kept.differences.len(), 2, "{:?}", kept.differences);
     }
 }

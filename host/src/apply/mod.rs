@@ -1191,7 +1191,7 @@ impl Executor<'_> {
                 }
             })
             .collect();
-        if store::additive(self.plan, &e.effect) {
+        if self.plan.additive_write(&e.effect) {
             let note = format!(
                 "kept {} {kind}(s) that IMS accepted after planning and the archive does not hold: {}",
                 found.len(),

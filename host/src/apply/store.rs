@@ -11,7 +11,7 @@ use crate::k8s::ims::{
     DataFiles, ImsKubeError, ImsPod, ImsWorkload, ReadBackError, Table, verify_tables,
 };
 use crate::plan::Plan;
-use crate::plan::effect::{DeleteMode, Effect, ImsKind};
+use crate::plan::effect::{Effect, ImsKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -172,28 +172,6 @@ fn record_id(record: &Value) -> Option<&str> {
     record.get("id").and_then(Value::as_str)
 }
 
-/// Whether a data-file write only adds and replaces records (`add`,
-/// `update`): it removes none of those it was planned against, and the plan
-/// deletes no record from its table (a purge empties the deleted table, a
-/// soft or hard delete the live one). Records that IMS accepts after
-/// planning are kept by such a write; any other asks before it drops them.
-pub fn additive(plan: &Plan, effect: &Effect) -> bool {
-    let Effect::ImsStoreWrite {
-        ims_kind,
-        deleted,
-        summary,
-        ..
-    } = effect
-    else {
-        return false;
-    };
-    summary.removed.is_empty()
-        && !plan.effects.iter().any(|e| {
-            matches!(&e.effect, Effect::ImsDelete { ims_kind: k, delete, .. }
-                if k == ims_kind && matches!(delete, DeleteMode::Purge) == *deleted)
-        })
-}
-
 /// The records of a write's table that the plan does not know: in the
 /// pod's data file now, but neither written by the plan, nor removed or
 /// deleted by it. IMS accepted them after planning, e.g. in the window
@@ -324,12 +302,13 @@ pub async fn restarted(backends: &Backends, plan: &Plan) -> Result<bool, String>
     )
 }
 
-/// The tables whose writes keep records the plan does not know (`additive`):
+/// The tables whose writes keep records the plan does not know
+/// (`Plan::additive_write`):
 /// IMS may serve more of them than the plan wrote.
 fn keeping_tables(plan: &Plan) -> std::collections::BTreeSet<Table> {
     plan.effects
         .iter()
-        .filter(|e| additive(plan, &e.effect))
+        .filter(|e| plan.additive_write(&e.effect))
         .filter_map(|e| match &e.effect {
             Effect::ImsStoreWrite {
                 ims_kind, deleted, ..

@@ -317,6 +317,30 @@ impl Plan {
     pub fn step(&self, id: &str) -> Option<&PlannedStep> {
         self.steps.iter().find(|s| s.id == id)
     }
+
+    /// Whether a data-file write only adds and replaces records (`add`,
+    /// `update`): it removes none of those it was planned against, and the
+    /// plan deletes no record from its table (a purge empties the deleted
+    /// table, a soft or hard delete the live one). Records that IMS accepts
+    /// after planning are kept by such a write; any other write asks before
+    /// it drops them.
+    pub fn additive_write(&self, effect: &effect::Effect) -> bool {
+        use effect::{DeleteMode, Effect};
+        let Effect::ImsStoreWrite {
+            ims_kind,
+            deleted,
+            summary,
+            ..
+        } = effect
+        else {
+            return false;
+        };
+        summary.removed.is_empty()
+            && !self.effects.iter().any(|e| {
+                matches!(&e.effect, Effect::ImsDelete { ims_kind: k, delete, .. }
+                    if k == ims_kind && matches!(delete, DeleteMode::Purge) == *deleted)
+            })
+    }
 }
 
 /// A part of a plan as JSON, for hashing (plan types always serialise).
