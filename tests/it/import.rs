@@ -359,31 +359,15 @@ async fn soft_overwrite_keeps_what_the_archive_lacks_as_deleted_records() {
 /// Rewrites an imsflow archive as HPE's exporter writes it: no sha256, size
 /// or part size in `export.json`.
 fn as_hpe_archive(ours: &Path, out: &Path) -> PathBuf {
-    let mut reader = tar::Archive::new(std::fs::File::open(ours).unwrap());
     let path = out.join("export-ims-data-hpe.tar");
-    let mut writer = tar::Builder::new(std::fs::File::create(&path).unwrap());
-    for entry in reader.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let name = entry.path().unwrap().into_owned();
-        let mut body = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
-        if name.to_str() == Some("export.json") {
-            let mut doc: Value = serde_json::from_slice(&body).unwrap();
-            for entry in doc["s3_data"].as_object_mut().unwrap().values_mut() {
-                let e = entry.as_object_mut().unwrap();
-                for key in ["sha256", "size", "part_size"] {
-                    e.remove(key);
-                }
+    rewrite_export_json(ours, &path, |doc| {
+        for entry in doc["s3_data"].as_object_mut().unwrap().values_mut() {
+            let e = entry.as_object_mut().unwrap();
+            for key in ["sha256", "size", "part_size"] {
+                e.remove(key);
             }
-            body = serde_json::to_vec(&doc).unwrap();
         }
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o600);
-        header.set_cksum();
-        writer.append_data(&mut header, &name, &body[..]).unwrap();
-    }
-    writer.finish().unwrap();
+    });
     path
 }
 
