@@ -23,12 +23,7 @@ fn prompt(args: &[&str], state: Option<&Path>) -> CliRun {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
-    CliRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    CliRun::of(child.wait_with_output().unwrap())
 }
 
 #[test]

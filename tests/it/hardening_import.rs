@@ -3,83 +3,9 @@
 //! cannot complete, or a bucket the system does not have, is refused at
 //! preflight, naming each record and object, with nothing changed (csm-sim
 //! on the real Ceph).
+use crate::import::Site;
 use crate::support::*;
-use csm_sim::testing::System;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-
-fn cli(sys: &System, args: &[&str]) -> CliRun {
-    imsflow_cli(Some(&sys.data.path().join("imsflow.toml")), args, &[])
-}
-
-/// `imsflow export` into `out`; the tar's path.
-fn export(sys: &System, out: &Path) -> PathBuf {
-    let run = cli(sys, &["export", out.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let tar = run
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Data saved to tar archive: "))
-        .expect("the archive's path");
-    PathBuf::from(tar)
-}
-
-/// Every IMS table and every object of the buckets, as they are now.
-async fn world(sys: &System) -> (Vec<Value>, Vec<(String, String)>) {
-    let http = reqwest::Client::new();
-    let token = sys.token(&http).await;
-    let mut tables = Vec::new();
-    for table in [
-        "v3/images",
-        "v3/recipes",
-        "v3/public-keys",
-        "v3/deleted/images",
-    ] {
-        let list: Value = http
-            .get(sys.url(&format!("/apis/ims/{table}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        tables.push(list);
-    }
-    let s3 = csm_sim::s3::S3::new(&sys.s3);
-    let mut objects = Vec::new();
-    for bucket in ["boot-images", "ims"] {
-        let page = s3
-            .client()
-            .list_objects_v2()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-        for o in page.contents() {
-            objects.push((
-                format!("{bucket}/{}", o.key().unwrap()),
-                o.e_tag().unwrap().to_string(),
-            ));
-        }
-    }
-    (tables, objects)
-}
-
-fn import(sys: &System, archive: &Path, backup: &Path) -> CliRun {
-    cli(
-        sys,
-        &[
-            "import",
-            "overwrite",
-            "-f",
-            archive.to_str().unwrap(),
-            "-b",
-            backup.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-}
 
 /// The artifact entries of an export, by URL.
 fn artifacts(doc: &mut Value) -> &mut serde_json::Map<String, Value> {
@@ -88,14 +14,13 @@ fn artifacts(doc: &mut Value) -> &mut serde_json::Map<String, Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_export_json_is_refused_at_preflight_naming_each_record_and_object() {
-    let sys = System::start(&no_running_jobs()).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let ours = export(&sys, scratch.path());
-    let backup = scratch.path().join("backup");
-    std::fs::create_dir(&backup).unwrap();
-    let before = world(&sys).await;
+    let site = Site::start(no_running_jobs()).await;
+    let ours = site.export();
+    let backup = site.dir("backup");
+    let world = async || (site.ims().await, site.s3().await);
+    let before = world().await;
 
-    let hostile = scratch.path().join("hostile.tar");
+    let hostile = site.dir("hostile").join("hostile.tar");
     let (mut tiny_parts, mut few_parts) = (String::new(), String::new());
     rewrite_export_json(&ours, &hostile, |doc| {
         // A record id that would address another path of the IMS API.
@@ -123,9 +48,10 @@ async fn a_hostile_export_json_is_refused_at_preflight_naming_each_record_and_ob
         few_parts = url.clone();
         entries[&few_parts]["etag"] = json!("0123456789abcdef0123456789abcdef-3");
     });
-    let run = import(&sys, &hostile, &backup);
+    let run = site.import("overwrite", &hostile, &["--yes"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let err = &run.stderr;
+    eprintln!("HOSTILE-OUT {err}");
     for named in [
         "preflight failed; nothing was changed",
         "ims_data.images[\"../../v2/images/x\"]: the id is not an IMS record id",
@@ -139,19 +65,19 @@ async fn a_hostile_export_json_is_refused_at_preflight_naming_each_record_and_ob
     ] {
         assert!(err.contains(named), "`{named}` in:\n{err}");
     }
-    assert_eq!(world(&sys).await, before, "nothing changed");
+    assert_eq!(world().await, before, "nothing changed");
     assert!(dir_entries(&backup).is_empty(), "no backup was started");
 
     // A well-formed bucket the system does not have: the preflight lists
     // the buckets the import writes and refuses the missing one.
-    let missing = scratch.path().join("missing-bucket.tar");
+    let missing = site.dir("hostile").join("missing-bucket.tar");
     rewrite_export_json(&ours, &missing, |doc| {
         let entries = artifacts(doc);
         let entry = entries.values().next().unwrap().clone();
         entries.insert("s3://no-such-bucket/x".into(), entry);
         doc["bos"] = json!(["s3://no-such-bucket/x"]);
     });
-    let run = import(&sys, &missing, &backup);
+    let run = site.import("overwrite", &missing, &["--yes"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("S3 buckets the import writes:")
@@ -167,7 +93,7 @@ async fn a_hostile_export_json_is_refused_at_preflight_naming_each_record_and_ob
         "{}",
         run.stderr
     );
-    assert_eq!(world(&sys).await, before, "nothing changed");
+    assert_eq!(world().await, before, "nothing changed");
     assert!(dir_entries(&backup).is_empty(), "no backup was started");
 }
 
@@ -178,29 +104,20 @@ async fn a_hostile_export_json_is_refused_at_preflight_naming_each_record_and_ob
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_with_widened_grants_or_a_duplicated_effect_id_is_refused() {
     use imsflow::plan::effect::Effect;
-    let sys = System::start(&no_running_jobs()).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let ours = export(&sys, scratch.path());
-    let backup = scratch.path().join("backup");
-    std::fs::create_dir(&backup).unwrap();
-    let plan_file = scratch.path().join("import.json");
-    let run = cli(
-        &sys,
-        &[
-            "import",
-            "overwrite",
-            "-f",
-            ours.to_str().unwrap(),
-            "-b",
-            backup.to_str().unwrap(),
-            "--plan-out",
-            plan_file.to_str().unwrap(),
-        ],
+    let site = Site::start(no_running_jobs()).await;
+    let ours = site.export();
+    let backup = site.dir("backup");
+    let plan_file = site.dir("plan").join("import.json");
+    let run = site.import(
+        "overwrite",
+        &ours,
+        &["--plan-out", plan_file.to_str().unwrap()],
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let pristine = std::fs::read(&plan_file).unwrap();
-    let before = world(&sys).await;
-    let apply = || cli(&sys, &["apply", plan_file.to_str().unwrap()]);
+    let world = async || (site.ims().await, site.s3().await);
+    let before = world().await;
+    let apply = || site.cli(&["apply", plan_file.to_str().unwrap()]);
 
     reseal(&plan_file, |p| {
         let mut forged = p
@@ -225,7 +142,7 @@ async fn a_plan_with_widened_grants_or_a_duplicated_effect_id_is_refused() {
         "{}",
         run.stderr
     );
-    assert_eq!(world(&sys).await, before, "nothing was deleted");
+    assert_eq!(world().await, before, "nothing was deleted");
     assert!(dir_entries(&backup).is_empty(), "nothing was applied");
 
     std::fs::write(&plan_file, &pristine).unwrap();
@@ -250,6 +167,6 @@ async fn a_plan_with_widened_grants_or_a_duplicated_effect_id_is_refused() {
         "{}",
         run.stderr
     );
-    assert_eq!(world(&sys).await, before, "nothing was changed");
+    assert_eq!(world().await, before, "nothing was changed");
     assert!(dir_entries(&backup).is_empty(), "nothing was applied");
 }

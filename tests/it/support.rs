@@ -171,11 +171,16 @@ pub fn imsflow_cli(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -
     if let Some(config) = config {
         cmd.env("IMSFLOW_CONFIG", config);
     }
-    let out = cmd.output().unwrap();
-    CliRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    CliRun::of(cmd.output().unwrap())
+}
+
+impl CliRun {
+    pub fn of(out: std::process::Output) -> CliRun {
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 }
 

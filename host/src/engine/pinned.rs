@@ -67,11 +67,14 @@ pub async fn problems(plan: &Plan, runtime: &Runtime) -> Vec<String> {
         };
         let kind = e.effect.kind();
         if !kinds.iter().any(|k| k == kind) {
-            problems.push(format!(
-                "effect {} (step `{}`): plugin `{name}` never emits `{kind}` effects (it declares: {}); the plan was edited ({remake})",
-                e.id,
-                e.step,
+            let declared = if kinds.is_empty() {
+                "none".to_string()
+            } else {
                 kinds.join(", ")
+            };
+            problems.push(format!(
+                "effect {} (step `{}`): plugin `{name}` never emits `{kind}` effects (it declares: {declared}); the plan was edited ({remake})",
+                e.id, e.step
             ));
         }
     }
