@@ -1,5 +1,8 @@
 //! Where runs are remembered: `$IMSFLOW_STATE_DIR/runs/<run-id>/` (default
-//! `$XDG_STATE_HOME/imsflow`, else `~/.local/state/imsflow`), owner-only.
+//! `$XDG_STATE_HOME/imsflow`, else `~/.local/state/imsflow`), owner-only:
+//! created 0700, and refused when it is a link, not ours or writable by
+//! others, as is a run folder that is not ours (runs resume with our
+//! credentials).
 //! A `run` or `export` keeps its plan there (`plan.json`, with the journal
 //! and lock beside it); `apply FILE` keeps its journal beside FILE and leaves
 //! a `plan.ref` there naming FILE, so that `runs list` finds every run.
