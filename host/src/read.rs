@@ -19,7 +19,17 @@ pub fn read_capped(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>,
         path: path.to_path_buf(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    // Opened without blocking, then checked: a FIFO put in place of a file
+    // between a check and an open would otherwise hang the open.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| fail(e.to_string()))?
+    };
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
     if !meta.is_file() {
         return Err(fail(
             "is not a regular file (a device, FIFO or directory); refusing to read it".into(),
@@ -31,7 +41,6 @@ pub fn read_capped(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>,
             meta.len()
         )));
     }
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // The file may grow while it is read: never take more than the cap.
     file.take(max + 1)

@@ -8,17 +8,17 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-struct Site {
-    sys: System,
+pub(crate) struct Site {
+    pub(crate) sys: System,
     http: reqwest::Client,
     token: String,
     scratch: Scratch,
 }
 
 /// IMS as its API serves it: each table, records by id.
-type ImsState = BTreeMap<&'static str, BTreeMap<String, Value>>;
+pub(crate) type ImsState = BTreeMap<&'static str, BTreeMap<String, Value>>;
 /// Every object of the IMS buckets: key -> ETag.
-type S3State = BTreeMap<String, String>;
+pub(crate) type S3State = BTreeMap<String, String>;
 
 const TABLES: [&str; 7] = [
     "v3/images",
@@ -31,7 +31,7 @@ const TABLES: [&str; 7] = [
 ];
 
 impl Site {
-    async fn start(spec: SeedSpec) -> Site {
+    pub(crate) async fn start(spec: SeedSpec) -> Site {
         let sys = System::start(&spec).await;
         let http = reqwest::Client::new();
         let token = sys.token(&http).await;
@@ -43,18 +43,18 @@ impl Site {
         }
     }
 
-    fn cli(&self, args: &[&str]) -> CliRun {
+    pub(crate) fn cli(&self, args: &[&str]) -> CliRun {
         imsflow_cli(Some(&self.sys.data.path().join("imsflow.toml")), args, &[])
     }
 
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         let d = self.scratch.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     /// `imsflow export` into a fresh directory; the tar's path.
-    fn export(&self) -> PathBuf {
+    pub(crate) fn export(&self) -> PathBuf {
         let out = self.dir("export");
         let run = self.cli(&["export", out.to_str().unwrap()]);
         assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -86,7 +86,7 @@ impl Site {
         );
     }
 
-    async fn ims(&self) -> ImsState {
+    pub(crate) async fn ims(&self) -> ImsState {
         let mut state = ImsState::new();
         for table in TABLES {
             let list: Value = self
@@ -110,7 +110,7 @@ impl Site {
         state
     }
 
-    async fn s3(&self) -> S3State {
+    pub(crate) async fn s3(&self) -> S3State {
         let s3 = csm_sim::s3::S3::new(&self.sys.s3);
         let mut state = S3State::new();
         for bucket in ["boot-images", "ims"] {
@@ -139,7 +139,7 @@ impl Site {
         state
     }
 
-    fn import(&self, mode: &str, archive: &Path, extra: &[&str]) -> CliRun {
+    pub(crate) fn import(&self, mode: &str, archive: &Path, extra: &[&str]) -> CliRun {
         let backup = self.dir("backup");
         let mut args = vec![
             "import",
@@ -359,31 +359,15 @@ async fn soft_overwrite_keeps_what_the_archive_lacks_as_deleted_records() {
 /// Rewrites an imsflow archive as HPE's exporter writes it: no sha256, size
 /// or part size in `export.json`.
 fn as_hpe_archive(ours: &Path, out: &Path) -> PathBuf {
-    let mut reader = tar::Archive::new(std::fs::File::open(ours).unwrap());
     let path = out.join("export-ims-data-hpe.tar");
-    let mut writer = tar::Builder::new(std::fs::File::create(&path).unwrap());
-    for entry in reader.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let name = entry.path().unwrap().into_owned();
-        let mut body = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
-        if name.to_str() == Some("export.json") {
-            let mut doc: Value = serde_json::from_slice(&body).unwrap();
-            for entry in doc["s3_data"].as_object_mut().unwrap().values_mut() {
-                let e = entry.as_object_mut().unwrap();
-                for key in ["sha256", "size", "part_size"] {
-                    e.remove(key);
-                }
+    rewrite_export_json(ours, &path, |doc| {
+        for entry in doc["s3_data"].as_object_mut().unwrap().values_mut() {
+            let e = entry.as_object_mut().unwrap();
+            for key in ["sha256", "size", "part_size"] {
+                e.remove(key);
             }
-            body = serde_json::to_vec(&doc).unwrap();
         }
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o600);
-        header.set_cksum();
-        writer.append_data(&mut header, &name, &body[..]).unwrap();
-    }
-    writer.finish().unwrap();
+    });
     path
 }
 

@@ -8,6 +8,8 @@ mod durable;
 mod export;
 mod grants;
 mod hardening_archive;
+mod hardening_files;
+mod hardening_import;
 mod hardening_inputs;
 mod hardening_net;
 mod import;

@@ -141,15 +141,6 @@ async fn a_saved_export_plan_applies_to_the_archive_it_named_equal_to_a_direct_r
     );
 }
 
-/// Rewrites a plan file through `edit` and seals it again, as a plan made
-/// elsewhere would be (a consistent hash, different facts).
-fn reseal(path: &Path, edit: impl FnOnce(&mut Plan)) {
-    let mut plan: Plan = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    edit(&mut plan);
-    plan.seal();
-    plan.save(path).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_foreign_and_stale_plans_are_refused_with_nothing_applied() {
     let sys = System::start(&no_running_jobs()).await;

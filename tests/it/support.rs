@@ -171,11 +171,16 @@ pub fn imsflow_cli(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -
     if let Some(config) = config {
         cmd.env("IMSFLOW_CONFIG", config);
     }
-    let out = cmd.output().unwrap();
-    CliRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    CliRun::of(cmd.output().unwrap())
+}
+
+impl CliRun {
+    pub fn of(out: std::process::Output) -> CliRun {
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 }
 
@@ -230,4 +235,39 @@ pub fn golden(name: &str, actual: &str) {
         "{} differs from the rendering:\n--- expected\n{expected}\n--- actual\n{actual}",
         path.display()
     );
+}
+
+/// Copies the tar `ours` to `path` with its `export.json` rewritten by
+/// `edit` (an archive as someone else made, or tampered with, it).
+pub fn rewrite_export_json(ours: &Path, path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut reader = tar::Archive::new(std::fs::File::open(ours).unwrap());
+    let mut writer = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut edit = Some(edit);
+    for entry in reader.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().into_owned();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
+        if name.to_str() == Some("export.json") {
+            let mut doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (edit.take().unwrap())(&mut doc);
+            body = serde_json::to_vec(&doc).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        writer.append_data(&mut header, &name, &body[..]).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// Rewrites a plan file through `edit` and seals it again, as a plan made
+/// elsewhere would be (a consistent hash, different facts).
+pub fn reseal(path: &Path, edit: impl FnOnce(&mut imsflow::plan::Plan)) {
+    let mut plan: imsflow::plan::Plan =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut plan);
+    plan.seal();
+    plan.save(path).unwrap();
 }

@@ -115,6 +115,29 @@ fn local_problems(flags: &ImportFlags, backup_dir: &Path) -> Vec<String> {
     problems
 }
 
+/// The buckets the import uploads to, each with its object count (the
+/// preflight refuses one that the system does not have).
+fn written_buckets(plan: &imsflow::plan::Plan) -> String {
+    let mut buckets = std::collections::BTreeMap::<&str, usize>::new();
+    for e in &plan.effects {
+        if let imsflow::plan::effect::Effect::S3UploadFromArchive { bucket, .. } = &e.effect {
+            *buckets.entry(bucket.as_str()).or_default() += 1;
+        }
+    }
+    let list: Vec<String> = buckets
+        .iter()
+        .map(|(b, n)| format!("{b} ({n} object(s))"))
+        .collect();
+    format!(
+        "S3 buckets the import writes: {}",
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
+    )
+}
+
 pub async fn import(
     cli: &Cli,
     flags: &ImportFlags,
@@ -169,8 +192,12 @@ pub async fn import(
         dry_run: flags.dry_run,
         progress: !cli.json && !cli.quiet,
     };
-    let planned = plan_workflow(cli, &engine, &wf, &opts, cancel).await?;
+    // The archive is read and checked by the plan's first step.
+    let planned = plan_workflow(cli, &engine, &wf, &opts, cancel)
+        .await
+        .context("preflight failed; nothing was changed")?;
     let plan = planned.plan.clone();
+    say(&written_buckets(&plan));
     let problems = imsflow::apply::preflight(&plan, engine.backends()).await;
     if !problems.is_empty() {
         anyhow::bail!(

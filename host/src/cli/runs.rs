@@ -6,7 +6,7 @@ use imsflow::plan::Plan;
 use std::fmt::Write;
 
 pub fn list(cli: &Cli) -> anyhow::Result<Exit> {
-    let all = runs::list();
+    let all = runs::list()?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(Exit::Ok);

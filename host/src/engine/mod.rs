@@ -2,6 +2,7 @@
 //! allow) and returns a sealed, checked `Plan`; `apply` executes a plan; `run`
 //! is one then the other. Steps never see each other's effects, so a dry run
 //! follows exactly the path of a real run.
+mod pinned;
 mod report;
 mod schedule;
 mod step;
@@ -200,14 +201,18 @@ impl Engine {
     }
 
     /// Applies a saved plan: it must come from this imsflow and the very
-    /// plugins that are installed now, then it is applied as `apply` does.
+    /// plugins that are installed now, with the grants its workflow gives
+    /// and only effects its plugins emit; then it is applied as `apply` does.
     pub async fn apply_saved(
         &self,
         plan: &Plan,
         opts: &ApplyOptions,
         durable: Option<Durable>,
     ) -> Result<ApplyReport, ApplyError> {
-        let problems = self.version_problems(plan).await;
+        let mut problems = self.version_problems(plan).await;
+        if problems.is_empty() {
+            problems = pinned::problems(plan, &self.runtime).await;
+        }
         if !problems.is_empty() {
             return Err(ApplyError::Refused(problems));
         }

@@ -72,14 +72,16 @@ impl RunLock {
         // (it released it); then the lock we got is on a dead inode: retry.
         for _ in 0..16 {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)
-                .map_err(io)?;
+            let mut file = crate::owner::open_ours(
+                path,
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600),
+            )
+            .map_err(io)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
@@ -124,7 +126,8 @@ impl RunLock {
 
     /// Who holds the lock at `path` now, if anyone (for `runs list`).
     pub fn holder(path: &Path) -> Option<Holder> {
-        let mut file = File::open(path).ok()?;
+        let mut file =
+            crate::owner::open_ours(path, std::fs::OpenOptions::new().read(true)).ok()?;
         match file.try_lock_shared() {
             Ok(()) => None,
             Err(_) => read_holder(&mut file),

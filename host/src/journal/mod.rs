@@ -165,6 +165,8 @@ pub enum JournalError {
         journal: String,
         plan: String,
     },
+    #[error("the folder {path} of the plan {why}")]
+    UnsafeFolder { path: PathBuf, why: String },
     #[error(transparent)]
     Lock(#[from] lock::LockError),
 }
@@ -179,6 +181,14 @@ pub struct Begun {
 /// Locks the run of the plan at `plan_path` and opens its journal, which
 /// must be this plan's (or new).
 pub fn begin(plan_path: &Path, plan_hash: &str) -> Result<Begun, JournalError> {
+    let folder = plan_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::owner::check_plan_folder(folder).map_err(|why| JournalError::UnsafeFolder {
+        path: folder.to_path_buf(),
+        why,
+    })?;
     let lock = lock::RunLock::acquire(&lock::path_for(plan_path))?;
     let path = path_for(plan_path);
     let (journal, records) = Journal::open(&path)?;
@@ -224,13 +234,15 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode_owner_only()
-            .open(path)
-            .map_err(io)?;
+        let mut file = crate::owner::open_ours(
+            path,
+            std::fs::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode_owner_only(),
+        )
+        .map_err(io)?;
         let (records, good_len) = read_records(path, &mut file)?;
         if good_len < file.metadata().map_err(io)?.len() {
             file.set_len(good_len).map_err(io)?;
@@ -304,10 +316,12 @@ impl OwnerOnly for std::fs::OpenOptions {
 
 /// Reads a journal without opening it for writing (for `runs`).
 pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
-    let mut file = File::open(path).map_err(|source| JournalError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut file = crate::owner::open_ours(path, std::fs::OpenOptions::new().read(true)).map_err(
+        |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
     Ok(read_records(path, &mut file)?.0)
 }
 
@@ -521,6 +535,62 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// What others could plant beside a plan: `begin` never writes through
+    /// it, and a folder they can write is refused unless it is sticky.
+    #[test]
+    fn links_beside_a_plan_and_folders_others_can_write_are_refused() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("p.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+
+        let lock = lock::path_for(&plan);
+        symlink(&victim, &lock).unwrap();
+        let e = begin(&plan, "h").err().unwrap().to_string();
+        assert!(
+            e.contains("p.json.lock") && e.contains("symbolic link"),
+            "{e}"
+        );
+        std::fs::remove_file(&lock).unwrap();
+
+        let journal = path_for(&plan);
+        symlink(&victim, &journal).unwrap();
+        let e = begin(&plan, "h").err().unwrap().to_string();
+        assert!(
+            e.contains("p.json.journal") && e.contains("symbolic link"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"keep",
+            "not written through"
+        );
+        std::fs::remove_file(&journal).unwrap();
+
+        let elsewhere = dir.path().join("created-through-a-link");
+        symlink(&elsewhere, &journal).unwrap();
+        let e = begin(&plan, "h").err().unwrap().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(
+            !elsewhere.exists(),
+            "nothing created through a dangling link"
+        );
+        std::fs::remove_file(&journal).unwrap();
+
+        let set = |mode| {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set(0o775);
+        let e = begin(&plan, "h").err().unwrap().to_string();
+        assert!(e.contains("can be written by group or others"), "{e}");
+        assert!(!journal.exists() && !lock.exists());
+        set(0o1777);
+        let begun = begin(&plan, "h").expect("a sticky folder, as /tmp, with our own files");
+        drop(begun);
+        set(0o700);
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Where runs are remembered: `$IMSFLOW_STATE_DIR/runs/<run-id>/` (default
-//! `$XDG_STATE_HOME/imsflow`, else `~/.local/state/imsflow`), owner-only.
+//! `$XDG_STATE_HOME/imsflow`, else `~/.local/state/imsflow`), owner-only:
+//! created 0700, and refused when it is a link, not ours or writable by
+//! others, as is a run folder that is not ours (runs resume with our
+//! credentials).
 //! A `run` or `export` keeps its plan there (`plan.json`, with the journal
 //! and lock beside it); `apply FILE` keeps its journal beside FILE and leaves
 //! a `plan.ref` there naming FILE, so that `runs list` finds every run.
@@ -21,6 +24,12 @@ pub enum RunsError {
         "no run `{0}`: it is neither a run id listed by `imsflow runs list` nor a plan or journal file"
     )]
     Unknown(String),
+    /// Runs are resumed with the operator's credentials: a state directory
+    /// or run folder that someone else controls is never used.
+    #[error(
+        "{path}: {why}; imsflow keeps the runs it resumes there, so it must be a directory of your own (or set IMSFLOW_STATE_DIR to one)"
+    )]
+    NotPrivate { path: PathBuf, why: String },
 }
 
 pub fn state_dir() -> PathBuf {
@@ -34,8 +43,24 @@ pub fn state_dir() -> PathBuf {
     home.join(".local/state/imsflow")
 }
 
-fn runs_dir() -> PathBuf {
-    state_dir().join("runs")
+/// `<state>/runs`, both created owner-only and checked private to us.
+fn runs_dir() -> Result<PathBuf, RunsError> {
+    let state = state_dir();
+    if std::fs::symlink_metadata(&state).is_err() {
+        create_private_dirs(&state, true)?;
+    }
+    private(&state)?;
+    let runs = state.join("runs");
+    create_private_dirs(&runs, false)?;
+    private(&runs)?;
+    Ok(runs)
+}
+
+fn private(dir: &Path) -> Result<(), RunsError> {
+    crate::owner::check_private_dir(dir).map_err(|why| RunsError::NotPrivate {
+        path: dir.to_path_buf(),
+        why,
+    })
 }
 
 /// Run ids name directories: only `[A-Za-z0-9_.-]`, no dot segments.
@@ -54,21 +79,27 @@ pub fn run_dir(run_id: &str) -> Result<PathBuf, RunsError> {
     if !valid_id(run_id) {
         return Err(RunsError::Unknown(run_id.into()));
     }
-    let dir = runs_dir().join(run_id);
-    create_private_dirs(&dir)?;
+    let dir = runs_dir()?.join(run_id);
+    create_private_dirs(&dir, false)?;
+    private(&dir)?;
     Ok(dir)
 }
 
-fn create_private_dirs(dir: &Path) -> Result<(), RunsError> {
+/// Creates `dir` 0700 (with its parents when `parents`); one that exists is
+/// left to the caller's check.
+fn create_private_dirs(dir: &Path, parents: bool) -> Result<(), RunsError> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
+    match std::fs::DirBuilder::new()
+        .recursive(parents)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| RunsError::Io {
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(RunsError::Io {
             path: dir.to_path_buf(),
-            source,
-        })
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Remembers a plan applied from outside the state directory.
@@ -93,7 +124,12 @@ pub fn resolve(arg: &str) -> Result<PathBuf, RunsError> {
     if !valid_id(arg) {
         return Err(RunsError::Unknown(arg.into()));
     }
-    plan_of(&runs_dir().join(arg)).ok_or_else(|| RunsError::Unknown(arg.into()))
+    let dir = runs_dir()?.join(arg);
+    if std::fs::symlink_metadata(&dir).is_err() {
+        return Err(RunsError::Unknown(arg.into()));
+    }
+    private(&dir)?;
+    plan_of(&dir).ok_or_else(|| RunsError::Unknown(arg.into()))
 }
 
 fn plan_of(dir: &Path) -> Option<PathBuf> {
@@ -117,21 +153,32 @@ pub struct RunSummary {
     pub plan: PathBuf,
 }
 
-/// Every remembered run, oldest first.
-pub fn list() -> Vec<RunSummary> {
-    let Ok(entries) = std::fs::read_dir(runs_dir()) else {
-        return Vec::new();
-    };
+/// Every remembered run, oldest first; a run folder that is not ours is
+/// listed as refused, without reading what it holds.
+pub fn list() -> Result<Vec<RunSummary>, RunsError> {
+    let dir = runs_dir()?;
+    let entries = std::fs::read_dir(&dir).map_err(|source| RunsError::Io { path: dir, source })?;
     let mut runs: Vec<RunSummary> = entries
         .flatten()
         .filter_map(|e| {
             let id = e.file_name().to_str()?.to_string();
+            if let Err(why) = crate::owner::check_private_dir(&e.path()) {
+                return Some(RunSummary {
+                    id,
+                    workflow: String::new(),
+                    state: format!("refused: {why}"),
+                    done: 0,
+                    total: 0,
+                    started: None,
+                    plan: e.path(),
+                });
+            }
             let plan = plan_of(&e.path())?;
             Some(summarize(&id, &plan))
         })
         .collect();
     runs.sort_by(|a, b| (&a.started, &a.id).cmp(&(&b.started, &b.id)));
-    runs
+    Ok(runs)
 }
 
 /// A run's summary from its journal alone (plans can be large).

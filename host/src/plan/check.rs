@@ -1,7 +1,8 @@
 //! Checks of a whole plan, made before anything is applied (when it is made,
 //! and again when a saved plan is applied): every effect is granted to the
 //! step that emitted it, archive members are safe and unique and have a
-//! target, the index comes last, and record ids cannot change a request path.
+//! target, the index comes last, record ids cannot change a request path,
+//! and effect ids are unique.
 //! All problems are reported at once.
 use super::Plan;
 use super::effect::Effect;
@@ -14,8 +15,16 @@ pub fn check(plan: &Plan) -> Vec<String> {
     let mut writers: HashMap<String, &str> = HashMap::new();
     let mut last_archive_effect = None;
     let mut index_at = None;
+    // The journal and the gates know effects by id: one id, one effect.
+    let mut ids = std::collections::HashSet::new();
     for (i, e) in plan.effects.iter().enumerate() {
         let at = format!("effect {} (step `{}`)", e.id, e.step);
+        if !ids.insert(e.id.as_str()) {
+            problems.push(format!(
+                "{at}: the plan has another effect with the id `{}`",
+                e.id
+            ));
+        }
         match plan.step(&e.step) {
             None => problems.push(format!("{at}: the plan has no step `{}`", e.step)),
             Some(step) => {

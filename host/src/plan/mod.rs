@@ -157,8 +157,9 @@ pub enum PlanError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the plan {path} is larger than {max} bytes; refusing to read it")]
-    TooLarge { path: PathBuf, max: u64 },
+    /// Not a regular file (a FIFO or device would hang the read), or too large.
+    #[error(transparent)]
+    Read(#[from] crate::read::ReadError),
     #[error("{path}:{line}:{column}: not an imsflow plan: {message}")]
     Parse {
         path: PathBuf,
@@ -239,22 +240,7 @@ impl Plan {
 
     /// Reads and checks a plan file: size, syntax, format, integrity.
     pub fn load(path: &Path) -> Result<Plan, PlanError> {
-        use std::io::Read;
-        let io = |source| PlanError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let mut text = String::new();
-        file.take(MAX_PLAN_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(io)?;
-        if text.len() as u64 > MAX_PLAN_BYTES {
-            return Err(PlanError::TooLarge {
-                path: path.to_path_buf(),
-                max: MAX_PLAN_BYTES,
-            });
-        }
+        let text = crate::read::read_text_capped(path, MAX_PLAN_BYTES, "plan")?;
         // The format is read first, so an old or new plan gets that message
         // rather than a list of unknown fields.
         #[derive(Deserialize)]

@@ -8,7 +8,7 @@
 //!    an altered one fails its digest: either way the plugin is recompiled.
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"IMSFLOW-CWASM-1\n";
@@ -49,7 +49,7 @@ impl Cache {
                 warn_disabled(d, &format!("cannot create it: {e}"));
                 return None;
             }
-            if let Err(why) = private(d) {
+            if let Err(why) = crate::owner::check_private_dir(d) {
                 warn_disabled(d, &why);
                 return None;
             }
@@ -114,30 +114,6 @@ fn check(bytes: &[u8], sha256: &str) -> Result<(), String> {
     let digest = &bytes[MAGIC.len() + 64..HEADER];
     if digest != hex::encode(Sha256::digest(&bytes[HEADER..])).as_bytes() {
         return Err("its compiled bytes do not match their digest".into());
-    }
-    Ok(())
-}
-
-/// Owned by the user running imsflow and not writable by group or others.
-fn private(dir: &Path) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
-    if !meta.is_dir() {
-        return Err("it is not a directory (or is a symlink)".into());
-    }
-    let me = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .map_err(|e| format!("cannot tell who we are: {e}"))?;
-    if meta.uid() != me {
-        return Err(format!(
-            "it is owned by uid {}, not by us (uid {me})",
-            meta.uid()
-        ));
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        return Err(format!(
-            "it is writable by group or others (mode {:o}); make it 0700",
-            meta.permissions().mode() & 0o777
-        ));
     }
     Ok(())
 }

@@ -134,31 +134,48 @@ pub enum GateAt {
 
 /// Resolves a workflow argument: an existing file path, else a stock name.
 pub fn load(name_or_path: &str) -> Result<Workflow, WorkflowError> {
-    let path = Path::new(name_or_path);
-    if path.exists() {
-        let text = crate::read::read_text_capped(path, MAX_WORKFLOW_BYTES, "workflow file")
-            .map_err(|e| {
-                WorkflowError(vec![Diagnostic {
-                    file: name_or_path.into(),
-                    line: 1,
-                    column: 1,
-                    message: e.to_string(),
-                }])
-            })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        return parse(name_or_path, &text, &base);
+    if Path::new(name_or_path).exists() {
+        return load_file(name_or_path);
     }
+    load_stock(name_or_path)
+}
+
+/// The workflow a plan names by its `source`: `stock:<name>` is the
+/// embedded one (never a file of that name), anything else the file.
+pub fn load_source(source: &str) -> Result<Workflow, WorkflowError> {
+    match source.strip_prefix("stock:") {
+        Some(name) => load_stock(name),
+        None => load_file(source),
+    }
+}
+
+fn load_file(file: &str) -> Result<Workflow, WorkflowError> {
+    let path = Path::new(file);
+    let text =
+        crate::read::read_text_capped(path, MAX_WORKFLOW_BYTES, "workflow file").map_err(|e| {
+            WorkflowError(vec![Diagnostic {
+                file: file.into(),
+                line: 1,
+                column: 1,
+                message: e.to_string(),
+            }])
+        })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(file, &text, &base)
+}
+
+fn load_stock(wanted: &str) -> Result<Workflow, WorkflowError> {
     match crate::stock::STOCK_WORKFLOWS
         .iter()
-        .find(|(n, _)| *n == name_or_path)
+        .find(|(n, _)| *n == wanted)
     {
         Some((name, text)) => parse(&format!("stock:{name}"), text, Path::new(".")),
         None => Err(WorkflowError(vec![Diagnostic {
-            file: name_or_path.into(),
+            file: wanted.into(),
             line: 1,
             column: 1,
             message: format!(
-                "no such workflow file, and no stock workflow named `{name_or_path}` (see `imsflow workflows list`)"
+                "no such workflow file, and no stock workflow named `{wanted}` (see `imsflow workflows list`)"
             ),
         }])),
     }

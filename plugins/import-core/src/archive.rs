@@ -9,7 +9,7 @@
 //! backup) HPE crashes in its S3 step; here the records import, and no
 //! object is uploaded (HPE's bug 2).
 use crate::ims::{Ims, parse_ims};
-use crate::s3::{bare_etag, split_url};
+use crate::s3::{bare_etag, check_url, etag_parts_problem, part_size_problem};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -110,13 +110,16 @@ fn url_list(doc: &Value, key: &str, problems: &mut Vec<String>) -> Option<Vec<St
         Some(Value::Array(items)) => {
             let mut out = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                match item.as_str() {
-                    Some(url) if split_url(url).is_some() => {
+                match item.as_str().map(|url| (url, check_url(url))) {
+                    Some((url, Ok(_))) => {
                         if !out.iter().any(|u| u == url) {
                             out.push(url.to_string());
                         }
                     }
-                    _ => problems.push(format!(
+                    Some((_, Err(why))) => {
+                        problems.push(format!("export.json: {key}[{i}] {item}: {why}"))
+                    }
+                    None => problems.push(format!(
                         "export.json: {key}[{i}] is not an S3 URL (s3://bucket/key): {item}"
                     )),
                 }
@@ -159,8 +162,8 @@ fn artifact(
     problems: &mut Vec<String>,
 ) -> Option<Artifact> {
     let at = format!("export.json: s3_data.artifacts[{url:?}]");
-    if split_url(url).is_none() {
-        problems.push(format!("{at}: the key is not an S3 URL (s3://bucket/key)"));
+    if let Err(why) = check_url(url) {
+        problems.push(format!("{at}: {why}"));
         return None;
     }
     let Some(obj) = entry.as_object() else {
@@ -232,13 +235,16 @@ fn artifact(
         Some(Value::Array(links)) => {
             let mut out: Vec<String> = Vec::new();
             for l in links {
-                match l.as_str() {
-                    Some(u) if split_url(u).is_some() => {
+                match l.as_str().map(|u| (u, check_url(u))) {
+                    Some((u, Ok(_))) => {
                         if !out.iter().any(|x| x == u) {
                             out.push(u.to_string());
                         }
                     }
-                    _ => problems.push(format!("{at}: manifest_links holds {l}, not an S3 URL")),
+                    Some((_, Err(why))) => {
+                        problems.push(format!("{at}: manifest_links holds {l}: {why}"))
+                    }
+                    None => problems.push(format!("{at}: manifest_links holds {l}, not an S3 URL")),
                 }
             }
             Some(out)
@@ -249,6 +255,18 @@ fn artifact(
         }
     };
     let member_size = members.get(relpath.as_str()).copied();
+    // Part sizes and counts that no upload to S3 can complete.
+    if let Some(object_size) = size.or(member_size) {
+        let refused = part_size
+            .and_then(|p| part_size_problem(object_size, p))
+            .or_else(|| {
+                etag.as_deref()
+                    .and_then(|e| etag_parts_problem(e, object_size))
+            });
+        if let Some(why) = refused {
+            problems.push(format!("{at}: {why}"));
+        }
+    }
     let mut own = Vec::new();
     match (member_size, size) {
         (None, _) => own.push(format!("the archive has no member {relpath}")),
@@ -522,12 +540,59 @@ mod tests {
                 "export.json: missing required key 'created'",
                 "export.json: ims_data: missing required key 'deleted'",
                 "export.json: 'bos' is neither null nor a list of S3 URLs: a string",
-                "export.json: bss[1] is not an S3 URL (s3://bucket/key): \"http://x/y\"",
-                "export.json: s3_data.artifacts[\"nope\"]: the key is not an S3 URL (s3://bucket/key)",
+                "export.json: bss[1] \"http://x/y\": not an S3 URL (s3://bucket/key)",
+                "export.json: s3_data.artifacts[\"nope\"]: not an S3 URL (s3://bucket/key)",
                 "export.json: s3_data.artifacts[\"s3://ims/a\"]: relpath \"../../etc/passwd\" cannot name an archive member",
                 "export.json: s3_data.artifacts[\"s3://ims/b\"]: 'size' is not a non-negative integer",
                 "export.json: s3_data.artifacts[\"s3://ims/b\"]: 'sha256' is not 64 hex digits",
             ]
         );
+    }
+
+    /// Hostile URLs and part sizes S3 cannot complete are refused, each
+    /// named by its object, all at once.
+    #[test]
+    fn hostile_urls_and_impossible_part_sizes_are_refused_naming_each_object() {
+        const MIB: u64 = 1 << 20;
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let entry = |size: u64, extra: Value| {
+            let mut e = json!({"relpath": "s3_artifacts/x", "size": size});
+            e.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            e
+        };
+        let doc = json!({
+            "created": "x",
+            "ims_data": {"deleted": null, "images": {}, "jobs": {}, "public_keys": {}, "recipes": {
+                "r": {"id": "r", "created": "c", "link": {"type": "s3", "path": "s3://ims/r/%2E%2E/x"}}
+            }},
+            "bos": ["s3://../boot-images/x", "s3://boot-images/a/../../b"],
+            "s3_data": {"artifacts": {
+                "s3://boot-images/ok/rootfs": entry(10, json!({})),
+                "s3://boot-images/a\r\nb": entry(10, json!({})),
+                "s3://boot-images/tiny-parts": entry(10 * MIB, json!({"part_size": 1})),
+                "s3://boot-images/etag-small": entry(9 * MIB, json!({"etag": format!("{md5}-3")})),
+                "s3://boot-images/etag-many": entry(100 * MIB, json!({"etag": format!("{md5}-10001")})),
+                "s3://boot-images/fine-multipart": entry(20 * MIB, json!({"etag": format!("{md5}-3"), "part_size": 8 * MIB})),
+            }}
+        });
+        let problems = read_export(&doc, &members(&[("s3_artifacts/x", 10)])).unwrap_err();
+        let expect = [
+            "ims_data.recipes[\"r\"]: 'link.path' \"s3://ims/r/%2E%2E/x\": key",
+            "bos[0] \"s3://../boot-images/x\": bucket \"..\"",
+            "bos[1] \"s3://boot-images/a/../../b\": key \"a/../../b\"",
+            "artifacts[\"s3://boot-images/a\\r\\nb\"]: key \"a\\r\\nb\"",
+            "artifacts[\"s3://boot-images/tiny-parts\"]: 'part_size' 1 cuts",
+            "artifacts[\"s3://boot-images/etag-small\"]: ETag",
+            "artifacts[\"s3://boot-images/etag-many\"]: ETag",
+        ];
+        for e in expect {
+            assert!(
+                problems.iter().any(|p| p.contains(e)),
+                "{e} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
     }
 }

@@ -142,13 +142,22 @@ pub fn check_records(at: &str, value: &Value, problems: &mut Vec<String>) -> Rec
                 }
             }
         }
-        if ok && r["id"].as_str() != Some(id.as_str()) {
+        if let Some(why) = id_problem(id) {
+            problems.push(format!("{here}: the id {why}"));
+            ok = false;
+        } else if ok && r["id"].as_str() != Some(id.as_str()) {
             problems.push(format!("{here}: its 'id' is {}, not its key", r["id"]));
             ok = false;
         }
         if let Some(link) = r.get("link").filter(|l| !l.is_null()) {
             match link.get("path") {
-                Some(Value::String(p)) if p.is_empty() || crate::s3::split_url(p).is_some() => {}
+                Some(Value::String(p)) if p.is_empty() => {}
+                Some(Value::String(p)) => {
+                    if let Err(why) = crate::s3::check_url(p) {
+                        problems.push(format!("{here}: 'link.path' {p:?}: {why}"));
+                        ok = false;
+                    }
+                }
                 _ => {
                     problems.push(format!(
                         "{here}: 'link' has no S3 URL 'path' (s3://bucket/key)"
@@ -162,6 +171,22 @@ pub fn check_records(at: &str, value: &Value, problems: &mut Vec<String>) -> Rec
         }
     }
     out
+}
+
+/// Why `id` is not a record id as IMS makes them. IMS ids are UUIDs, and
+/// they end up in request paths (`/v3/images/{id}`) and in IMS's data files:
+/// only letters, digits, `-`, `_` and `.` (no `..`, not first), at most 128.
+pub fn id_problem(id: &str) -> Option<&'static str> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && !id.contains("..")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    (!ok).then_some(
+        "is not an IMS record id (IMS makes UUIDs; only letters, digits, `-`, `_` and `.` are accepted, no `/`, `%`, `..`, whitespace or control characters)",
+    )
 }
 
 /// Parses `ims_data` (or `ims-fetch`'s output): the five keys are required
@@ -224,11 +249,46 @@ mod tests {
                 "ims_data.images[\"d\"]: missing required field 'created'",
                 "ims_data: missing required key 'jobs'",
                 "ims_data.public_keys: not a JSON object of records by id",
-                "ims_data.recipes[\"r\"]: 'link' has no S3 URL 'path' (s3://bucket/key)",
+                "ims_data.recipes[\"r\"]: 'link.path' \"not-a-url\": not an S3 URL (s3://bucket/key)",
                 "ims_data.deleted: neither null nor a JSON object",
             ]
         );
         assert_eq!(ims.images.keys().collect::<Vec<_>>(), vec!["a"]);
+    }
+
+    /// Ids end up in request paths and IMS's data files: only what IMS
+    /// could have made is accepted, and each refused record is named.
+    #[test]
+    fn ids_that_could_change_a_request_path_are_refused_naming_each_record() {
+        let hostile = [
+            "../../v2/images/x",
+            "a%2F..%2Fb",
+            "a b",
+            "a\nb",
+            "..",
+            ".hidden",
+        ];
+        let mut images = serde_json::Map::new();
+        for id in hostile {
+            images.insert(id.into(), json!({"id": id, "created": "2024"}));
+        }
+        let uuid = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
+        images.insert(uuid.into(), json!({"id": uuid, "created": "2024"}));
+        let mut problems = Vec::new();
+        let ims = parse_ims(
+            "ims_data",
+            &json!({"images": images, "jobs": {}, "public_keys": {}, "recipes": {}, "deleted": null}),
+            &mut problems,
+        );
+        assert_eq!(ims.images.keys().collect::<Vec<_>>(), vec![uuid]);
+        assert_eq!(problems.len(), hostile.len(), "{problems:#?}");
+        for id in hostile {
+            let named = format!("ims_data.images[{id:?}]: the id is not an IMS record id");
+            assert!(
+                problems.iter().any(|p| p.starts_with(&named)),
+                "{named} in {problems:#?}"
+            );
+        }
     }
 
     #[test]
