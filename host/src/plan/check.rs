@@ -87,10 +87,13 @@ pub fn check(plan: &Plan) -> Vec<String> {
 }
 
 /// IMS ids are UUIDs; anything that could change the request path is refused.
+/// The same rule as import-core's `ims::id_problem`, which refuses the
+/// archive at preflight (the plugins cannot depend on the host).
 fn is_record_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
+        && !id.contains("..")
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
