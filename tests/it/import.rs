@@ -524,11 +524,48 @@ fn new_images(now: &ImsState, before: &ImsState) -> Vec<Value> {
         .collect()
 }
 
-/// The id of the run that `imsflow runs list` lists first.
-fn last_run(env: &[(&str, &str)]) -> String {
-    let listed = imsflow_cli(None, &["--json", "runs", "list"], env);
-    let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
-    runs[0]["id"].as_str().unwrap().to_string()
+/// imsflow runs against the site with a state directory of their own, so
+/// that `runs list` and `resume` see only them.
+struct Runs<'a> {
+    site: &'a Site,
+    env: Vec<(String, String)>,
+}
+
+impl Runs<'_> {
+    fn new<'a>(site: &'a Site, extra_env: &[(&str, &str)]) -> Runs<'a> {
+        let state = site.dir("state");
+        let mut env = vec![("IMSFLOW_STATE_DIR".to_string(), state.display().to_string())];
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        Runs { site, env }
+    }
+
+    fn cli(&self, args: &[&str]) -> CliRun {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let config = self.site.sys.data.path().join("imsflow.toml");
+        imsflow_cli(Some(&config), args, &env)
+    }
+
+    /// `imsflow import MODE --yes -f ARCHIVE -b BACKUP`.
+    fn import(&self, mode: &str, archive: &Path) -> CliRun {
+        let backup = self.site.dir("backup");
+        let (archive, backup) = (archive.to_str().unwrap(), backup.to_str().unwrap());
+        self.cli(&["import", mode, "--yes", "-f", archive, "-b", backup])
+    }
+
+    /// The id of the run that `imsflow runs list` lists first.
+    fn last(&self) -> String {
+        let listed = self.cli(&["--json", "runs", "list"]);
+        let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
+        runs[0]["id"].as_str().unwrap().to_string()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,28 +575,16 @@ async fn imss_race_is_detected_and_resume_keeps_the_image_created_in_the_window(
     let before = site.ims().await;
     let image = before["v3/images"].keys().next().unwrap().clone();
     site.delete(&format!("v3/images/{image}")).await;
-    let state = site.dir("state");
-    let env = [("IMSFLOW_STATE_DIR", state.to_str().unwrap())];
-    let config = site.sys.data.path().join("imsflow.toml");
-    let backup = site.dir("backup");
-    let args = [
-        "import",
-        "update",
-        "--yes",
-        "-f",
-        archive.to_str().unwrap(),
-        "-b",
-        backup.to_str().unwrap(),
-    ];
+    let runs = Runs::new(&site, &[]);
     // While the rollout starts, IMS accepts a new image (201) and so writes
     // its memory over the new data files.
     site.sys.knobs(|k| {
         k.race_on_rollout = true;
         k.race_creates_image = true;
     });
-    let raced = imsflow_cli(Some(&config), &args, &env);
+    let raced = runs.import("update", &archive);
     assert_eq!(raced.code, 1, "{}\n{}", raced.stdout, raced.stderr);
-    let run = last_run(&env);
+    let run = runs.last();
     // Said once: what happened, that nothing was lost, the one command.
     assert_eq!(
         raced.stderr.matches("known race").count(),
@@ -590,7 +615,7 @@ async fn imss_race_is_detected_and_resume_keeps_the_image_created_in_the_window(
         k.race_on_rollout = false;
         k.race_creates_image = false;
     });
-    let resumed = imsflow_cli(Some(&config), &["resume", &run], &env);
+    let resumed = runs.cli(&["resume", &run]);
     assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
     assert!(
         resumed
@@ -617,24 +642,12 @@ async fn after_the_race_an_overwrite_asks_before_it_drops_a_record_created_in_th
     let site = Site::start(no_running_jobs()).await;
     let archive = site.export();
     let before = site.ims().await;
-    let state = site.dir("state");
-    let env = [("IMSFLOW_STATE_DIR", state.to_str().unwrap())];
-    let config = site.sys.data.path().join("imsflow.toml");
-    let backup = site.dir("backup");
-    let args = [
-        "import",
-        "overwrite",
-        "--yes",
-        "-f",
-        archive.to_str().unwrap(),
-        "-b",
-        backup.to_str().unwrap(),
-    ];
+    let runs = Runs::new(&site, &[]);
     site.sys.knobs(|k| {
         k.race_on_rollout = true;
         k.race_creates_image = true;
     });
-    let raced = imsflow_cli(Some(&config), &args, &env);
+    let raced = runs.import("overwrite", &archive);
     assert_eq!(raced.code, 1, "{}\n{}", raced.stdout, raced.stderr);
     let created = new_images(&site.ims().await, &before);
     assert_eq!(created.len(), 1, "the image created in the window");
@@ -643,9 +656,9 @@ async fn after_the_race_an_overwrite_asks_before_it_drops_a_record_created_in_th
         k.race_on_rollout = false;
         k.race_creates_image = false;
     });
-    let run = last_run(&env);
+    let run = runs.last();
     // Without approval it stops before the write, naming the record.
-    let asked = imsflow_cli(Some(&config), &["resume", &run], &env);
+    let asked = runs.cli(&["resume", &run]);
     assert_eq!(asked.code, 2, "{}\n{}", asked.stdout, asked.stderr);
     assert!(
         asked.stdout.contains(created_id)
@@ -660,7 +673,7 @@ async fn after_the_race_an_overwrite_asks_before_it_drops_a_record_created_in_th
         created,
         "nothing is written before the approval"
     );
-    let approved = imsflow_cli(Some(&config), &["resume", &run, "--yes"], &env);
+    let approved = runs.cli(&["resume", &run, "--yes"]);
     assert_eq!(approved.code, 0, "{}\n{}", approved.stdout, approved.stderr);
     assert_eq!(live(&site.ims().await), live(&before));
 }
@@ -672,26 +685,11 @@ async fn a_rollout_that_never_completes_says_what_ims_serves_and_how_to_finish()
     let before = site.ims().await;
     let image = before["v3/images"].keys().next().unwrap().clone();
     site.delete(&format!("v3/images/{image}")).await;
-    let state = site.dir("state");
-    let env = [
-        ("IMSFLOW_STATE_DIR", state.to_str().unwrap()),
-        ("IMSFLOW_ROLLOUT_TIMEOUT", "3"),
-    ];
-    let config = site.sys.data.path().join("imsflow.toml");
-    let backup = site.dir("backup");
-    let args = [
-        "import",
-        "update",
-        "--yes",
-        "-f",
-        archive.to_str().unwrap(),
-        "-b",
-        backup.to_str().unwrap(),
-    ];
+    let runs = Runs::new(&site, &[("IMSFLOW_ROLLOUT_TIMEOUT", "3")]);
     site.sys.knobs(|k| k.rollout_never_ready = true);
-    let stuck = imsflow_cli(Some(&config), &args, &env);
+    let stuck = runs.import("update", &archive);
     assert_eq!(stuck.code, 1, "{}\n{}", stuck.stdout, stuck.stderr);
-    let run = last_run(&env);
+    let run = runs.last();
     assert!(
         stuck
             .stderr
@@ -703,7 +701,7 @@ async fn a_rollout_that_never_completes_says_what_ims_serves_and_how_to_finish()
         stuck.stderr
     );
     site.sys.knobs(|k| k.rollout_never_ready = false);
-    let resumed = imsflow_cli(Some(&config), &["resume", &run, "--yes"], &env);
+    let resumed = runs.cli(&["resume", &run, "--yes"]);
     assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
     assert_eq!(live(&site.ims().await), live(&before));
 }
