@@ -161,6 +161,19 @@ impl System {
         self.running.state.set_knobs(knobs);
     }
 
+    /// Waits (at most 30 s) until no rollout of the IMS deployment is in
+    /// progress, as an admin who fixed the cluster waits for `kubectl
+    /// rollout status`.
+    pub async fn wait_rollout_done(&self) {
+        for _ in 0..300 {
+            if !self.running.state.cluster.lock().unwrap().rollout_in_progress() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the IMS rollout did not finish within 30 s");
+    }
+
     /// The kubeconfig the simulator wrote for clients.
     pub fn kubeconfig(&self) -> std::path::PathBuf {
         self.data.path().join("kubeconfig")

@@ -701,6 +701,7 @@ async fn a_rollout_that_never_completes_says_what_ims_serves_and_how_to_finish()
         stuck.stderr
     );
     site.sys.knobs(|k| k.rollout_never_ready = false);
+    site.sys.wait_rollout_done().await;
     let resumed = runs.cli(&["resume", &run, "--yes"]);
     assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
     assert_eq!(live(&site.ims().await), live(&before));
