@@ -17,5 +17,6 @@ mod plan_apply;
 mod plan_show;
 mod sandbox;
 mod site_plugins;
+mod target;
 mod transfer;
 mod workflow_ui;
