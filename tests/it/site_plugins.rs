@@ -647,11 +647,10 @@ fn a_workflow_file_may_grant_a_site_service_named_in_the_configuration() {
          grants = { services = [\"bos-templates\"], effects = [\"archive-add-json\"] }\n",
     )
     .unwrap();
-    let without = imsflow_cli(
-        None,
-        &["validate", wf.to_str().unwrap()],
-        &[("IMSFLOW_CONFIG", "/nonexistent")],
-    );
+    // A config file without `[services]` (a named file must exist).
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, "").unwrap();
+    let without = imsflow_cli(Some(&plain), &["validate", wf.to_str().unwrap()], &[]);
     assert_eq!(without.code, 1, "{}", without.stdout);
     assert!(
         without.stdout.contains("unknown service `bos-templates`")
