@@ -4,6 +4,7 @@
 use crate::backends::{Backends, ServiceClient};
 use crate::k8s::Kube;
 use crate::s3::{S3Settings, S3Store};
+use crate::target::{KubeTarget, Setting, SystemTarget};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use std::time::Duration;
 pub const DEFAULT_GATEWAY: &str = "https://api-gw-service-nmn.local";
 pub const PLATFORM_CA: &str = "/etc/pki/trust/anchors/platform-ca-certs.crt";
 pub const NCN_KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
+/// The config file read when none is named; the only one that may be absent.
+pub const DEFAULT_CONFIG: &str = "~/.config/imsflow/imsflow.toml";
 
 /// Time to open a connection (TCP and TLS) to the gateway, Keycloak, STS or
 /// the Kubernetes API. A firewalled or dead endpoint fails in this time
@@ -66,6 +69,11 @@ pub struct Connect {
     #[arg(skip)]
     #[serde(default)]
     pub services: std::collections::BTreeMap<String, String>,
+    /// The config file `with_file` read, and the fields it filled: where
+    /// each setting came from, for the target a run prints and a plan records.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub from_file: Option<(PathBuf, Vec<&'static str>)>,
 }
 
 /// `[export]` in `imsflow.toml`.
@@ -145,11 +153,8 @@ pub enum ConnectError {
 }
 
 impl Connect {
-    /// Fills unset fields from a config file, if it exists.
+    /// Fills unset fields from a config file (see `config_file`).
     pub fn with_file(mut self, path: &Path) -> Result<Connect, ConnectError> {
-        if !path.exists() {
-            return Ok(self);
-        }
         let text =
             crate::read::read_text_capped(path, MAX_SMALL_FILE, "config file").map_err(|e| {
                 ConnectError::File {
@@ -161,7 +166,11 @@ impl Connect {
             path: path.into(),
             message: toml_error_without_source(&e, &text),
         })?;
-        macro_rules! fill { ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* } }
+        let mut filled = Vec::new();
+        macro_rules! fill { ($($f:ident),*) => { $( if self.$f.is_none() && file.$f.is_some() {
+            self.$f = file.$f;
+            filled.push(stringify!($f));
+        } )* } }
         fill!(
             gateway,
             token,
@@ -172,6 +181,7 @@ impl Connect {
             s3_access_key,
             s3_secret_key
         );
+        self.from_file = Some((path.to_path_buf(), filled));
         crate::backends::add_site_services(&file.services).map_err(|message| {
             ConnectError::File {
                 path: path.into(),
@@ -189,20 +199,47 @@ impl Connect {
         Ok(self)
     }
 
-    fn kubeconfig_path(&self) -> Option<PathBuf> {
-        self.kubeconfig
-            .clone()
-            .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
-            .or_else(|| Some(PathBuf::from(NCN_KUBECONFIG)).filter(|p| p.exists()))
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|h| PathBuf::from(h).join(".kube/config"))
-                    .filter(|p| p.exists())
-            })
+    /// Where a set field's value came from: the config file, the environment
+    /// (clap reads `IMSFLOW_<FIELD>` when the flag is absent) or the flag.
+    fn origin(&self, field: &'static str, value: &std::ffi::OsStr) -> String {
+        if let Some((path, filled)) = &self.from_file
+            && filled.contains(&field)
+        {
+            return format!("config file {}", path.display());
+        }
+        let var = format!("IMSFLOW_{}", field.to_ascii_uppercase());
+        if std::env::var_os(&var).as_deref() == Some(value) {
+            format!("${var}")
+        } else {
+            format!("--{}", field.replace('_', "-"))
+        }
+    }
+
+    /// The kubeconfig, and where its path came from.
+    fn kubeconfig_path(&self) -> Option<(PathBuf, String)> {
+        if let Some(path) = &self.kubeconfig {
+            return Some((path.clone(), self.origin("kubeconfig", path.as_os_str())));
+        }
+        if let Some(path) = std::env::var_os("KUBECONFIG") {
+            return Some((path.into(), "$KUBECONFIG".into()));
+        }
+        let ncn = PathBuf::from(NCN_KUBECONFIG);
+        if ncn.exists() {
+            return Some((ncn, "default of an NCN".into()));
+        }
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".kube/config"))
+            .filter(|p| p.exists())
+            .map(|p| (p, "kubectl's default".into()))
     }
 
     /// Resolves the token and S3 credentials and builds the backends.
     pub async fn connect(&self) -> Result<Backends, ConnectError> {
+        Ok(self.connect_with_target().await?.0)
+    }
+
+    /// `connect`, and the system it reached (see `target`).
+    pub async fn connect_with_target(&self) -> Result<(Backends, SystemTarget), ConnectError> {
         let gateway = self
             .gateway
             .clone()
@@ -233,14 +270,39 @@ impl Connect {
         let http = http
             .build()
             .map_err(|e| ConnectError::Other(error_chain(&e)))?;
-        let kube = self
-            .kubeconfig_path()
-            .map(|p| Kube::from_kubeconfig(&p))
+        let kubeconfig = self.kubeconfig_path();
+        let kube = kubeconfig
+            .as_ref()
+            .map(|(p, _)| Kube::from_kubeconfig(p))
             .transpose()?;
         let token = self.token(&http, &gateway, kube.as_ref()).await?;
         let mut s3 = self.s3(&http, &gateway, &token).await?;
         s3.ca = ca;
-        Ok(Backends {
+        let target = SystemTarget {
+            gateway: Setting {
+                url: without_userinfo(&gateway),
+                from: match &self.gateway {
+                    Some(g) => self.origin("gateway", g.as_ref()),
+                    None => "default of an NCN".into(),
+                },
+            },
+            s3_endpoint: Setting {
+                url: without_userinfo(&s3.endpoint),
+                from: match &self.s3_endpoint {
+                    Some(e) => self.origin("s3_endpoint", e.as_ref()),
+                    None => "from STS, PUT /apis/sts/token on the gateway".into(),
+                },
+            },
+            kubernetes: kube
+                .as_ref()
+                .zip(kubeconfig)
+                .map(|(k, (path, from))| KubeTarget {
+                    server: without_userinfo(k.server()),
+                    context: k.context().to_string(),
+                    from: format!("kubeconfig {}, from {from}", path.display()),
+                }),
+        };
+        let backends = Backends {
             services: Some(ServiceClient {
                 http,
                 gateway,
@@ -249,7 +311,8 @@ impl Connect {
             s3: Some(Arc::new(S3Store::new(&s3))),
             kube,
             archive: None,
-        })
+        };
+        Ok((backends, target))
     }
 
     async fn token(
@@ -360,13 +423,35 @@ impl Connect {
     }
 }
 
-/// The config file: `--config`, else `$IMSFLOW_CONFIG`, else `~/.config/imsflow/imsflow.toml`.
-pub fn config_file(flag: Option<&Path>) -> Option<PathBuf> {
-    flag.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("IMSFLOW_CONFIG").map(PathBuf::from))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/imsflow/imsflow.toml"))
-        })
+/// The config file to read: `--config`, else `$IMSFLOW_CONFIG`, else
+/// `~/.config/imsflow/imsflow.toml`. A file named by the flag or the
+/// variable must exist (as for kubectl and helm): with a mistyped path,
+/// falling back to the NCN defaults would talk to whatever system this host
+/// reaches. Only the default file may be absent (`None`).
+pub fn config_file(flag: Option<&Path>) -> Result<Option<PathBuf>, ConnectError> {
+    let named = match (flag, std::env::var_os("IMSFLOW_CONFIG")) {
+        (Some(path), _) => Some((path.to_path_buf(), "--config")),
+        (None, Some(var)) if !var.is_empty() => Some((PathBuf::from(var), "$IMSFLOW_CONFIG")),
+        _ => None,
+    };
+    if let Some((path, how)) = named {
+        return match path.try_exists() {
+            Ok(true) => Ok(Some(path)),
+            Ok(false) => Err(ConnectError::File {
+                path,
+                message: format!(
+                    "named by {how}, does not exist (only the default {DEFAULT_CONFIG} may be absent); fix the path, or unset {how}"
+                ),
+            }),
+            Err(e) => Err(ConnectError::File {
+                path,
+                message: format!("named by {how}, cannot be reached: {e}"),
+            }),
+        };
+    }
+    Ok(std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(DEFAULT_CONFIG.trim_start_matches("~/")))
+        .filter(|p| p.exists()))
 }
 
 /// Every HTTP client of the CSM side starts here, so that none waits forever.

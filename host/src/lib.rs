@@ -19,6 +19,7 @@ pub mod postcheck;
 pub mod read;
 pub mod s3;
 pub mod sandbox;
+pub mod target;
 pub mod transfer;
 pub mod units;
 pub mod verify;

@@ -187,6 +187,10 @@ pub fn router(state: Arc<SimState>) -> Router {
         .nest("/keycloak", auth::keycloak_router())
         .nest("/api/v1", k8s::router(state.clone()))
         .nest("/apis/apps/v1", k8s::apps_router(state.clone()))
+        .nest(
+            "/apis/authorization.k8s.io/v1",
+            k8s::authorization_router(state.clone()),
+        )
         .route(
             "/sim/k8s/knobs",
             axum::routing::get(k8s::cluster::get_knobs).post(k8s::cluster::set_knobs),

@@ -862,3 +862,49 @@ async fn a_records_only_directory_export_imports_its_records() {
         "the recipe is back under its id"
     );
 }
+
+/// The pod and rights preflight is read-only, so a dry run makes it too: with
+/// exec, then the deployment's patch, forbidden, the dry run fails with the
+/// very message of the real run, and neither changes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_checks_the_pod_and_the_rights_the_real_run_needs() {
+    let site = Site::start(no_running_jobs()).await;
+    let archive = site.export();
+    let image = site.ims().await["v3/images"].keys().next().unwrap().clone();
+    site.delete(&format!("v3/images/{image}")).await;
+    let (before, objects) = (site.ims().await, site.s3().await);
+    let forbidden = |run: &CliRun| -> Vec<String> {
+        run.stderr
+            .lines()
+            .filter(|l| l.contains("forbidden"))
+            .map(String::from)
+            .collect()
+    };
+    for (knob, says) in [
+        ("exec", "exec into pod services/"),
+        (
+            "patch",
+            "patching deployment services/cray-ims is forbidden",
+        ),
+    ] {
+        site.sys.knobs(|k| {
+            k.exec_forbidden = knob == "exec";
+            k.patch_forbidden = knob == "patch";
+        });
+        let dry = site.import("update", &archive, &["--dry-run"]);
+        let real = site.import("update", &archive, &["--yes"]);
+        for run in [&dry, &real] {
+            assert_eq!(run.code, 1, "{knob}: {}\n{}", run.stdout, run.stderr);
+            assert!(
+                run.stderr.contains("preflight failed; nothing was changed")
+                    && run.stderr.contains(says),
+                "{knob}: {}",
+                run.stderr
+            );
+        }
+        assert_eq!(forbidden(&dry), forbidden(&real), "{knob}");
+        assert_eq!(site.ims().await, before, "{knob}");
+        assert_eq!(site.s3().await, objects, "{knob}");
+        assert!(dir_entries(&site.dir("backup")).is_empty(), "{knob}");
+    }
+}

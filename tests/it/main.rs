@@ -19,5 +19,6 @@ mod plan_apply;
 mod plan_show;
 mod sandbox;
 mod site_plugins;
+mod target;
 mod transfer;
 mod workflow_ui;

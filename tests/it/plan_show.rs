@@ -54,6 +54,7 @@ pub(crate) fn plan(effects: Vec<(&str, Effect)>) -> Plan {
             suffix: "abcd1234".into(),
             dry_run: false,
         },
+        system: None,
         target: Some(OutputTarget {
             dir: "/srv/backup".into(),
             name: "export-ims-data-20261126064000.123456-abcd1234".into(),

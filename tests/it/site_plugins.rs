@@ -647,11 +647,10 @@ fn a_workflow_file_may_grant_a_site_service_named_in_the_configuration() {
          grants = { services = [\"bos-templates\"], effects = [\"archive-add-json\"] }\n",
     )
     .unwrap();
-    let without = imsflow_cli(
-        None,
-        &["validate", wf.to_str().unwrap()],
-        &[("IMSFLOW_CONFIG", "/nonexistent")],
-    );
+    // A config file without `[services]` (a named file must exist).
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, "").unwrap();
+    let without = imsflow_cli(Some(&plain), &["validate", wf.to_str().unwrap()], &[]);
     assert_eq!(without.code, 1, "{}", without.stdout);
     assert!(
         without.stdout.contains("unknown service `bos-templates`")
@@ -662,4 +661,124 @@ fn a_workflow_file_may_grant_a_site_service_named_in_the_configuration() {
     );
     let with = imsflow_cli(Some(&config), &["validate", wf.to_str().unwrap()], &[]);
     assert_eq!(with.code, 0, "{}\n{}", with.stdout, with.stderr);
+}
+
+/// What this imsflow runs: `0.2.0` of `imsflow:plugin@0.2.0`.
+fn contract_version() -> &'static str {
+    imsflow::plan::CONTRACT.rsplit_once('@').unwrap().1
+}
+
+/// A component built for contract 0.1.0 (its own copy of that WIT) is
+/// refused by name and version, before wasmtime links it, wherever a site
+/// plugin is loaded: `plugins inspect`, a workflow step, an export link source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_for_another_contract_is_refused_naming_both_versions() {
+    let wasm = test_plugin("old-contract");
+    let says = format!(
+        "built for imsflow:plugin@0.1.0; this imsflow runs {}: rebuild it with the SDK of this version",
+        contract_version()
+    );
+    let inspected = inspect(wasm.parent().unwrap(), "old_contract.wasm");
+    assert_eq!(inspected.code, 1, "{}", inspected.stdout);
+    assert!(inspected.stderr.contains(&says), "{}", inspected.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("old.toml");
+    std::fs::write(
+        &wf,
+        format!(
+            "version = 1\nname = \"old\"\ndescription = \"a 0.1.0 plugin\"\n\n[[steps]]\nid = \"old\"\nplugin = {:?}\n",
+            wasm.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let run = imsflow_cli(None, &["run", wf.to_str().unwrap(), "--dry-run"], &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("step `old`") && run.stderr.contains(&says),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("type mismatch"), "{}", run.stderr);
+
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
+    let base = std::fs::read_to_string(sys.data.path().join("imsflow.toml")).unwrap();
+    let config = dir.path().join("imsflow.toml");
+    let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
+    std::fs::write(
+        &config,
+        format!(
+            "{base}\n[[export.link_sources]]\nname = \"old-links\"\nplugin = {:?}\nsha256 = \"{pin}\"\n",
+            wasm.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let export = imsflow_cli(
+        Some(&config),
+        &["export", out.path().to_str().unwrap(), "--dry-run"],
+        &[],
+    );
+    assert_eq!(export.code, 1, "{}\n{}", export.stdout, export.stderr);
+    assert!(export.stderr.contains(&says), "{}", export.stderr);
+}
+
+/// `plugins new --sdk` with a quote and a newline in the path writes a
+/// Cargo.toml that cargo reads back with that very path.
+#[test]
+fn a_scaffold_with_an_odd_sdk_path_is_a_manifest_cargo_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = dir.path().join("my \"sdk\"\nsecond line\\");
+    std::fs::create_dir_all(sdk.join("wit")).unwrap();
+    std::fs::create_dir_all(sdk.join("src")).unwrap();
+    std::fs::write(
+        sdk.join("Cargo.toml"),
+        "[package]\nname = \"imsflow-pdk\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    std::fs::write(sdk.join("src/lib.rs"), "").unwrap();
+    std::fs::copy(
+        repo_root().join("plugins/sdk/wit/plugin.wit"),
+        sdk.join("wit/plugin.wit"),
+    )
+    .unwrap();
+    let made = imsflow_command()
+        .args(["-q", "plugins", "new", "link-source", "odd", "--sdk"])
+        .arg(&sdk)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let manifest = dir.path().join("odd/Cargo.toml");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo cannot read the scaffold's Cargo.toml:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&manifest).unwrap()
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dep = meta["packages"][0]["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "imsflow-pdk")
+        .unwrap()
+        .clone();
+    assert_eq!(dep["path"], sdk.canonicalize().unwrap().to_str().unwrap());
 }

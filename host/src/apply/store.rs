@@ -81,8 +81,8 @@ fn tables_of(plan: &Plan) -> Vec<Table> {
 }
 
 impl PodCache {
-    /// The pod and its data files (exactly one Running IMS pod, exec
-    /// allowed, every file named by the running IMS).
+    /// The pod and its data files (exactly one Running IMS pod, exec and
+    /// the restart allowed, every file named by the running IMS).
     pub async fn get(
         &mut self,
         backends: &Backends,
@@ -93,6 +93,7 @@ impl PodCache {
         }
         let w = workload(backends)?;
         let pod = w.find_pod().await.map_err(|e| e.to_string())?;
+        w.check_rights(&pod).await.map_err(|e| e.to_string())?;
         let files = w
             .discover_files(&pod, &tables_of(plan))
             .await

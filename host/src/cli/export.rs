@@ -36,6 +36,8 @@ pub struct ExportFlags {
 impl ExportFlags {
     pub fn params(&self, target_dir: &Path) -> Vec<(String, String)> {
         let flag = |name: &str, on: bool| (name.to_string(), on.to_string());
+        // Absolute, as the plan records it: `apply` may run from elsewhere.
+        let target_dir = std::path::absolute(target_dir).unwrap_or_else(|_| target_dir.into());
         vec![
             ("target_dir".to_string(), target_dir.display().to_string()),
             flag("include_deleted", self.include_deleted),
@@ -61,10 +63,7 @@ pub async fn export(
     connect: &Connect,
     cancel: &imsflow::cancel::Cancel,
 ) -> anyhow::Result<Exit> {
-    let settings = match imsflow::connect::config_file(cli.config.as_deref()) {
-        Some(file) => connect.clone().with_file(&file)?,
-        None => connect.clone(),
-    };
+    let settings = super::settings(cli, connect)?;
     let sources = &settings.export.link_sources;
     let wf = if sources.is_empty() {
         if let Some(name) = exclude_links_from.first() {

@@ -2,12 +2,15 @@
 //! stock `import-<mode>` workflows: preflight (everything checked and listed
 //! at once, before the gate and before anything is deleted), the plan, the
 //! gate, the apply under a journal, and a post-import verification.
-use super::run::{GateFlags, apply_durable, apply_options, backends, plan_workflow, print_applied};
+use super::run::{
+    GateFlags, announce, apply_durable, apply_options, engine, plan_workflow, print_applied,
+    with_system,
+};
 use super::{Cli, Exit};
 use anyhow::Context;
 use imsflow::cancel::Cancel;
 use imsflow::connect::Connect;
-use imsflow::engine::{Engine, RunOptions};
+use imsflow::engine::RunOptions;
 use imsflow::journal::runs;
 use imsflow::plan::render;
 use std::path::{Path, PathBuf};
@@ -155,10 +158,12 @@ pub async fn import(
             "note: -w and -c are accepted for compatibility: imsflow reads the archive in place and extracts nothing",
         );
     }
+    // Absolute, as the plan records them: `apply` may run from elsewhere.
     let backup_dir = flags
         .backup_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("."));
+    let backup_dir = std::path::absolute(&backup_dir).unwrap_or(backup_dir);
     let archive = std::path::absolute(flags.archive()).unwrap_or_else(|_| flags.archive().into());
     let mut problems = local_problems(flags, &backup_dir);
     if problems.is_empty() {
@@ -186,7 +191,10 @@ pub async fn import(
             flags.ignore_running_jobs.to_string(),
         ),
     ];
-    let engine = Engine::new(super::runtime()?, backends(cli, connect, true).await?);
+    let engine = engine(cli, connect, true).await?;
+    if let Some(system) = engine.system() {
+        announce(cli, system);
+    }
     let opts = RunOptions {
         params,
         dry_run: flags.dry_run,
@@ -210,9 +218,10 @@ pub async fn import(
         if cli.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({ "review": review, "plan": plan })
-                )?
+                serde_json::to_string_pretty(&with_system(
+                    serde_json::json!({ "review": review, "plan": plan }),
+                    &engine
+                )?)?
             );
         } else {
             print!("{}", render::render(&plan));
@@ -247,9 +256,12 @@ pub async fn import(
     if cli.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "apply": report, "peak_rss_kib": imsflow::engine::peak_rss_kib(),
-            }))?
+            serde_json::to_string_pretty(&with_system(
+                serde_json::json!({
+                    "apply": report, "peak_rss_kib": imsflow::engine::peak_rss_kib(),
+                }),
+                &engine
+            )?)?
         );
     }
     let exit = print_applied(cli, &plan, &report);

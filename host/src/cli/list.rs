@@ -101,9 +101,6 @@ pub async fn plugins(cli: &Cli) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The contract every plugin is built against: the WIT package of `wit/plugin.wit`.
-const CONTRACT_PACKAGE: &str = "imsflow:plugin";
-
 /// Why a file is not a plugin, said before wasmtime is asked, in the user's terms.
 fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
     if bytes.len() < 8 && bytes.starts_with(b"\0asm") {
@@ -137,27 +134,13 @@ pub async fn inspect(cli: &Cli, file: &std::path::Path) -> anyhow::Result<Exit> 
     let rt = super::runtime()?;
     let loaded = rt.load(&plugin).await.map_err(|e| match e {
         imsflow::sandbox::LoadError::Invalid { reason, .. } => refuse(format!(
-            "it is a component, but not of imsflow's `step` world (imports from {CONTRACT_PACKAGE} and WASI p2, exports `describe` and `run`): {reason}"
+            "it is a component, but not of imsflow's `step` world (imports from {} and WASI p2, exports `describe` and `run`): {reason}",
+            imsflow::sandbox::CONTRACT_PACKAGE
         )),
         other => refuse(format!("{other:#}")),
     })?;
     let i = &loaded.info;
-    // `imsflow:plugin/services@0.2.0` -> `imsflow:plugin@0.2.0`.
-    let mut contracts: Vec<String> = i
-        .imports
-        .iter()
-        .filter_map(|name| {
-            let rest = name.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?;
-            let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-            Some(if version.is_empty() {
-                CONTRACT_PACKAGE.to_string()
-            } else {
-                format!("{CONTRACT_PACKAGE}@{version}")
-            })
-        })
-        .collect();
-    contracts.sort();
-    contracts.dedup();
+    let contracts = imsflow::sandbox::contracts(&i.imports);
     let contract = if contracts.is_empty() {
         "- (imports nothing from imsflow:plugin)".to_string()
     } else {
@@ -266,10 +249,15 @@ pub fn scaffold(
     let files = match kind {
         Template::LinkSource => LINK_SOURCE,
     };
-    let sdk_text = sdk
-        .to_string_lossy()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
+    // A TOML string written by the TOML serializer: any quote, backslash or
+    // newline in the path is escaped, so cargo reads back this very path.
+    let sdk_text = match sdk.to_str() {
+        Some(path) => toml::Value::String(path.to_string()).to_string(),
+        None => anyhow::bail!(
+            "the SDK path {} is not valid UTF-8, which Cargo.toml cannot hold; move the SDK to a UTF-8 path",
+            sdk.display()
+        ),
+    };
     for (path, text) in files {
         let dest = target.join(path);
         std::fs::create_dir_all(dest.parent().unwrap())

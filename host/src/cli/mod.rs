@@ -291,13 +291,20 @@ fn init_logging(cli: &Cli) {
 /// file is validated, so that a step granted one is not refused as naming
 /// an unknown service.
 fn site_services(cli: &Cli) -> anyhow::Result<()> {
-    // A missing file is not an error here: connecting, when needed, says so.
-    if let Some(file) = imsflow::connect::config_file(cli.config.as_deref())
-        && file.exists()
-    {
+    if let Some(file) = imsflow::connect::config_file(cli.config.as_deref())? {
         Connect::default().with_file(&file)?;
     }
     Ok(())
+}
+
+/// The connection settings: flags and environment, then the config file.
+fn settings(cli: &Cli, connect: &Connect) -> anyhow::Result<Connect> {
+    Ok(
+        match imsflow::connect::config_file(cli.config.as_deref())? {
+            Some(file) => connect.clone().with_file(&file)?,
+            None => connect.clone(),
+        },
+    )
 }
 
 fn runtime() -> anyhow::Result<Arc<imsflow::sandbox::Runtime>> {

@@ -10,6 +10,7 @@ use imsflow::connect::Connect;
 use imsflow::engine::{Engine, Planned, RunError, RunOptions, RunReport};
 use imsflow::journal::{self, runs};
 use imsflow::plan::{Plan, render};
+use imsflow::target::SystemTarget;
 use imsflow::workflow;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,23 +29,40 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 /// Connects to the CSM only when `needed`: a workflow that reads nothing
-/// from it, or a plan that touches nothing, runs anywhere.
-pub(super) async fn backends(
-    cli: &Cli,
-    connect: &Connect,
-    needed: bool,
-) -> anyhow::Result<Backends> {
-    if !needed {
-        return Ok(Backends::default());
-    }
-    let settings = match imsflow::connect::config_file(cli.config.as_deref()) {
-        Some(file) => connect.clone().with_file(&file)?,
-        None => connect.clone(),
+/// from it, or a plan that touches nothing, runs anywhere. The engine knows
+/// which system it reached, and its plans record it.
+pub(super) async fn engine(cli: &Cli, connect: &Connect, needed: bool) -> anyhow::Result<Engine> {
+    let (backends, system) = if needed {
+        let (backends, system) = super::settings(cli, connect)?
+            .connect_with_target()
+            .await
+            .context("connecting to the CSM (see the README, \"Connecting to a CSM\")")?;
+        (backends, Some(system))
+    } else {
+        (Backends::default(), None)
     };
-    settings
-        .connect()
-        .await
-        .context("connecting to the CSM (see the README, \"Connecting to a CSM\")")
+    Ok(Engine::new(super::runtime()?, backends).with_system(system))
+}
+
+/// Says which system a run will change, and where each setting came from,
+/// before it changes anything.
+pub(super) fn announce(cli: &Cli, system: &SystemTarget) {
+    if cli.json || cli.quiet {
+        return;
+    }
+    println!("Target system:");
+    for line in system.lines() {
+        println!("  {line}");
+    }
+}
+
+/// A JSON document with the system the run targets beside it.
+pub(super) fn with_system(
+    mut doc: serde_json::Value,
+    engine: &Engine,
+) -> anyhow::Result<serde_json::Value> {
+    doc["system"] = serde_json::to_value(engine.system())?;
+    Ok(doc)
 }
 
 fn reads_csm(wf: &workflow::Workflow) -> bool {
@@ -98,15 +116,17 @@ pub async fn execute(
     gates: &GateFlags,
     cancel: &Cancel,
 ) -> anyhow::Result<RunReport> {
-    let engine = Engine::new(
-        super::runtime()?,
-        backends(cli, connect, reads_csm(wf)).await?,
-    );
+    let engine = engine(cli, connect, reads_csm(wf)).await?;
     let planned = plan_workflow(cli, &engine, wf, &options(cli, params, dry_run), cancel).await?;
     let apply = if dry_run || planned.plan.effects.is_empty() {
         None
     } else {
         let plan = &planned.plan;
+        if let Some(system) = engine.system()
+            && plan.effects.iter().any(|e| e.effect.needs_csm())
+        {
+            announce(cli, system);
+        }
         let path = runs::run_dir(&plan.run.id)?.join(runs::PLAN_FILE);
         plan.save(&path)?;
         let opts = apply_options(cli, gates, cancel);
@@ -151,10 +171,7 @@ pub async fn plan(
 ) -> anyhow::Result<Exit> {
     super::site_services(cli)?;
     let wf = workflow::load(workflow)?;
-    let engine = Engine::new(
-        super::runtime()?,
-        backends(cli, connect, reads_csm(&wf)).await?,
-    );
+    let engine = engine(cli, connect, reads_csm(&wf)).await?;
     let planned = plan_workflow(cli, &engine, &wf, &options(cli, params, false), cancel).await?;
     planned.plan.save(out)?;
     if cli.json {
@@ -186,16 +203,20 @@ pub async fn apply(
 ) -> anyhow::Result<Exit> {
     let plan = Plan::load(path)?;
     let touches_csm = plan.effects.iter().any(|e| e.effect.needs_csm());
-    let engine = Engine::new(
-        super::runtime()?,
-        backends(cli, connect, touches_csm).await?,
-    );
+    let engine = engine(cli, connect, touches_csm).await?;
+    if let Some(now) = engine.system() {
+        announce(cli, now);
+        imsflow::target::check_plan(plan.system.as_ref(), now).map_err(|why| {
+            anyhow::anyhow!("refusing to apply the plan {}: {why}", path.display())
+        })?;
+    }
     let opts = apply_options(cli, gates, cancel);
     let report = apply_durable(&engine, &plan, path, &opts, true)
         .await
         .with_context(|| format!("applying the plan {}", path.display()))?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let doc = with_system(serde_json::to_value(&report)?, &engine)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     }
     Ok(print_applied(cli, &plan, &report))
 }

@@ -18,6 +18,7 @@ use crate::plan::{
     RunFacts, WorkflowId,
 };
 use crate::sandbox::Runtime;
+use crate::target::SystemTarget;
 use crate::workflow::{GateAt, GateSpec, Workflow, WorkflowError, expr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,15 +50,31 @@ pub struct RunOptions {
 pub struct Engine {
     runtime: Arc<Runtime>,
     backends: Backends,
+    /// The CSM the backends reach; plans record it.
+    system: Option<SystemTarget>,
 }
 
 impl Engine {
     pub fn new(runtime: Arc<Runtime>, backends: Backends) -> Engine {
-        Engine { runtime, backends }
+        Engine {
+            runtime,
+            backends,
+            system: None,
+        }
+    }
+
+    /// Names the system the backends reach (`Connect::connect_with_target`).
+    pub fn with_system(mut self, system: Option<SystemTarget>) -> Engine {
+        self.system = system;
+        self
     }
 
     pub fn backends(&self) -> &Backends {
         &self.backends
+    }
+
+    pub fn system(&self) -> Option<&SystemTarget> {
+        self.system.as_ref()
     }
 
     /// Plans, then applies unless it is a dry run.
@@ -102,10 +119,11 @@ impl Engine {
             if let Some(template) = &wf.archive.input {
                 let path = render_string(template, &base_ctx)
                     .map_err(|e| setup(format!("archive.input: {e}")))?;
-                let reader = ArchiveReader::open(std::path::Path::new(&path))
+                let path = absolute(&path).map_err(|e| setup(format!("archive.input: {e}")))?;
+                let reader = ArchiveReader::open(&path)
                     .map_err(|e| setup(format!("cannot open the input archive: {e}")))?;
                 input = Some(InputArchive {
-                    path: PathBuf::from(&path),
+                    path,
                     size: reader.size(),
                     index_sha256: apply::index_sha256(&reader),
                 });
@@ -170,6 +188,7 @@ impl Engine {
                     .collect(),
                 params,
                 run: facts,
+                system: self.system.clone(),
                 target,
                 input,
                 gates: place_gates(&wf.gates, &effects),
@@ -299,7 +318,7 @@ fn output_target(wf: &Workflow, ctx: &serde_json::Value) -> Result<Option<Output
         },
         None => Format::Tar,
     };
-    let dir = PathBuf::from(dir);
+    let dir = absolute(&dir).map_err(|e| format!("archive.output_dir: {e}"))?;
     if !dir.is_dir() {
         return Err(format!(
             "output directory {} does not exist or is not a directory",
@@ -307,6 +326,12 @@ fn output_target(wf: &Workflow, ctx: &serde_json::Value) -> Result<Option<Output
         ));
     }
     Ok(Some(OutputTarget { dir, name, format }))
+}
+
+/// A path as the plan records it: absolute, so that applying the plan from
+/// another directory reads and writes the same files.
+fn absolute(path: &str) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("{path}: {e}"))
 }
 
 /// Each gate sits before the first effect of its step, or before its phase;

@@ -23,7 +23,7 @@
 //! Every exec has a timeout and a cap on what it returns. The commands
 //! (`cat`, `dd`, `sha256sum`, `mv`, `rm`) are busybox's and coreutils'
 //! alike: IMS's image is Alpine.
-use super::{Kube, KubeError, MAX_KUBE_BODY};
+use super::{Access, Kube, KubeError, MAX_KUBE_BODY};
 use crate::backends::{BackendError, Backends};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -143,6 +143,16 @@ pub enum ImsKubeError {
         namespace: String,
         pod: String,
         message: String,
+    },
+    #[error(
+        "patching deployment {namespace}/{deployment} is forbidden (kubectl auth can-i patch \
+         deployments.apps/{deployment} -n {namespace}: no): the kubeconfig's user needs `patch` \
+         on `deployments` in namespace `{namespace}` to restart IMS (an NCN's \
+         /etc/kubernetes/admin.conf has it)"
+    )]
+    PatchForbidden {
+        namespace: String,
+        deployment: String,
     },
     #[error("exec `{command}` in pod {namespace}/{pod}: {message}")]
     Exec {
@@ -476,6 +486,46 @@ impl ImsWorkload {
                 ),
             }),
         }
+    }
+
+    /// Step 1b: the rights the import needs, asked without using them (as
+    /// `kubectl auth can-i`): `create` on `pods/exec` for the writes and
+    /// `patch` on the deployment for the restart. Read-only, so a dry run
+    /// asks too, and a missing right shows before anything changes.
+    pub async fn check_rights(&self, pod: &ImsPod) -> Result<(), ImsKubeError> {
+        let exec = Access {
+            verb: "create",
+            group: "",
+            resource: "pods",
+            subresource: "exec",
+            namespace: &self.namespace,
+            name: &pod.name,
+        };
+        if !self.kube.can_i(&exec).await? {
+            return Err(ImsKubeError::ExecForbidden {
+                namespace: pod.namespace.clone(),
+                pod: pod.name.clone(),
+                message: format!(
+                    "kubectl auth can-i create pods/exec -n {}: no",
+                    self.namespace
+                ),
+            });
+        }
+        let patch = Access {
+            verb: "patch",
+            group: "apps",
+            resource: "deployments",
+            subresource: "",
+            namespace: &self.namespace,
+            name: &self.deployment,
+        };
+        if !self.kube.can_i(&patch).await? {
+            return Err(ImsKubeError::PatchForbidden {
+                namespace: self.namespace.clone(),
+                deployment: self.deployment.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Step 2: the data file names the running IMS loads, from its

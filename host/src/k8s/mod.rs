@@ -54,11 +54,23 @@ pub enum KubeError {
     },
 }
 
+/// What `Kube::can_i` asks about (`""` for the core group, no subresource).
+pub struct Access<'a> {
+    pub verb: &'a str,
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
 /// A Kubernetes API client. Cloning is cheap (one connection pool).
 #[derive(Clone)]
 pub struct Kube {
     client: kube::Client,
     server: String,
+    /// The kubeconfig's current context.
+    context: String,
     /// The kubeconfig says `insecure-skip-tls-verify: true`.
     insecure: bool,
     /// The whole of one call, body included.
@@ -180,9 +192,20 @@ impl Kube {
         Ok(Kube {
             client,
             server,
+            context: current,
             insecure,
             timeout: REQUEST_TIMEOUT,
         })
+    }
+
+    /// The API server's URL, as the kubeconfig names it.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The kubeconfig's current context.
+    pub fn context(&self) -> &str {
+        &self.context
     }
 
     /// The underlying client, for calls this module does not wrap.
@@ -250,6 +273,31 @@ impl Kube {
                 path: path.to_string(),
                 after: self.timeout,
             })?
+    }
+
+    /// `kubectl auth can-i`: whether RBAC lets the kubeconfig's user do
+    /// this, asked through a `SelfSubjectAccessReview` (which any
+    /// authenticated user may create), without doing it.
+    pub async fn can_i(&self, access: &Access<'_>) -> Result<bool, KubeError> {
+        const PATH: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+        let review = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": { "resourceAttributes": {
+                "namespace": access.namespace, "verb": access.verb, "group": access.group,
+                "resource": access.resource, "subresource": access.subresource, "name": access.name,
+            } },
+        });
+        let req = http::Request::post(PATH)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(review.to_string().into_bytes())
+            .map_err(|e| KubeError::Request {
+                method: "POST",
+                path: PATH.into(),
+                message: e.to_string(),
+            })?;
+        let answer: serde_json::Value = self.call("POST", req, MAX_KUBE_BODY).await?;
+        Ok(answer["status"]["allowed"] == true)
     }
 
     /// Like `send`, but an error status is a [`KubeError::Status`] and a

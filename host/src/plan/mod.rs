@@ -32,6 +32,8 @@ pub struct Plan {
     /// The resolved params.
     pub params: serde_json::Map<String, serde_json::Value>,
     pub run: RunFacts,
+    /// The CSM it was planned against (none: it read none); `apply` refuses another.
+    pub system: Option<crate::target::SystemTarget>,
     /// Where archive effects go.
     pub target: Option<OutputTarget>,
     /// The archive import steps read.
@@ -190,6 +192,9 @@ impl Plan {
         parts.insert("steps".into(), json(&self.steps));
         parts.insert("params".into(), json(&self.params));
         parts.insert("run".into(), json(&self.run));
+        if let Some(system) = &self.system {
+            parts.insert("system".into(), json(system));
+        }
         parts.insert("target".into(), json(&self.target));
         parts.insert("input".into(), json(&self.input));
         parts.insert("gates".into(), json(&self.gates));

@@ -71,6 +71,12 @@ fn header(plan: &Plan, out: &mut String) {
         plan.imsflow_version, plan.run.id, plan.run.timestamp
     );
     let _ = writeln!(out, "  plan_hash {}", plan.plan_hash);
+    if let Some(system) = &plan.system {
+        let _ = writeln!(out, "  made against:");
+        for line in system.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
     let params: Vec<String> = plan
         .params
         .iter()

@@ -87,6 +87,34 @@ pub enum LoadError {
     Invalid { name: String, reason: String },
     #[error("plugin `{name}`: {source}")]
     Describe { name: String, source: StepFailure },
+    #[error(
+        "plugin `{name}` was built for {built_for}; this imsflow runs {}: rebuild it with the SDK of this version",
+        crate::plan::CONTRACT.rsplit_once('@').map_or(crate::plan::CONTRACT, |(_, v)| v)
+    )]
+    Contract { name: String, built_for: String },
+}
+
+/// The package of the plugin contract (`wit/plugin.wit`).
+pub const CONTRACT_PACKAGE: &str = "imsflow:plugin";
+
+/// The contract versions a component's imports name:
+/// `imsflow:plugin/services@0.2.0` -> `imsflow:plugin@0.2.0`.
+pub fn contracts(imports: &[String]) -> Vec<String> {
+    let mut contracts: Vec<String> = imports
+        .iter()
+        .filter_map(|name| {
+            let rest = name.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?;
+            Some(match rest.split_once('@') {
+                Some((_, version)) if !version.is_empty() => {
+                    format!("{CONTRACT_PACKAGE}@{version}")
+                }
+                _ => CONTRACT_PACKAGE.to_string(),
+            })
+        })
+        .collect();
+    contracts.sort();
+    contracts.dedup();
+    contracts
 }
 
 /// Static facts about a loaded plugin.
@@ -171,11 +199,21 @@ impl Runtime {
         let component = self
             .compile(plugin)
             .map_err(|e| invalid(format!("{e:#}")))?;
-        let imports = component
+        let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
+        // Before linking, whose type errors would say nothing of versions.
+        if let Some(other) = contracts(&imports)
+            .into_iter()
+            .find(|c| c != crate::plan::CONTRACT)
+        {
+            return Err(LoadError::Contract {
+                name: plugin.name.clone(),
+                built_for: other,
+            });
+        }
         let instance_pre = self
             .linker
             .instantiate_pre(&component)

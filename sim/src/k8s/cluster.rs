@@ -3,8 +3,8 @@
 //! pod template's `restartedAt` annotation) and the rollout that follows,
 //! which reloads IMS from its data files when the new pod becomes ready.
 //!
-//! [`Knobs`] switch failures on per simulator: no or two IMS pods, exec
-//! forbidden, a rollout that never becomes ready, and the race of HPE's
+//! [`Knobs`] switch failures on per simulator: no or two IMS pods, exec or
+//! patch forbidden (`authz`), a rollout that never becomes ready, and the race of HPE's
 //! procedure (the old IMS writes its memory over the data files while the
 //! rollout runs).
 use crate::SimState;
@@ -36,6 +36,9 @@ pub struct Knobs {
     /// `pods/exec` answers 403 Forbidden (RBAC without exec rights).
     #[arg(long)]
     pub exec_forbidden: bool,
+    /// Patching the IMS Deployment (a rollout restart) answers 403 Forbidden.
+    #[arg(long)]
+    pub patch_forbidden: bool,
     /// A rollout's new pod is not ready while this is set (the old one keeps
     /// serving); cleared, it becomes ready, as on a fixed cluster.
     #[arg(long)]
@@ -68,6 +71,7 @@ impl Default for Knobs {
         Knobs {
             ims_pods: 1,
             exec_forbidden: false,
+            patch_forbidden: false,
             rollout_never_ready: false,
             race_on_rollout: false,
             race_creates_image: false,
@@ -307,6 +311,10 @@ pub async fn patch_deployment(
 ) -> Response {
     if ns != NAMESPACE || name != DEPLOYMENT {
         return not_found(&name);
+    }
+    let asked = super::authz::Attributes::new("patch", "apps", "deployments", "", &ns);
+    if !super::authz::permits(&s.cluster.lock().unwrap().knobs, &asked) {
+        return super::authz::forbidden(&asked, "deployments", &name);
     }
     let mime = headers
         .get(header::CONTENT_TYPE)

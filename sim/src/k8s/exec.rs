@@ -15,7 +15,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 use sha2::Digest;
 use std::path::PathBuf;
@@ -84,11 +84,9 @@ pub async fn exec(
             format!("pods \"{name}\" not found"),
         );
     };
-    if knobs.exec_forbidden {
-        let body = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": format!("pods \"{name}\" is forbidden: User \"system:serviceaccount:default:imsflow\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"{ns}\""),
-            "reason": "Forbidden", "details": { "name": name, "kind": "pods" }, "code": 403 });
-        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    let asked = super::authz::Attributes::new("create", "", "pods", "exec", &ns);
+    if !super::authz::permits(&knobs, &asked) {
+        return super::authz::forbidden(&asked, "pods", &name);
     }
     let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let flag = |k: &str| matches!(param(k), Some("true" | "1"));

@@ -3,6 +3,7 @@
 //! in `default`), and the IMS workload (`cluster`: its pods and Deployment,
 //! rollouts; `exec`: `pods/exec` over WebSocket). Authenticated by the
 //! kubeconfig's bearer token.
+pub mod authz;
 pub mod cluster;
 pub mod exec;
 
@@ -173,6 +174,19 @@ pub fn router(state: Arc<SimState>) -> Router<Arc<SimState>> {
         .route(
             "/namespaces/{ns}/pods/{name}/exec",
             get(exec::exec).post(exec::exec),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            require_kube_token,
+        ))
+}
+
+/// `/apis/authorization.k8s.io/v1`: `SelfSubjectAccessReview`.
+pub fn authorization_router(state: Arc<SimState>) -> Router<Arc<SimState>> {
+    Router::new()
+        .route(
+            "/selfsubjectaccessreviews",
+            axum::routing::post(authz::self_subject_access_review),
         )
         .layer(axum::middleware::from_fn_with_state(
             state,
