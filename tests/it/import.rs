@@ -8,17 +8,17 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-struct Site {
-    sys: System,
-    http: reqwest::Client,
-    token: String,
-    scratch: Scratch,
+pub(crate) struct Site {
+    pub(crate) sys: System,
+    pub(crate) http: reqwest::Client,
+    pub(crate) token: String,
+    pub(crate) scratch: Scratch,
 }
 
 /// IMS as its API serves it: each table, records by id.
-type ImsState = BTreeMap<&'static str, BTreeMap<String, Value>>;
+pub(crate) type ImsState = BTreeMap<&'static str, BTreeMap<String, Value>>;
 /// Every object of the IMS buckets: key -> ETag.
-type S3State = BTreeMap<String, String>;
+pub(crate) type S3State = BTreeMap<String, String>;
 
 const TABLES: [&str; 7] = [
     "v3/images",
@@ -31,7 +31,7 @@ const TABLES: [&str; 7] = [
 ];
 
 impl Site {
-    async fn start(spec: SeedSpec) -> Site {
+    pub(crate) async fn start(spec: SeedSpec) -> Site {
         let sys = System::start(&spec).await;
         let http = reqwest::Client::new();
         let token = sys.token(&http).await;
@@ -43,18 +43,18 @@ impl Site {
         }
     }
 
-    fn cli(&self, args: &[&str]) -> CliRun {
+    pub(crate) fn cli(&self, args: &[&str]) -> CliRun {
         imsflow_cli(Some(&self.sys.data.path().join("imsflow.toml")), args, &[])
     }
 
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         let d = self.scratch.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     /// `imsflow export` into a fresh directory; the tar's path.
-    fn export(&self) -> PathBuf {
+    pub(crate) fn export(&self) -> PathBuf {
         let out = self.dir("export");
         let run = self.cli(&["export", out.to_str().unwrap()]);
         assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -78,7 +78,7 @@ impl Site {
     }
 
     /// A DELETE through the IMS API, which must answer 204.
-    async fn delete(&self, path: &str) {
+    pub(crate) async fn delete(&self, path: &str) {
         assert_eq!(
             self.call(reqwest::Method::DELETE, path).await,
             204,
@@ -86,7 +86,7 @@ impl Site {
         );
     }
 
-    async fn ims(&self) -> ImsState {
+    pub(crate) async fn ims(&self) -> ImsState {
         let mut state = ImsState::new();
         for table in TABLES {
             let list: Value = self
@@ -110,7 +110,7 @@ impl Site {
         state
     }
 
-    async fn s3(&self) -> S3State {
+    pub(crate) async fn s3(&self) -> S3State {
         let s3 = csm_sim::s3::S3::new(&self.sys.s3);
         let mut state = S3State::new();
         for bucket in ["boot-images", "ims"] {
@@ -139,7 +139,7 @@ impl Site {
         state
     }
 
-    fn import(&self, mode: &str, archive: &Path, extra: &[&str]) -> CliRun {
+    pub(crate) fn import(&self, mode: &str, archive: &Path, extra: &[&str]) -> CliRun {
         let backup = self.dir("backup");
         let mut args = vec![
             "import",
@@ -154,7 +154,7 @@ impl Site {
     }
 }
 
-fn live(state: &ImsState) -> BTreeMap<&'static str, BTreeMap<String, Value>> {
+pub(crate) fn live(state: &ImsState) -> BTreeMap<&'static str, BTreeMap<String, Value>> {
     state
         .iter()
         .filter(|(t, _)| !t.contains("deleted") && !t.ends_with("jobs"))

@@ -195,6 +195,7 @@ pub async fn apply(
         etag: Some(new_etag),
         sha256: sha256.clone(),
         http_status: Some(200),
+        ..Observed::default()
     };
     Ok((observed, note))
 }

@@ -142,7 +142,7 @@ pub async fn inspect(cli: &Cli, file: &std::path::Path) -> anyhow::Result<Exit> 
         other => refuse(format!("{other:#}")),
     })?;
     let i = &loaded.info;
-    // `imsflow:plugin/services@0.2.0` -> `imsflow:plugin@0.2.0`.
+    // `imsflow:plugin/services@0.3.0` -> `imsflow:plugin@0.3.0`.
     let mut contracts: Vec<String> = i
         .imports
         .iter()
