@@ -5,7 +5,7 @@
 use crate::import::{Site, live};
 use crate::support::*;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The run id in "To continue: imsflow resume RUN".
 fn resume_id(stdout: &str) -> String {
@@ -28,6 +28,14 @@ fn ends_verified(run: &CliRun) -> String {
         .unwrap_or_else(|| panic!("no verification line: {}", run.stdout));
     assert!(line.ends_with("; 0 difference(s)"), "{line}");
     line.to_string()
+}
+
+/// `import update --plan-out`: the saved plan's path.
+fn save_plan(site: &Site, archive: &Path) -> PathBuf {
+    let plan = site.scratch.path().join("p.json");
+    let saved = site.import("update", archive, &["--plan-out", plan.to_str().unwrap()]);
+    assert_eq!(saved.code, 0, "{}\n{}", saved.stdout, saved.stderr);
+    plan
 }
 
 fn plan_effects(plan: &Path) -> Vec<Value> {
@@ -87,9 +95,7 @@ async fn a_saved_import_plan_applied_ends_with_the_verification_and_again_when_f
     let before = site.ims().await;
     let recipe = before["v3/recipes"].keys().next().unwrap().clone();
     site.delete(&format!("v3/recipes/{recipe}")).await;
-    let plan = site.scratch.path().join("p.json");
-    let saved = site.import("update", &archive, &["--plan-out", plan.to_str().unwrap()]);
-    assert_eq!(saved.code, 0, "{}\n{}", saved.stdout, saved.stderr);
+    let plan = save_plan(&site, &archive);
     let applied = site.cli(&["apply", plan.to_str().unwrap(), "--yes"]);
     let line = ends_verified(&applied);
     assert!(line.contains("recipes"), "{line}");
@@ -118,9 +124,7 @@ async fn a_difference_found_by_the_verification_fails_the_run_naming_the_record(
     let before = site.ims().await;
     let images: Vec<String> = before["v3/images"].keys().cloned().collect();
     site.delete(&format!("v3/images/{}", images[0])).await;
-    let plan = site.scratch.path().join("p.json");
-    let saved = site.import("update", &archive, &["--plan-out", plan.to_str().unwrap()]);
-    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    let plan = save_plan(&site, &archive);
     let effects = plan_effects(&plan);
     let last = effects.len() - 1;
     assert_eq!(
@@ -131,21 +135,12 @@ async fn a_difference_found_by_the_verification_fails_the_run_naming_the_record(
     // Paused after the restart, before the verification: another image is
     // deleted behind imsflow's back.
     let flag = site.scratch.path().join("paused");
-    let child = imsflow_command()
-        .args(["apply", plan.to_str().unwrap(), "--yes"])
-        .env("IMSFLOW_CONFIG", site.sys.data.path().join("imsflow.toml"))
-        .env("IMSFLOW_TEST_PAUSE_AT", format!("{last}:before"))
-        .env("IMSFLOW_TEST_PAUSE_FILE", &flag)
-        .env_remove("KUBECONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !flag.exists() {
-        assert!(started.elapsed().as_secs() < 120, "never paused");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let child = imsflow_paused(
+        &site.sys.data.path().join("imsflow.toml"),
+        &["apply", plan.to_str().unwrap(), "--yes"],
+        &format!("{last}:before"),
+        &flag,
+    );
     site.delete(&format!("v3/images/{}", images[1])).await;
     std::fs::remove_file(&flag).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -203,18 +198,7 @@ async fn a_finished_import_whose_uploaded_object_is_gone_uploads_it_again_on_res
         .await;
     let state = site.dir("state");
     let env = [("IMSFLOW_STATE_DIR", state.to_str().unwrap())];
-    let config = site.sys.data.path().join("imsflow.toml");
-    let backup = site.dir("backup");
-    let args = [
-        "import",
-        "update",
-        "--yes",
-        "-f",
-        archive.to_str().unwrap(),
-        "-b",
-        backup.to_str().unwrap(),
-    ];
-    ends_verified(&imsflow_cli(Some(&config), &args, &env));
+    ends_verified(&site.import_env("update", &archive, &["--yes"], &env));
     let listed = imsflow_cli(None, &["--json", "runs", "list"], &env);
     let runs: Value = serde_json::from_str(&listed.stdout).unwrap();
     let run = runs[0]["id"].as_str().unwrap().to_string();
@@ -234,6 +218,7 @@ async fn a_finished_import_whose_uploaded_object_is_gone_uploads_it_again_on_res
         .send()
         .await
         .unwrap();
+    let config = site.sys.data.path().join("imsflow.toml");
     let resumed = imsflow_cli(Some(&config), &["resume", &run], &env);
     ends_verified(&resumed);
     assert!(

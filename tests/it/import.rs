@@ -140,6 +140,17 @@ impl Site {
     }
 
     pub(crate) fn import(&self, mode: &str, archive: &Path, extra: &[&str]) -> CliRun {
+        self.import_env(mode, archive, extra, &[])
+    }
+
+    /// `import` with extra environment variables (e.g. its own state directory).
+    pub(crate) fn import_env(
+        &self,
+        mode: &str,
+        archive: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> CliRun {
         let backup = self.dir("backup");
         let mut args = vec![
             "import",
@@ -150,7 +161,7 @@ impl Site {
             backup.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        self.cli(&args)
+        imsflow_cli(Some(&self.sys.data.path().join("imsflow.toml")), &args, env)
     }
 }
 
