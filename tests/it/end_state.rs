@@ -188,7 +188,7 @@ async fn an_import_with_nothing_to_do_says_so_in_one_line_and_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_finished_import_whose_uploaded_object_is_gone_uploads_it_again_on_resume() {
+async fn a_finished_import_uploads_a_lost_object_again_and_refuses_over_a_changed_ims() {
     let site = Site::start(no_running_jobs()).await;
     let archive = site.export();
     let before = site.ims().await;
@@ -239,5 +239,23 @@ async fn a_finished_import_whose_uploaded_object_is_gone_uploads_it_again_on_res
         site.s3().await.get(&key),
         objects.get(&key),
         "uploaded again"
+    );
+
+    // Another image deleted since: IMS holds neither what the plan was made
+    // against nor what it wrote; writing the data file again would undo that
+    // change unseen, so the run is refused, naming why.
+    let other = before["v3/images"].keys().find(|i| **i != image).unwrap();
+    site.delete(&format!("v3/images/{other}")).await;
+    let refused = imsflow_cli(Some(&config), &["resume", &run], &env);
+    assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .lines()
+            .any(|l| l.contains("the journal records it as done, but")
+                && l.contains("images in IMS changed since planning")
+                && l.ends_with("not done again")),
+        "{}",
+        refused.stderr
     );
 }
