@@ -217,6 +217,12 @@ pub async fn apply(
             }
         )]));
     }
+    // A finished run only verifies its end state again, unless the world
+    // disagrees with its journal: its input archive may be gone by now.
+    let (problems, mut input) = structural_problems(plan, backends, !history.finished());
+    if !problems.is_empty() {
+        return Err(ApplyError::Refused(problems));
+    }
     let mut pods = store::PodCache::default();
     let disputes = confirm::disputes(plan, backends, &history, &mut pods).await;
     let finished = history.finished() && disputes.is_empty();
@@ -229,13 +235,10 @@ pub async fn apply(
             ..ApplyReport::default()
         });
     }
-    let history = confirm::believed(plan, history, &disputes);
-    // A finished run only verifies its end state again: its input archive
-    // is no longer needed.
-    let (problems, input) = structural_problems(plan, backends, !finished);
-    if !problems.is_empty() {
-        return Err(ApplyError::Refused(problems));
+    if let (None, Some(planned), false) = (&input, &plan.input, finished) {
+        input = Some(open_input(planned).map_err(|p| ApplyError::Refused(vec![p]))?);
     }
+    let history = confirm::believed(plan, history, &disputes);
     let mut recorder = Recorder::new(journal);
     recorder.durable(Event::Accepted {
         plan_hash: plan.plan_hash.clone(),
