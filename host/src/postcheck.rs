@@ -1,15 +1,19 @@
-//! Post-import verification: after an import's plan is applied, IMS is read
-//! back through its API and S3 through HEAD, and compared with what the plan
-//! says they must now hold. Independent of the executors' own checks: it
-//! reads the end state, not what was sent.
+//! Post-import verification: the effect that ends every import (an
+//! `assert` of the import's end state), executed by the apply loop when it
+//! is reached, so that `import`, `apply PLAN` and `resume RUN` all end with
+//! it. IMS is read back through its API and S3 through HEAD, and compared
+//! with what the plan says they must now hold. Independent of the executors'
+//! own checks: it reads the end state, not what was sent.
 use crate::backends::Backends;
 use crate::plan::Plan;
 use crate::plan::effect::{DeleteMode, Effect, ImsKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Default, Serialize)]
+/// What the verification found (journalled with its `done` record).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PostCheck {
     /// Records compared, per kind (`images`, `deleted images`...).
     pub records: BTreeMap<String, usize>,
@@ -24,6 +28,49 @@ pub struct PostCheck {
     /// planning.
     pub kept: Vec<String>,
     pub differences: Vec<String>,
+}
+
+impl PostCheck {
+    /// The line every import ends with.
+    pub fn line(&self) -> String {
+        let kinds: Vec<String> = self
+            .records
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        format!(
+            "Post-import verification: {} record(s) back under their original ids ({}); {} S3 object(s) checked; {} difference(s)",
+            self.ids_preserved,
+            kinds.join(", "),
+            self.objects,
+            self.differences.len()
+        )
+    }
+}
+
+/// The verification as an effect: what it found, or, when IMS or S3 differ
+/// from the plan's end state, the failure naming each record and object.
+pub async fn verify(plan: &Plan, backends: &Backends) -> Result<PostCheck, String> {
+    let found = check(plan, backends).await;
+    if found.differences.is_empty() {
+        Ok(found)
+    } else {
+        Err(format!(
+            "{}:\n  - {}",
+            found.line(),
+            found.differences.join("\n  - ")
+        ))
+    }
+}
+
+/// Whether a data-file write of `plan` puts the record `id` of `kind` back,
+/// so that a delete of it is not expected to have left it gone.
+pub fn rewritten(plan: &Plan, kind: ImsKind, id: &str) -> bool {
+    plan.effects.iter().any(|w| {
+        matches!(&w.effect,
+        Effect::ImsStoreWrite { ims_kind: k, records_json, .. }
+            if *k == kind && records_json.contains(&format!("\"{id}\"")))
+    })
 }
 
 fn segment(kind: ImsKind, deleted: bool) -> String {
@@ -93,12 +140,7 @@ pub async fn check(plan: &Plan, backends: &Backends) -> PostCheck {
                 // The record is gone from where it was; a soft delete keeps it
                 // in the deleted store, unless a later store write put it back.
                 let from = segment(*ims_kind, matches!(delete, DeleteMode::Purge));
-                let rewritten = plan.effects.iter().any(|w| {
-                    matches!(&w.effect,
-                    Effect::ImsStoreWrite { ims_kind: k, records_json, .. }
-                        if k == ims_kind && records_json.contains(&format!("\"{id}\"")))
-                });
-                if !rewritten
+                if !rewritten(plan, *ims_kind, id)
                     && let Ok(r) = backends.service_get("ims", &format!("{from}/{id}")).await
                     && r.status != 404
                 {

@@ -375,6 +375,42 @@ async fn killed_at_22_exact_points_every_resume_ends_as_an_uninterrupted_apply()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_journal_over_a_world_where_nothing_was_done_is_not_believed() {
+    let rig = Rig::new(false).await;
+    let applied = rig.cli(&["apply", rig.plan.to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    let reference = rig.end_state().await;
+    // That apply's journal (every effect `done`, the run `finished`), over
+    // a world where none of it was done: no archive, no uploaded object.
+    let journal = imsflow::journal::path_for(&rig.plan);
+    let forged = std::fs::read(&journal).unwrap();
+    rig.reset().await;
+    std::fs::write(&journal, forged).unwrap();
+    let resumed = rig.cli(&["resume", &rig.run_id()]);
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    assert!(
+        !resumed.stdout.contains("already finished"),
+        "{}",
+        resumed.stdout
+    );
+    let said = |what: &str| {
+        resumed
+            .stdout
+            .lines()
+            .filter(|l| l.contains("the journal records") && l.contains(what))
+            .count()
+    };
+    assert_eq!(
+        said("does not exist; doing it again"),
+        1 + COUNT,
+        "a line for the archive and one per upload: {}",
+        resumed.stdout
+    );
+    assert_eq!(said("s3://restore/"), COUNT, "{}", resumed.stdout);
+    assert_eq!(rig.end_state().await, reference, "done again, as planned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_apply_is_refused_and_a_dead_runs_lock_is_reported_then_taken_over() {
     let rig = Rig::new(false).await;
     let first = rig.apply_paused("5:started", &[]);

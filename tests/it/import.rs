@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 pub(crate) struct Site {
     pub(crate) sys: System,
-    http: reqwest::Client,
-    token: String,
-    scratch: Scratch,
+    pub(crate) http: reqwest::Client,
+    pub(crate) token: String,
+    pub(crate) scratch: Scratch,
 }
 
 /// IMS as its API serves it: each table, records by id.
@@ -78,7 +78,7 @@ impl Site {
     }
 
     /// A DELETE through the IMS API, which must answer 204.
-    async fn delete(&self, path: &str) {
+    pub(crate) async fn delete(&self, path: &str) {
         assert_eq!(
             self.call(reqwest::Method::DELETE, path).await,
             204,
@@ -140,6 +140,17 @@ impl Site {
     }
 
     pub(crate) fn import(&self, mode: &str, archive: &Path, extra: &[&str]) -> CliRun {
+        self.import_env(mode, archive, extra, &[])
+    }
+
+    /// `import` with extra environment variables (e.g. its own state directory).
+    pub(crate) fn import_env(
+        &self,
+        mode: &str,
+        archive: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> CliRun {
         let backup = self.dir("backup");
         let mut args = vec![
             "import",
@@ -150,11 +161,11 @@ impl Site {
             backup.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        self.cli(&args)
+        imsflow_cli(Some(&self.sys.data.path().join("imsflow.toml")), &args, env)
     }
 }
 
-fn live(state: &ImsState) -> BTreeMap<&'static str, BTreeMap<String, Value>> {
+pub(crate) fn live(state: &ImsState) -> BTreeMap<&'static str, BTreeMap<String, Value>> {
     state
         .iter()
         .filter(|(t, _)| !t.contains("deleted") && !t.ends_with("jobs"))

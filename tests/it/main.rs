@@ -5,6 +5,7 @@ mod cli;
 mod dag;
 mod dry_run;
 mod durable;
+mod end_state;
 mod export;
 mod grants;
 mod hardening_archive;

@@ -162,6 +162,16 @@ fn mixed() -> Plan {
         ),
         (
             "restore",
+            Effect::ImsDelete {
+                ims_kind: ImsKind::Job,
+                id: "j0b1".into(),
+                name: String::new(),
+                delete: DeleteMode::Soft,
+                fingerprint: "sha256:04".into(),
+            },
+        ),
+        (
+            "restore",
             Effect::Assert {
                 assertion: Assertion::ImsEmpty {
                     live: true,
@@ -195,6 +205,12 @@ fn mixed() -> Plan {
             },
         ),
         ("restore", Effect::ImsRestart),
+        (
+            "restore",
+            Effect::Assert {
+                assertion: Assertion::ImportEndState,
+            },
+        ),
     ]);
     let first_restore = mixed.effects.iter().find(|e| e.step == "restore").unwrap();
     mixed.gates = vec![imsflow::plan::PlannedGate {

@@ -54,7 +54,7 @@ fn inspect_a_plugin() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "uploader");
     assert_eq!(v["sha256"], sha.as_str());
-    assert_eq!(v["contract"], serde_json::json!(["imsflow:plugin@0.2.0"]));
+    assert_eq!(v["contract"], serde_json::json!(["imsflow:plugin@0.3.0"]));
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn scaffolded_link_source_tests_builds_and_inspects() {
     assert!(
         inspected
             .stdout
-            .contains("contract:    imsflow:plugin@0.2.0\n"),
+            .contains("contract:    imsflow:plugin@0.3.0\n"),
         "{}",
         inspected.stdout
     );

@@ -163,6 +163,37 @@ pub fn imsflow_command() -> Command {
     cmd
 }
 
+/// The imsflow binary run in a child with `args`, paused by the test hook at
+/// `point` (`<effect index>:<before|started|executed>`); returns once it is
+/// there. Removing `flag` lets it go on; a signal stops it.
+pub fn imsflow_paused(
+    config: &Path,
+    args: &[&str],
+    point: &str,
+    flag: &Path,
+) -> std::process::Child {
+    let _ = std::fs::remove_file(flag);
+    let child = imsflow_command()
+        .args(args)
+        .env("IMSFLOW_CONFIG", config)
+        .env("IMSFLOW_TEST_PAUSE_AT", point)
+        .env("IMSFLOW_TEST_PAUSE_FILE", flag)
+        .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !flag.exists() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "imsflow {args:?} never reached {point}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
 pub fn imsflow_cli(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> CliRun {
     let mut cmd = imsflow_command();
     cmd.args(args)

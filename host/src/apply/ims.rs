@@ -141,20 +141,23 @@ pub async fn delete(backends: &Backends, effect: &Effect) -> Result<Observed, St
             ..Observed::default()
         }),
         status => Err(format!(
-            "{} delete of {} {id} ({name}): DELETE ims/{path}: expected HTTP 204, got {status}: {}",
-            mode_name(*delete),
+            "{}delete of {} {id} ({name}): DELETE ims/{path}: expected HTTP 204, got {status}: {}",
+            mode_name(*ims_kind, *delete),
             ims_kind.name(),
             quote(&r.body)
         )),
     }
 }
 
-fn mode_name(mode: DeleteMode) -> &'static str {
-    match mode {
-        DeleteMode::Soft => "soft",
-        DeleteMode::Hard { cascade: true } => "hard (cascade)",
-        DeleteMode::Hard { cascade: false } => "hard",
-        DeleteMode::Purge => "purge",
+/// How a delete is named in messages; IMS jobs have no deleted store, so
+/// theirs is a plain delete.
+fn mode_name(kind: ImsKind, mode: DeleteMode) -> &'static str {
+    match (kind, mode) {
+        (ImsKind::Job, DeleteMode::Soft) => "",
+        (_, DeleteMode::Soft) => "soft ",
+        (_, DeleteMode::Hard { cascade: true }) => "hard (cascade) ",
+        (_, DeleteMode::Hard { cascade: false }) => "hard ",
+        (_, DeleteMode::Purge) => "purge ",
     }
 }
 

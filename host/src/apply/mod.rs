@@ -9,8 +9,10 @@
 //! 2. every effect is prechecked, and a plan with any stale dependency is
 //!    refused whole, naming each, before anything is changed;
 //! 3. effects run in plan order; effects already done are skipped, so a
-//!    half-applied plan can be applied again to completion.
+//!    half-applied plan can be applied again to completion. What the journal
+//!    records as done is believed only once the world agrees (`confirm`).
 pub mod archive;
+mod confirm;
 mod ims;
 mod store;
 mod upload;
@@ -20,6 +22,7 @@ use crate::backends::Backends;
 use crate::journal::{Event, FailureKind, History, Journal, JournalError, Observed};
 use crate::plan::effect::Effect;
 use crate::plan::{InputArchive, Plan, PlannedEffect, PlannedGate, check, render};
+use confirm::Dispute;
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -90,9 +93,12 @@ pub struct ApplyReport {
     pub decisions: Vec<String>,
     /// The run stopped at a gate instead of finishing.
     pub stopped: Option<GateStop>,
-    /// The journal said the run had finished: nothing was done.
+    /// The journal said the run had finished, and the world agreed: nothing
+    /// was done but the end-state verification, which is run again.
     pub already_finished: bool,
     pub total: usize,
+    /// The import's end-state verification, when the plan has one and it ran.
+    pub verification: Option<crate::postcheck::PostCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -216,7 +222,16 @@ pub async fn apply(
             }
         )]));
     }
-    if history.finished() {
+    // A finished run only verifies its end state again, unless the world
+    // disagrees with its journal: its input archive may be gone by now.
+    let (problems, mut input) = structural_problems(plan, backends, !history.finished());
+    if !problems.is_empty() {
+        return Err(ApplyError::Refused(problems));
+    }
+    let mut pods = store::PodCache::default();
+    let disputes = confirm::disputes(plan, backends, &history, &mut pods).await;
+    let finished = history.finished() && disputes.is_empty();
+    if finished && !plan.effects.iter().any(|e| e.effect.is_verification()) {
         return Ok(ApplyReport {
             already_finished: true,
             total: plan.effects.len(),
@@ -225,10 +240,10 @@ pub async fn apply(
             ..ApplyReport::default()
         });
     }
-    let (problems, input) = structural_problems(plan, backends);
-    if !problems.is_empty() {
-        return Err(ApplyError::Refused(problems));
+    if let (None, Some(planned), false) = (&input, &plan.input, finished) {
+        input = Some(open_input(planned).map_err(|p| ApplyError::Refused(vec![p]))?);
     }
+    let history = confirm::believed(plan, history, &disputes);
     let mut recorder = Recorder::new(journal);
     recorder.durable(Event::Accepted {
         plan_hash: plan.plan_hash.clone(),
@@ -241,10 +256,29 @@ pub async fn apply(
     })?;
     let mut report = ApplyReport {
         total: plan.effects.len(),
+        already_finished: finished,
         ..ApplyReport::default()
     };
+    for d in &disputes {
+        report.decisions.push(d.line());
+        for id in d.ids.iter().filter(|_| !d.refuse) {
+            recorder.append(Event::Decided {
+                id: id.clone(),
+                done: false,
+                why: d.why.clone(),
+            })?;
+        }
+    }
+    let refused: Vec<String> = disputes
+        .iter()
+        .filter(|d| d.refuse)
+        .map(Dispute::line)
+        .collect();
+    if !refused.is_empty() {
+        recorder.durable(Event::Finished { ok: false })?;
+        return Err(ApplyError::Refused(refused));
+    }
     roll_back_leftovers(plan, backends, &history, &mut recorder, &mut report).await?;
-    let mut pods = store::PodCache::default();
     let statuses = precheck(plan, backends, input.as_ref(), &history, &mut pods).await;
     for (e, s) in plan.effects.iter().zip(&statuses) {
         if history.in_doubt.contains(&e.id) || history.failed.contains_key(&e.id) {
@@ -270,7 +304,15 @@ pub async fn apply(
         .iter()
         .zip(&statuses)
         .filter_map(|(e, s)| match s {
-            Status::Stale(why) => Some(format!("stale: effect {}: {why}", e.id)),
+            Status::Stale(why) => Some(
+                match disputes.iter().find(|d| d.ids.contains(&e.id)) {
+                    Some(d) => format!(
+                        "effect {}: the journal records it as done, but {}; it cannot be done again: {why}",
+                        e.id, d.why
+                    ),
+                    None => format!("stale: effect {}: {why}", e.id),
+                },
+            ),
             _ => None,
         })
         .collect();
@@ -300,9 +342,13 @@ pub async fn apply(
 
 /// What makes a plan unappliable before the world is even looked at, and
 /// the input archive when it is the planned one.
-fn structural_problems(plan: &Plan, backends: &Backends) -> (Vec<String>, Option<ArchiveReader>) {
+fn structural_problems(
+    plan: &Plan,
+    backends: &Backends,
+    need_input: bool,
+) -> (Vec<String>, Option<ArchiveReader>) {
     let mut problems = check::check(plan);
-    let input = match &plan.input {
+    let input = match plan.input.as_ref().filter(|_| need_input) {
         Some(planned) => match open_input(planned) {
             Ok(reader) => Some(reader),
             Err(p) => {
@@ -329,7 +375,7 @@ fn structural_problems(plan: &Plan, backends: &Backends) -> (Vec<String>, Option
 /// Everything `apply` would refuse, checked now and listed at once, without
 /// changing anything (an import's preflight, a dry run's warnings).
 pub async fn preflight(plan: &Plan, backends: &Backends) -> Vec<String> {
-    let (mut problems, input) = structural_problems(plan, backends);
+    let (mut problems, input) = structural_problems(plan, backends, true);
     if problems.is_empty() {
         let mut pods = store::PodCache::default();
         let statuses = precheck(
@@ -436,9 +482,9 @@ pub fn index_sha256(reader: &ArchiveReader) -> Option<String> {
 }
 
 /// Every effect's status, prechecked concurrently, in plan order. What the
-/// journal records as done is done (archive effects excepted: they take
-/// effect only with the finished archive); what it left in progress is
-/// `check`ed.
+/// journal records as done, and the world confirmed (`confirm`), is done
+/// (archive effects excepted: they take effect only with the finished
+/// archive); what it left in progress is `check`ed.
 async fn precheck(
     plan: &Plan,
     backends: &Backends,
@@ -597,7 +643,8 @@ enum UploadEnd {
 
 /// Test-only: `<effect index>:<before|started|uploading|executed>` makes the
 /// apply stop at that exact point and wait (for SIGKILL, or a signal that
-/// cancels it); `IMSFLOW_TEST_PAUSE_FILE` is written when it gets there.
+/// cancels it); `IMSFLOW_TEST_PAUSE_FILE` is written when it gets there, and
+/// removing it lets the apply go on (not at `uploading`).
 const PAUSE_HOOK: &str = "IMSFLOW_TEST_PAUSE_AT";
 const PAUSE_FILE: &str = "IMSFLOW_TEST_PAUSE_FILE";
 
@@ -952,7 +999,18 @@ impl Executor<'_> {
                 }
                 Effect::ImsDelete { .. } | Effect::Assert { .. } => {
                     let effect = &batch[0].effect;
-                    let result = if matches!(effect, Effect::Assert { .. }) {
+                    let result = if effect.is_verification() {
+                        crate::postcheck::verify(self.plan, self.backends)
+                            .instrument(span.clone())
+                            .await
+                            .map(|found| {
+                                self.report.verification = Some(found.clone());
+                                Observed {
+                                    verification: Some(found),
+                                    ..Observed::default()
+                                }
+                            })
+                    } else if matches!(effect, Effect::Assert { .. }) {
                         ims::assert(self.backends, effect)
                             .instrument(span.clone())
                             .await
@@ -1266,7 +1324,8 @@ impl Executor<'_> {
         })?;
         let remaining = self.statuses[i..]
             .iter()
-            .filter(|s| !matches!(s, Status::Done(_)))
+            .zip(&self.plan.effects[i..])
+            .filter(|(s, e)| !matches!(s, Status::Done(_)) && e.effect.is_work())
             .count();
         let policy = &self.opts.gates;
         let approve = |by: &str| {
@@ -1309,15 +1368,25 @@ impl Executor<'_> {
         }))
     }
 
-    /// Test-only pause; true when it was ended by a cancellation.
+    /// Test-only pause; true when it was ended by a cancellation, false
+    /// when the test removed the pause file (the apply goes on: the test
+    /// changed the world at that exact point).
     async fn paused_at(&self, i: usize, point: Point) -> Result<bool, ApplyError> {
         if self.pause != Some((i, point)) {
             return Ok(false);
         }
         self.recorder.commit()?;
         announce_pause(i, point);
-        self.opts.cancel.cancelled().await;
-        Ok(true)
+        let file = std::env::var_os(PAUSE_FILE).map(PathBuf::from);
+        loop {
+            tokio::select! {
+                _ = self.opts.cancel.cancelled() => return Ok(true),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if file.as_ref().is_some_and(|f| !f.exists()) {
+                return Ok(false);
+            }
+        }
     }
 
     fn count(&mut self, effect: &Effect) {

@@ -1,7 +1,9 @@
 //! `imsflow import`: HPE's `import_ims_data.py` flags and meanings, on the
 //! stock `import-<mode>` workflows: preflight (everything checked and listed
 //! at once, before the gate and before anything is deleted), the plan, the
-//! gate, the apply under a journal, and a post-import verification.
+//! gate, and the apply under a journal, which ends with the post-import
+//! verification (an effect of the plan, so `apply` and `resume` end with it
+//! too).
 use super::run::{
     GateFlags, announce, apply_durable, apply_options, engine, plan_workflow, print_applied,
     with_system,
@@ -214,6 +216,21 @@ pub async fn import(
         );
     }
     let review = planned.output("import").clone();
+    // Phase markers and the end-state verification are not work.
+    let work = plan.has_work();
+    if !work && flags.plan_out.is_none() {
+        if cli.json {
+            let out = serde_json::json!({ "nothing_to_do": true, "review": review, "plan": plan });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        say(&format!(
+            "Nothing to do: IMS and S3 already hold what {} holds for import {}.",
+            archive.display(),
+            clap::ValueEnum::to_possible_value(&flags.mode)
+                .map_or_else(String::new, |v| v.get_name().to_string())
+        ));
+        return Ok(Exit::Ok);
+    }
     if flags.dry_run {
         if cli.json {
             println!(
@@ -228,11 +245,7 @@ pub async fn import(
             println!();
             print!("{}", super::review::render(&review));
         }
-        return Ok(if plan.effects.is_empty() {
-            Exit::Ok
-        } else {
-            Exit::Pending
-        });
+        return Ok(if work { Exit::Pending } else { Exit::Ok });
     }
     if let Some(out) = &flags.plan_out {
         plan.save(out)?;
@@ -264,34 +277,5 @@ pub async fn import(
             )?)?
         );
     }
-    let exit = print_applied(cli, &plan, &report);
-    if report.stopped.is_some() {
-        return Ok(exit);
-    }
-    let post = imsflow::postcheck::check(&plan, engine.backends()).await;
-    if !cli.json && !cli.quiet {
-        let kinds: Vec<String> = post
-            .records
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect();
-        println!(
-            "Post-import verification: {} record(s) back under their original ids ({}); {} S3 object(s) checked; {} difference(s)",
-            post.ids_preserved,
-            kinds.join(", "),
-            post.objects,
-            post.differences.len()
-        );
-        for change in &post.etag_changes {
-            println!("note: ETag changed: {change}");
-        }
-    }
-    if !post.differences.is_empty() {
-        anyhow::bail!(
-            "the post-import verification found differences:\n  - {}",
-            post.differences.join("\n  - ")
-        );
-    }
-    say("DONE!");
-    Ok(exit)
+    Ok(print_applied(cli, &plan, &report))
 }

@@ -29,10 +29,13 @@ fn short(v: &Value) -> String {
 }
 
 /// `{"mode": "purge"}`, `{"mode": "hard", "cascade": true}`...
-fn delete_mode(d: &Value) -> String {
+/// How a review names a delete (`kind` is the record's: IMS jobs have no
+/// deleted store, so theirs is a plain delete).
+fn delete_mode(d: &Value, kind: &Value) -> String {
     match (d["mode"].as_str(), d["cascade"].as_bool()) {
         (Some("hard"), Some(true)) => "hard delete, cascade".into(),
         (Some("hard"), _) => "hard delete".into(),
+        (Some("soft"), _) if kind == "job" => "delete".into(),
         (Some("soft"), _) => "soft delete".into(),
         (Some(mode), _) => escaped(mode).into_owned(),
         (None, _) => escaped(&d.to_string()).into_owned(),
@@ -77,7 +80,7 @@ pub fn render(review: &Value) -> String {
         let _ = writeln!(
             out,
             "  {:<22} {:<10} {}  {} ({}; {} S3 object(s))",
-            delete_mode(&d["delete"]),
+            delete_mode(&d["delete"], &d["kind"]),
             s(&d["kind"]),
             s(&d["id"]),
             s(&d["name"]),
@@ -155,4 +158,19 @@ pub fn render(review: &Value) -> String {
         let _ = writeln!(out, "differs from HPE's importer: {}", s(d));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_delete_is_reviewed_as_a_delete() {
+        let soft = serde_json::json!({ "mode": "soft" });
+        assert_eq!(delete_mode(&soft, &serde_json::json!("job")), "delete");
+        assert_eq!(
+            delete_mode(&soft, &serde_json::json!("image")),
+            "soft delete"
+        );
+    }
 }

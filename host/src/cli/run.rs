@@ -118,7 +118,7 @@ pub async fn execute(
 ) -> anyhow::Result<RunReport> {
     let engine = engine(cli, connect, reads_csm(wf)).await?;
     let planned = plan_workflow(cli, &engine, wf, &options(cli, params, dry_run), cancel).await?;
-    let apply = if dry_run || planned.plan.effects.is_empty() {
+    let apply = if dry_run || !planned.plan.has_work() {
         None
     } else {
         let plan = &planned.plan;
@@ -153,7 +153,7 @@ pub async fn run(
     let wf = workflow::load(workflow)?;
     let report = execute(cli, &wf, params, dry_run, connect, gates, cancel).await?;
     Ok(
-        print_report(cli, &report).unwrap_or(if dry_run && !report.plan.effects.is_empty() {
+        print_report(cli, &report).unwrap_or(if dry_run && report.plan.has_work() {
             Exit::Pending
         } else {
             Exit::Ok
@@ -315,7 +315,8 @@ pub(super) async fn apply_durable(
     }
 }
 
-/// Prints what an apply did; the exit code says whether it finished.
+/// Prints what an apply did; the exit code says whether it finished. An
+/// import ends, however it got there, with its verification and `DONE!`.
 pub(super) fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exit {
     let exit = match &report.stopped {
         Some(stop) if stop.why != "until" => Exit::Pending,
@@ -329,8 +330,23 @@ pub(super) fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exi
             "run {} already finished: nothing to do ({} effect(s), plan_hash {})",
             plan.run.id, report.total, plan.plan_hash
         );
-        return exit;
+    } else {
+        print_progress(plan, report);
     }
+    if let Some(found) = &report.verification {
+        println!("{}", found.line());
+        for change in &found.etag_changes {
+            println!("note: ETag changed: {change}");
+        }
+        if report.stopped.is_none() {
+            println!("DONE!");
+        }
+    }
+    exit
+}
+
+/// What an apply did, where it stopped, and what it wrote.
+fn print_progress(plan: &Plan, report: &ApplyReport) {
     for decision in &report.decisions {
         println!("resume: {decision}");
     }
@@ -359,7 +375,6 @@ pub(super) fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exi
     if let Some(archive) = &report.archive {
         println!("Data saved to: {}", archive.display());
     }
-    exit
 }
 
 pub fn show(cli: &Cli, path: &Path) -> anyhow::Result<Exit> {

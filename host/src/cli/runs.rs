@@ -79,6 +79,9 @@ pub fn show(cli: &Cli, run: &str) -> anyhow::Result<Exit> {
             if let Some(s) = &o.sha256 {
                 seen.push(format!("sha256 {}", &s[..s.len().min(12)]));
             }
+            if let Some(v) = &o.verification {
+                seen.push(v.line());
+            }
             ("done".into(), seen.join(", "))
         } else if let Some(m) = history.failed.get(id) {
             ("failed".into(), m.clone())

@@ -77,7 +77,9 @@ pub enum Event {
         kind: FailureKind,
         message: String,
     },
-    /// Resume's verdict on an effect that was in progress when a run stopped.
+    /// Resume's verdict on an effect that was in progress when a run
+    /// stopped, or that the journal records as done while the world says
+    /// otherwise (`done: false`: it is done again).
     Decided {
         id: String,
         done: bool,
@@ -123,6 +125,9 @@ pub struct Observed {
     /// accepted them after planning).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<String>,
+    /// The import's end-state verification: what it read back and compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<crate::postcheck::PostCheck>,
 }
 
 impl Observed {
@@ -467,6 +472,9 @@ impl History {
                     h.in_doubt.remove(id);
                     if *done {
                         h.done.entry(id.clone()).or_default();
+                    } else {
+                        h.done.remove(id);
+                        h.skipped.remove(id);
                     }
                 }
                 // Undone: whatever the effect did is no longer in effect.
@@ -604,6 +612,27 @@ mod tests {
         .unwrap();
         let e = read(&path).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_done_effect_decided_not_done_is_done_no_more() {
+        let rec = |event| Record {
+            at: "t".into(),
+            event,
+        };
+        let h = History::of(&[
+            rec(Event::Done {
+                id: "s.0".into(),
+                observed: Observed::default(),
+                skipped: None,
+            }),
+            rec(Event::Decided {
+                id: "s.0".into(),
+                done: false,
+                why: "s3://b/k does not exist".into(),
+            }),
+        ]);
+        assert!(!h.done.contains_key("s.0"), "{:?}", h.done);
     }
 
     #[test]

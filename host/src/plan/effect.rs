@@ -56,6 +56,9 @@ pub enum Assertion {
         deleted: bool,
         jobs: bool,
     },
+    /// An import's end: IMS and S3 hold what the plan's effects say they
+    /// now hold (`postcheck`). Reads only, so it is run again on every apply.
+    ImportEndState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,6 +319,8 @@ impl Effect {
                 ..
             } => {
                 let how = match delete {
+                    // IMS jobs have no deleted store: their delete is plain.
+                    DeleteMode::Soft if *ims_kind == ImsKind::Job => "delete".to_string(),
                     DeleteMode::Soft => "soft-delete".to_string(),
                     DeleteMode::Hard { cascade: true } => {
                         "hard-delete with its S3 artifacts".into()
@@ -345,6 +350,9 @@ impl Effect {
             ),
             Effect::ImsRestart => "restart IMS so that it reloads its data files".into(),
             Effect::Assert {
+                assertion: Assertion::ImportEndState,
+            } => "read IMS and S3 back and compare them with the end state this plan makes".into(),
+            Effect::Assert {
                 assertion:
                     Assertion::ImsEmpty {
                         live,
@@ -366,6 +374,28 @@ impl Effect {
             }
             Effect::Phase { name, description } => format!("phase `{name}`: {description}"),
         }
+    }
+
+    /// Whether the effect is work to do: phase markers and the end-state
+    /// verification are not (a plan of only those has nothing to do).
+    pub fn is_work(&self) -> bool {
+        !matches!(
+            self,
+            Effect::Phase { .. }
+                | Effect::Assert {
+                    assertion: Assertion::ImportEndState
+                }
+        )
+    }
+
+    /// The import's end-state verification.
+    pub fn is_verification(&self) -> bool {
+        matches!(
+            self,
+            Effect::Assert {
+                assertion: Assertion::ImportEndState
+            }
+        )
     }
 
     /// One plan line: kind, what, size.
@@ -423,5 +453,55 @@ fn canonical(value: &serde_json::Value, h: &mut sha2::Sha256) {
             h.update(b"]");
         }
         other => h.update(other.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete(ims_kind: ImsKind, delete: DeleteMode) -> Effect {
+        Effect::ImsDelete {
+            ims_kind,
+            id: "x1".into(),
+            name: String::new(),
+            delete,
+            fingerprint: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_job_delete_is_a_delete_and_a_records_delete_says_how() {
+        // IMS jobs have no deleted store: "soft" would promise an undelete.
+        assert_eq!(
+            delete(ImsKind::Job, DeleteMode::Soft).describe(),
+            "delete IMS job x1"
+        );
+        assert_eq!(
+            delete(ImsKind::Image, DeleteMode::Soft).describe(),
+            "soft-delete IMS image x1"
+        );
+    }
+
+    #[test]
+    fn phase_markers_and_the_verification_are_not_work() {
+        let verify = Effect::Assert {
+            assertion: Assertion::ImportEndState,
+        };
+        let phase = Effect::Phase {
+            name: "verify".into(),
+            description: String::new(),
+        };
+        assert!(!verify.is_work() && verify.is_verification());
+        assert!(!phase.is_work());
+        assert!(delete(ImsKind::Job, DeleteMode::Soft).is_work());
+        let empty = Effect::Assert {
+            assertion: Assertion::ImsEmpty {
+                live: true,
+                deleted: false,
+                jobs: true,
+            },
+        };
+        assert!(empty.is_work() && !empty.is_verification());
     }
 }

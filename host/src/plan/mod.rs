@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// The plan file format this imsflow writes and reads.
 pub const FORMAT: u32 = 2;
 /// The plugin contract the plan's effects come from.
-pub const CONTRACT: &str = "imsflow:plugin@0.2.0";
+pub const CONTRACT: &str = "imsflow:plugin@0.3.0";
 /// Largest plan file read (plans carry index documents of tens of MiB).
 const MAX_PLAN_BYTES: u64 = 1 << 30;
 
@@ -303,6 +303,12 @@ impl Plan {
     /// Total bytes the effects move.
     pub fn total_bytes(&self) -> u64 {
         self.effects.iter().filter_map(|e| e.effect.size()).sum()
+    }
+
+    /// Whether anything is to be done: phase markers and the end-state
+    /// verification alone are nothing to do.
+    pub fn has_work(&self) -> bool {
+        self.effects.iter().any(|e| e.effect.is_work())
     }
 
     pub fn step(&self, id: &str) -> Option<&PlannedStep> {

@@ -3,7 +3,7 @@
 //! kind (in plan order within a group), and totals. Deterministic, so golden
 //! tests pin it.
 use super::Plan;
-use super::effect::{DeleteMode, Effect, KINDS};
+use super::effect::{DeleteMode, Effect, ImsKind, KINDS};
 use crate::units::bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -144,6 +144,7 @@ fn totals(plan: &Plan, out: &mut String) {
                 ims_kind, delete, ..
             } => {
                 let how = match delete {
+                    DeleteMode::Soft if *ims_kind == ImsKind::Job => "delete",
                     DeleteMode::Soft => "soft-delete",
                     DeleteMode::Hard { cascade: true } => "hard-delete with artifacts",
                     DeleteMode::Hard { cascade: false } => "hard-delete",

@@ -110,6 +110,9 @@ pub fn effect(e: wit::Effect) -> Result<Effect, String> {
                 jobs: a.jobs,
             },
         },
+        wit::Effect::Assert(wit::Assertion::ImportEndState) => Effect::Assert {
+            assertion: Assertion::ImportEndState,
+        },
         wit::Effect::Phase(p) => Effect::Phase {
             name: p.name,
             description: p.description,

@@ -120,6 +120,10 @@ pub enum Effect {
         summary: StoreSummary,
     },
     ImsRestart,
+    /// The verify phase: the host reads IMS and S3 back and compares them
+    /// with the end state the plan's effects make (no payload: the host
+    /// derives it from the plan).
+    VerifyEndState,
 }
 
 impl Effect {
@@ -131,7 +135,7 @@ impl Effect {
             Effect::ArchiveAddIndex { .. } => "archive-add-index",
             Effect::S3UploadFromArchive(_) => "s3-upload-from-archive",
             Effect::ImsDelete { .. } => "ims-delete",
-            Effect::AssertImsEmpty { .. } => "assert",
+            Effect::AssertImsEmpty { .. } | Effect::VerifyEndState => "assert",
             Effect::ImsStoreWrite { .. } => "ims-store-write",
             Effect::ImsRestart => "ims-restart",
         }

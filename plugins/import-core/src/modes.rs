@@ -9,8 +9,9 @@
 //! backup's archive effects), `delete` (purges, hard and soft deletes, jobs),
 //! `assert` (overwrite: IMS is empty; soft_overwrite: no live records, no
 //! jobs), `s3-restore` (uploads), `store-write` (IMS data files, then the
-//! restart) and `verify` (the host compares IMS and S3 with the review's
-//! `expected`; no effect).
+//! restart) and `verify` (an `assert` of the end state, when anything
+//! changes: the host reads IMS and S3 back and compares them with what the
+//! plan's effects make them hold).
 //!
 //! Where this deliberately differs from HPE (each also listed in the
 //! review's `differences_from_hpe` when it applies):
@@ -60,18 +61,10 @@ impl Mode {
         }
     }
 
-    /// The effect kinds the mode's plugin may emit.
+    /// The effect kinds the mode's plugin may emit (every mode ends with
+    /// the end-state verification, an `assert`).
     pub fn effect_kinds(self) -> &'static [&'static str] {
-        const COMMON: &[&str] = &[
-            "phase",
-            "archive-add-object",
-            "archive-add-index",
-            "ims-delete",
-            "s3-upload-from-archive",
-            "ims-store-write",
-            "ims-restart",
-        ];
-        const WITH_ASSERT: &[&str] = &[
+        &[
             "phase",
             "archive-add-object",
             "archive-add-index",
@@ -80,11 +73,7 @@ impl Mode {
             "s3-upload-from-archive",
             "ims-store-write",
             "ims-restart",
-        ];
-        match self {
-            Mode::Add | Mode::Update => COMMON,
-            Mode::Overwrite | Mode::SoftOverwrite => WITH_ASSERT,
-        }
+        ]
     }
 }
 
@@ -882,6 +871,9 @@ pub fn plan(mode: Mode, inputs: &Inputs) -> Result<Planned, Vec<String>> {
         effects.push(Effect::ImsRestart);
     }
     phase(&mut effects, 6);
+    if changes {
+        effects.push(Effect::VerifyEndState);
+    }
 
     let backup_bytes = backup_objects.iter().map(|b| b.head.size).sum();
     let review = Review {
@@ -998,6 +990,7 @@ mod tests {
                     )
                 }
                 Effect::ImsRestart => "restart".into(),
+                Effect::VerifyEndState => "verify end state".into(),
             })
             .collect()
     }
@@ -1050,6 +1043,7 @@ mod tests {
             "write recipe +[\"rec-a\"] ~[] -[]",
             "restart",
             "phase verify",
+            "verify end state",
         ]));
         assert_eq!(lines(&planned.effects), want);
         let r = &planned.review;
@@ -1145,6 +1139,7 @@ mod tests {
             "write recipe +[\"rec-a\"] ~[] -[]",
             "restart",
             "phase verify",
+            "verify end state",
         ]));
         assert_eq!(
             lines(&planned.effects),
@@ -1212,6 +1207,7 @@ mod tests {
             "write recipe +[\"rec-a\"] ~[] -[\"rec-c\"]",
             "restart",
             "phase verify",
+            "verify end state",
         ]);
         assert_eq!(lines(&planned.effects), want);
         let r = &planned.review;
@@ -1288,6 +1284,7 @@ mod tests {
             "write recipe +[\"rec-a\"] ~[] -[\"rec-c\"]",
             "restart",
             "phase verify",
+            "verify end state",
         ]));
         assert_eq!(lines(&planned.effects), want);
         let r = &planned.review;
@@ -1306,7 +1303,8 @@ mod tests {
 
     #[test]
     fn every_phase_marker_is_there_even_when_nothing_changes() {
-        // Export the current system, then add it back: nothing to do.
+        // Export the current system, then add it back: nothing to do, and
+        // nothing to verify.
         let current = current();
         let mut archive = archive();
         archive.ims = current.clone();

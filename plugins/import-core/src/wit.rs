@@ -103,6 +103,7 @@ pub fn effect(e: Effect) -> pdk::Effect {
             },
         }),
         Effect::ImsRestart => pdk::Effect::ImsRestart,
+        Effect::VerifyEndState => pdk::Effect::Assert(pdk::Assertion::ImportEndState),
     }
 }
 
