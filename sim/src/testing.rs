@@ -166,7 +166,14 @@ impl System {
     /// rollout status`.
     pub async fn wait_rollout_done(&self) {
         for _ in 0..300 {
-            if !self.running.state.cluster.lock().unwrap().rollout_in_progress() {
+            if !self
+                .running
+                .state
+                .cluster
+                .lock()
+                .unwrap()
+                .rollout_in_progress()
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -640,6 +640,9 @@ async fn imss_race_is_detected_and_resume_keeps_the_image_created_in_the_window(
     // one IMS accepted in the window is still there.
     let after = site.ims().await;
     assert_eq!(new_images(&after, &before), created);
+    // The finished run is checked against the world, kept image included.
+    let again = runs.cli(&["resume", &run]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
     let mut without = live(&after);
     without
         .get_mut("v3/images")

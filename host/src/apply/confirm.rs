@@ -267,6 +267,11 @@ async fn store_write(
     restart_done: bool,
 ) -> Option<Dispute> {
     let ids = vec![e.id.clone()];
+    // After the restart, IMS serves what was written (with what an additive
+    // write kept, which the plan's fingerprints cannot know).
+    if restart_done && store::restarted(backends, plan).await.unwrap_or(false) {
+        return None;
+    }
     if !restart_done {
         match store::written(backends, plan, pods, &e.effect).await {
             Ok(true) => return None,
