@@ -194,9 +194,6 @@ pub async fn import(
         ),
     ];
     let engine = engine(cli, connect, true).await?;
-    if let Some(system) = engine.system() {
-        announce(cli, system);
-    }
     let opts = RunOptions {
         params,
         dry_run: flags.dry_run,
@@ -207,7 +204,11 @@ pub async fn import(
         .await
         .context("preflight failed; nothing was changed")?;
     let plan = planned.plan.clone();
-    say(&written_buckets(&plan));
+    // Phase markers and the end-state verification are not work.
+    let work = plan.has_work();
+    if work {
+        say(&written_buckets(&plan));
+    }
     let problems = imsflow::apply::preflight(&plan, engine.backends()).await;
     if !problems.is_empty() {
         anyhow::bail!(
@@ -216,8 +217,6 @@ pub async fn import(
         );
     }
     let review = planned.output("import").clone();
-    // Phase markers and the end-state verification are not work.
-    let work = plan.has_work();
     if !work && flags.plan_out.is_none() {
         if cli.json {
             let out = serde_json::json!({ "nothing_to_do": true, "review": review, "plan": plan });
@@ -230,6 +229,10 @@ pub async fn import(
                 .map_or_else(String::new, |v| v.get_name().to_string())
         ));
         return Ok(Exit::Ok);
+    }
+    // Before anything is changed: which system.
+    if let Some(system) = engine.system() {
+        announce(cli, system);
     }
     if flags.dry_run {
         if cli.json {
