@@ -2,7 +2,8 @@
 //! IMSFLOW_TEST_CEPH_CONF, as the tests do). For systems with small and large
 //! rootfs images it prints, measured in the same run:
 //! - export throughput as a ratio to a raw concurrent aws-sdk GET of the same
-//!   objects to nowhere (the goal of issue #10: >= 0.8);
+//!   objects to nowhere (goal >= 0.8: an export should cost little more
+//!   than reading the objects);
 //! - the same throughput as a ratio to the disk's own fsynced write speed
 //!   (an export must write the archive: on a slow disk that is the ceiling);
 //! - peak RSS of the `imsflow export` process (its VmHWM, from `--json`;

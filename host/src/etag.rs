@@ -262,8 +262,9 @@ mod tests {
         let data: Vec<u8> = (0..9_438_183u32).map(|i| (i % 251) as u8).collect();
         let quoted = format!("\"{}\"", md5_hex(&data));
         assert_eq!(check(&quoted, &data, None), Some(Ok(None)));
-        // 5 MiB parts, as the rootfs: found without a recorded part size,
-        // and despite a wrong one.
+        // 5 MiB parts, as a real 9,438,183-byte rootfs whose part size was once
+        // recorded as 8 MiB (the first candidate giving two parts): found without
+        // a recorded part size, and despite a wrong one.
         let five = multipart_etag(&data, 5 << 20);
         assert!(five.ends_with("-2"));
         // The part size proven is 5 MiB, although 8 MiB also gives two parts.

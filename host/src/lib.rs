@@ -25,6 +25,10 @@ pub mod units;
 pub mod verify;
 pub mod workflow;
 
+// Links from comments into `docs/` resolve (a test only).
+#[cfg(test)]
+mod doc_links;
+
 /// Stock plugins and workflows, embedded by build.rs.
 pub mod stock {
     include!(concat!(env!("OUT_DIR"), "/stock.rs"));

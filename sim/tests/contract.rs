@@ -1,5 +1,6 @@
-//! Contract tests: the simulator against the CSM semantics in
-//! shared/spec/csm-apis.md, on a real Ceph RGW (one tenant per test).
+//! Contract tests: the simulator against the CSM services as the real ones
+//! behave (for IMS, docs/real-ims.md), on a real Ceph RGW (one tenant per
+//! test).
 use csm_sim::s3::S3;
 use csm_sim::testing::{System, small_spec};
 use serde_json::{Value, json};
@@ -587,7 +588,7 @@ async fn bos_templates_are_scoped_by_tenant() {
     assert_eq!(c.get("/apis/bos/v2/sessiontemplates/t1").await.0, 404);
 }
 
-// Status codes of the real IMS (shared/spec/csm-apis.md §9).
+// Status codes of the real IMS (docs/real-ims.md#status-codes).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relinking_with_an_etag_added_is_a_conflict() {

@@ -1,7 +1,9 @@
-//! Issue 8, archive items: bounded transfers (5), a verify that streams its
-//! index (7), owner-only archives (10), signals and stale partials (11), one
-//! normal form for member paths (12), verify's hostile-archive checks (13),
-//! ETag checks of HPE archives (15), and no colour in piped logs (19).
+//! Archives against hostile sizes, files, signals and readers: bounded
+//! transfers, a verify that streams its index, owner-only archives (rootfs
+//! images hold host keys and password hashes), signals and stale partials,
+//! one normal form for member paths, verify's hostile-archive checks, ETag
+//! checks of HPE archives (which carry no sha256), and no colour in piped
+//! logs.
 use crate::support::*;
 use imsflow::archive::{ArchiveReader, ArchiveWriter, Format};
 use md5::Digest;
@@ -115,7 +117,7 @@ fn multipart_etag(data: &[u8], part: usize) -> String {
     format!("{}-{}", md5_hex(&digests), data.chunks(part).count())
 }
 
-// ---- 5: object sizes are capped, ranges are lazy ----
+// ---- object sizes are capped, ranges are lazy (a plugin chooses the size) ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_over_the_largest_s3_size_is_refused_before_anything_is_fetched() {
@@ -155,7 +157,7 @@ async fn an_object_over_the_largest_s3_size_is_refused_before_anything_is_fetche
     assert!(entries(out.path()).is_empty(), "no archive, no .partial");
 }
 
-// ---- 7: verify streams its index ----
+// ---- verify streams its index (a huge or deep export.json is hostile input) ----
 
 #[test]
 fn verify_refuses_a_deeply_nested_index_without_panicking() {
@@ -307,7 +309,7 @@ fn verify_reads_a_60_mb_index_in_bounded_memory() {
     assert!(peak < 8 << 20, "verify held {peak} bytes at once");
 }
 
-// ---- 10: owner-only archives ----
+// ---- owner-only archives (rootfs images hold secrets) ----
 
 #[test]
 fn a_tar_archive_is_created_owner_only() {
@@ -357,7 +359,7 @@ fn a_no_tar_directory_is_created_owner_only() {
     }
 }
 
-// ---- 11: signals and stale partials ----
+// ---- signals and stale partials (kill, systemd and Kubernetes send SIGTERM) ----
 
 #[test]
 fn a_stale_partial_archive_of_an_earlier_run_is_reported() {
@@ -438,7 +440,7 @@ async fn sigterm_and_sighup_remove_the_partial_archive_and_exit_130() {
     }
 }
 
-// ---- 12: one normal form for member paths ----
+// ---- one normal form for member paths (else duplicates slip past the check) ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_spelled_three_ways_is_refused_as_written_twice() {
@@ -540,7 +542,7 @@ fn a_tar_holding_one_member_under_two_spellings_is_refused() {
     }
 }
 
-// ---- 13: verify and hostile archives ----
+// ---- verify and hostile archives ----
 
 #[test]
 fn verify_refuses_a_relpath_outside_s3_artifacts() {
@@ -695,13 +697,14 @@ fn verify_requires_export_json_to_be_the_last_member_of_a_tar() {
     );
 }
 
-// ---- 15: ETags of HPE archives ----
+// ---- ETags of HPE archives (their only content check: no sha256) ----
 
 #[test]
 fn verify_recomputes_the_etags_of_an_hpe_archive() {
     let dir = tempfile::tempdir().unwrap();
     let small = b"{\"version\":\"1.0\"}".to_vec();
-    // 9,438,183 bytes in 5 MiB parts: the `-2` the issue found recorded as 8 MiB.
+    // 9,438,183 bytes in 5 MiB parts: a real rootfs whose `-2` ETag was once
+    // recorded with an 8 MiB part size, the first candidate giving two parts.
     let rootfs: Vec<u8> = (0..9_438_183u32).map(|i| (i * 7 % 253) as u8).collect();
     let kernel: Vec<u8> = (0..7_000_000u32).map(|i| (i % 241) as u8).collect();
     let initrd = vec![3u8; 1000];
@@ -811,7 +814,7 @@ fn verify_recomputes_the_etags_of_an_hpe_archive() {
     );
 }
 
-// ---- 19: no colour in piped logs ----
+// ---- no colour in piped logs ----
 
 #[test]
 fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {

@@ -1,4 +1,5 @@
-//! Hostile local inputs and plugins (issue 8): oversized or endless files,
+//! Hostile local inputs and plugins, which must get a clear refusal and
+//! never exhaust the host or hang a run: oversized or endless files,
 //! graph-bomb workflows, template globals, a forged compile cache, a chatty
 //! plugin, and aborts that must not be retried.
 use crate::support::*;

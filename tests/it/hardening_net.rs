@@ -1,4 +1,4 @@
-//! Network hardening (issue 8, items 1, 6, 17, 20, 22): a service grant
+//! Network hardening, as a hostile plugin, server or network would test it: a service grant
 //! cannot be escaped, no answer is read unbounded and no server can hang a
 //! run, errors carry their cause and no secret, and S3 trusts the site CA.
 //! Servers here are fakes on loopback that record what reached them.
@@ -178,7 +178,8 @@ fn assert_all_denied(calls: &[(&str, &str)], verdicts: &[String]) {
     }
 }
 
-// Item 1: a service grant cannot be escaped.
+// A service grant cannot be escaped: a `..` in a plugin's path would reach
+// every API behind the gateway with the admin token.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dot_dot_service_path_is_denied() {
@@ -282,7 +283,8 @@ async fn a_catalog_configmap_name_outside_lowercase_digits_dots_and_dashes_is_de
     );
 }
 
-// Item 6: bodies are read with a running cap, and no server hangs a run.
+// Bodies are read with a running cap, and no server hangs a run: an answer
+// streaming forever would exhaust memory, and a silent server hang the run.
 
 /// Runs `f`, failing the test if it takes longer than `limit`.
 async fn within<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> T {
@@ -403,7 +405,8 @@ async fn a_silent_keycloak_times_out() {
     );
 }
 
-// Item 17: the whole error chain, and no Rust Debug form.
+// The whole error chain, and no Rust Debug form: the user must see the cause
+// ("connection refused"), not "error sending request".
 
 fn assert_no_debug_form(message: &str) {
     for debug in [
@@ -498,7 +501,8 @@ async fn an_s3_error_names_its_cause_without_a_debug_form() {
     assert_no_debug_form(&err);
 }
 
-// Item 20: no secret in a message.
+// No secret in a message: not from a config line, the gateway's userinfo or a
+// Debug form.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_error_does_not_print_the_gateway_userinfo() {
@@ -556,7 +560,8 @@ fn connect_debug_does_not_show_the_token_or_the_secret_key() {
     );
 }
 
-// Item 22: TLS.
+// TLS: the site CA applies to S3 as to the gateway (an RGW behind a private
+// CA), and an insecure kubeconfig is warned about before a secret is read.
 
 /// A private CA and a certificate it signed for 127.0.0.1 and localhost,
 /// valid 2000 to 2100 (made with `openssl ca`).

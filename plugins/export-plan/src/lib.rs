@@ -1,7 +1,8 @@
 //! `export-plan`: turns the IMS records and the links found by the
 //! link-discovery steps into the archive HPE's importer reads:
 //! `s3_artifacts/<bucket>/<flattened key>` members (manifests first) and
-//! `export.json` last. Follows `export_ims_data.py` (spec section 1.3):
+//! `export.json` last. Follows `export_ims_data.py` (see
+//! docs/hpe-import-export.md#export-order-of-operations):
 //! extra links that do not exist are skipped with a warning; a missing
 //! artifact of an IMS record is an error.
 use imsflow_pdk::serde_json::{Map, Value, json};
@@ -232,7 +233,8 @@ impl Step for ExportPlan {
                 };
                 let (bucket, key) = split(url).expect("head found it");
                 buckets.insert(bucket.to_string());
-                // HPE's bug 9: two keys flattening alike must not share a member.
+                // HPE's bug 9: two keys flattening alike must not share a member
+                // (see docs/hpe-import-export.md#bug-9-keys-that-flatten-alike-share-one-archive-member).
                 let base = format!("s3_artifacts/{bucket}/{}", flatten(key));
                 let mut relpath = base.clone();
                 let mut n = 1;

@@ -7,7 +7,8 @@
 //! tolerates `bos`, `bss`, `product_catalog` and `s3_data` being absent or
 //! null. With `s3_data: null` (`--exclude-linked-artifacts`, or HPE's own
 //! backup) HPE crashes in its S3 step; here the records import, and no
-//! object is uploaded (HPE's bug 2).
+//! object is uploaded (HPE's bug 2, see
+//! docs/hpe-import-export.md#bug-2-an-archive-without-s3-data-crashes-the-import).
 use crate::ims::{Ims, parse_ims};
 use crate::s3::{bare_etag, check_url, etag_parts_problem, part_size_problem};
 use serde::{Deserialize, Serialize};
@@ -511,7 +512,8 @@ mod tests {
         );
     }
 
-    /// HPE's bug 2: `s3_data: null` must import the records, not crash.
+    /// HPE's bug 2: `s3_data: null` must import the records, not crash (see
+    /// docs/hpe-import-export.md#bug-2-an-archive-without-s3-data-crashes-the-import).
     #[test]
     fn s3_data_null_is_a_records_only_archive() {
         let doc = json!({"created": "x", "s3_data": null,

@@ -1,4 +1,5 @@
-//! HPE's four import modes (`import_ims_data.py`, spec §4.3), each a pure
+//! HPE's four import modes (`import_ims_data.py`, described in
+//! docs/hpe-import-export.md#import-modes), each a pure
 //! function of the archive, the current IMS state (deleted records and jobs
 //! included), what `s3-restore-plan` saw of S3 and the options, returning the
 //! effects in HPE's phase order and a review of every decision.
@@ -14,14 +15,18 @@
 //! plan's effects make them hold).
 //!
 //! Where this deliberately differs from HPE (each also listed in the
-//! review's `differences_from_hpe` when it applies):
-//! - `add` does not need `--ignore-running-jobs` (HPE's bug 1); the other
+//! review's `differences_from_hpe` when it applies; HPE's bugs are numbered
+//! as in docs/hpe-import-export.md#known-bugs-in-hpes-tool):
+//! - `add` does not need `--ignore-running-jobs` (HPE's bug 1, see
+//!   docs/hpe-import-export.md#bug-1-every-mode-refuses-running-jobs-add-included); the other
 //!   modes refuse running jobs without it, as HPE does;
-//! - an archive with `s3_data: null` imports its records (HPE's bug 2);
+//! - an archive with `s3_data: null` imports its records (HPE's bug 2, see
+//!   docs/hpe-import-export.md#bug-2-an-archive-without-s3-data-crashes-the-import);
 //! - `add` purges a deleted record whose id it imports (HPE's bug 4, see
-//!   [`add`]);
+//!   [`add`] and docs/hpe-import-export.md#bug-4-add-keeps-deleted-records-whose-ids-it-imports);
 //! - an object that exists with another ETag or size is a reported
-//!   `conflict` (HPE's bug 5: it keeps it silently); it is still kept;
+//!   `conflict` (HPE's bug 5: it keeps it silently, see
+//!   docs/hpe-import-export.md#bug-5-an-object-already-under-the-key-is-never-compared); it is still kept;
 //! - uploads reproduce the exported ETag (part size) and carry the exported
 //!   content type and metadata;
 //! - a hard delete does not cascade when that would delete an object the
@@ -243,9 +248,11 @@ pub struct Planned {
 /// records whose id is live are left out; the rest are added with their
 /// ids; objects the kept records and the link sources need are uploaded
 /// when absent. Running jobs do not matter (HPE's bug 1: its backup made
-/// `--ignore-running-jobs` necessary).
+/// `--ignore-running-jobs` necessary; see
+/// docs/hpe-import-export.md#bug-1-every-mode-refuses-running-jobs-add-included).
 ///
-/// An imported id that collides with a *deleted* record (HPE's bug 4): the
+/// An imported id that collides with a *deleted* record (HPE's bug 4, see
+/// docs/hpe-import-export.md#bug-4-add-keeps-deleted-records-whose-ids-it-imports): the
 /// deleted record is purged, as `update` and `soft_overwrite` do. Leaving
 /// it would put one id in both the live and the deleted store: an undelete
 /// would then overwrite the imported record and its artifacts, and the
@@ -1365,7 +1372,8 @@ mod tests {
     }
 
     /// HPE's bug 2: a records-only archive imports its records; nothing is
-    /// uploaded and what S3 lacks is a warning.
+    /// uploaded and what S3 lacks is a warning (see
+    /// docs/hpe-import-export.md#bug-2-an-archive-without-s3-data-crashes-the-import).
     #[test]
     fn s3_data_null_imports_the_records() {
         let mut archive = archive();
@@ -1429,7 +1437,8 @@ mod tests {
     }
 
     /// HPE's bug 5: a changed object under an existing key is a conflict,
-    /// reported and kept.
+    /// reported and kept (see
+    /// docs/hpe-import-export.md#bug-5-an-object-already-under-the-key-is-never-compared).
     #[test]
     fn a_changed_object_is_a_reported_conflict_never_overwritten() {
         let planned = run(Mode::Update, true).unwrap();
