@@ -112,6 +112,36 @@ fn a_plan_applied_from_another_directory_writes_where_it_was_planned() {
         dir_entries(&applied_in.join("out")).is_empty(),
         "the archive went under the directory apply ran in"
     );
+
+    // A workflow file named relatively is recorded, and checked at apply,
+    // by its absolute path.
+    let hello = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/hello.toml"),
+    )
+    .unwrap();
+    std::fs::write(planned_in.join("mine.toml"), hello).unwrap();
+    let made = cli_in(
+        &planned_in,
+        &[
+            "plan",
+            "mine.toml",
+            "-p",
+            "target_dir=out",
+            "-o",
+            "mine.json",
+        ],
+        &[],
+    );
+    assert_eq!(made.code, 0, "{}\n{}", made.stdout, made.stderr);
+    let plan_file = planned_in.join("mine.json");
+    let plan = Plan::load(&plan_file).unwrap();
+    assert_eq!(
+        plan.workflow.source,
+        planned_in.join("mine.toml").display().to_string()
+    );
+    let applied = cli_in(&applied_in, &["apply", plan_file.to_str().unwrap()], &[]);
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stdout, applied.stderr);
+    assert_eq!(dir_entries(&planned_in.join("out")).len(), 2);
 }
 
 /// The seed of a second, empty simulated CSM: another system to apply to.

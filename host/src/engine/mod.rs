@@ -166,7 +166,7 @@ impl Engine {
                 contract: plan::CONTRACT.into(),
                 workflow: WorkflowId {
                     name: wf.name.clone(),
-                    source: wf.file.clone(),
+                    source: crate::workflow::plan_source(wf),
                     sha256: wf.sha256.clone(),
                 },
                 steps: wf

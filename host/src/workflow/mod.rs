@@ -160,8 +160,22 @@ fn load_file(file: &str) -> Result<Workflow, WorkflowError> {
                 message: e.to_string(),
             }])
         })?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Absolute, so that a plan names its plugin files wherever it is applied.
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
     parse(file, &text, &base)
+}
+
+/// How a plan names a workflow: `stock:<name>`, or the file's absolute path,
+/// so that `apply` from another directory checks the same file.
+pub fn plan_source(wf: &Workflow) -> String {
+    if wf.file.starts_with("stock:") {
+        return wf.file.clone();
+    }
+    std::path::absolute(&wf.file).map_or_else(|_| wf.file.clone(), |p| p.display().to_string())
 }
 
 fn load_stock(wanted: &str) -> Result<Workflow, WorkflowError> {
