@@ -6,4 +6,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use imsflow::plugin::types;
+// `self::`: the WIT package `imsflow:plugin` makes a module `imsflow` here,
+// and the unit tests also see the crate `imsflow` (its self dev-dependency,
+// for the test hooks; host/Cargo.toml).
+pub use self::imsflow::plugin::types;

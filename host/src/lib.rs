@@ -20,6 +20,7 @@ pub mod read;
 pub mod s3;
 pub mod sandbox;
 pub mod target;
+pub(crate) mod test_hooks;
 pub mod transfer;
 pub mod units;
 pub mod verify;

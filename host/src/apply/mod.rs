@@ -22,6 +22,7 @@ use crate::backends::Backends;
 use crate::journal::{Event, FailureKind, History, Journal, JournalError, Observed};
 use crate::plan::effect::Effect;
 use crate::plan::{InputArchive, Plan, PlannedEffect, PlannedGate, check, render};
+use crate::test_hooks;
 use confirm::Dispute;
 use futures::StreamExt;
 use serde::Serialize;
@@ -32,9 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
-/// Test-only: apply fails just before the effect with this id, as if its
-/// executor had failed (used to test half-applied plans and resume).
-const FAULT_HOOK: &str = "IMSFLOW_TEST_FAIL_AT_EFFECT";
 /// Prechecks (HEADs, GETs) in flight at once.
 const PRECHECK_CONCURRENCY: usize = 16;
 
@@ -641,13 +639,6 @@ enum UploadEnd {
     Journal(ApplyError),
 }
 
-/// Test-only: `<effect index>:<before|started|uploading|executed>` makes the
-/// apply stop at that exact point and wait (for SIGKILL, or a signal that
-/// cancels it); `IMSFLOW_TEST_PAUSE_FILE` is written when it gets there, and
-/// removing it lets the apply go on (not at `uploading`).
-const PAUSE_HOOK: &str = "IMSFLOW_TEST_PAUSE_AT";
-const PAUSE_FILE: &str = "IMSFLOW_TEST_PAUSE_FILE";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Point {
     /// Before the effect's `started` record.
@@ -660,8 +651,10 @@ enum Point {
     Executed,
 }
 
+/// Test-only (`test_hooks`): where the apply stops and waits, from
+/// `<effect index>:<before|started|uploading|executed>`.
 fn pause_point() -> Option<(usize, Point)> {
-    let spec = std::env::var(PAUSE_HOOK).ok()?;
+    let spec = test_hooks::pause_at()?;
     let (index, point) = spec.split_once(':')?;
     let point = match point {
         "before" => Point::Before,
@@ -675,11 +668,7 @@ fn pause_point() -> Option<(usize, Point)> {
 
 /// Says it paused, for the test that waits on it.
 fn announce_pause(index: usize, point: Point) {
-    let what = format!("{index}:{point:?}");
-    if let Some(file) = std::env::var_os(PAUSE_FILE) {
-        let _ = std::fs::write(file, &what);
-    }
-    eprintln!("IMSFLOW_TEST_PAUSED {what}");
+    test_hooks::announce_pause(&format!("{index}:{point:?}"));
 }
 
 /// Journal records of one apply; does nothing without a journal.
@@ -740,7 +729,8 @@ impl Executor<'_> {
         let last_archive = effects
             .iter()
             .rposition(|e| e.effect.archive_path().is_some());
-        let fault = std::env::var(FAULT_HOOK).ok();
+        // Test-only (`test_hooks`): always `None` in a normal build.
+        let fault = test_hooks::fail_at_effect();
         let gates: BTreeMap<&str, &PlannedGate> = self
             .plan
             .gates
@@ -812,7 +802,7 @@ impl Executor<'_> {
                 let discarded = session.as_ref().map_or(0, |s| s.written);
                 return Err(self.failure(
                     i + at,
-                    format!("injected fault ({FAULT_HOOK})"),
+                    "injected fault (test hook)".to_string(),
                     discarded,
                     FailureKind::Injected,
                 ));
@@ -1377,7 +1367,7 @@ impl Executor<'_> {
         }
         self.recorder.commit()?;
         announce_pause(i, point);
-        let file = std::env::var_os(PAUSE_FILE).map(PathBuf::from);
+        let file = test_hooks::pause_file();
         loop {
             tokio::select! {
                 _ = self.opts.cancel.cancelled() => return Ok(true),

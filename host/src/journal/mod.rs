@@ -22,8 +22,6 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-/// Test-only: journal writes are not fsynced (the journal benchmark's baseline).
-const NO_FSYNC_HOOK: &str = "IMSFLOW_TEST_JOURNAL_NO_FSYNC";
 /// Largest journal read back (a 100k-effect run writes a few tens of MiB).
 const MAX_JOURNAL_BYTES: u64 = 256 << 20;
 
@@ -141,7 +139,7 @@ impl Observed {
 pub enum FailureKind {
     /// The executor's own failure (S3, IMS, the archive, Kubernetes).
     Executor,
-    /// A test fault injected through `IMSFLOW_TEST_FAIL_AT_EFFECT`.
+    /// A test fault injected through a test hook (`test_hooks`).
     Injected,
     /// Stopped by a signal.
     Interrupted,
@@ -258,7 +256,9 @@ impl Journal {
                 path: path.to_path_buf(),
                 file,
                 unsynced: 0,
-                fsync: std::env::var_os(NO_FSYNC_HOOK).is_none(),
+                // Always true in a normal build; only the journal benchmark's
+                // baseline turns it off (`test_hooks`).
+                fsync: crate::test_hooks::journal_fsync(),
             },
             records,
         ))
