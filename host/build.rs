@@ -1,13 +1,20 @@
 //! Builds every stock plugin in `../plugins` for wasm32-wasip2 and embeds the
 //! components, plus the stock workflows in `../workflows`, so that one
 //! `imsflow` binary carries them all.
+//!
+//! For tests and benches (the `test-hooks` feature) it builds the whole wasm
+//! workspace in the same cargo run: the test plugins and the example site
+//! plugin too, so their shared dependencies compile once and no test waits on
+//! cargo. `IMSFLOW_WASM_DIR` tells the tests where the components are, as
+//! wasmtime's test-programs artifacts build script does.
 use std::{env, fs, path::PathBuf, process::Command};
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    for watched in ["plugins", "wit", "workflows"] {
+    let everything = env::var_os("CARGO_FEATURE_TEST_HOOKS").is_some();
+    for watched in ["plugins", "wit", "workflows", "tests/plugins", "examples"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -30,6 +37,13 @@ fn main() {
     ])
     .arg(root.join("plugins/Cargo.toml"))
     .env("CARGO_TARGET_DIR", &wasm_target);
+    if everything {
+        cmd.arg("--workspace");
+    } else {
+        for name in &plugins {
+            cmd.args(["-p", name]);
+        }
+    }
     // Flags meant for the host build must not leak into the wasm build.
     for var in [
         "RUSTFLAGS",
@@ -46,14 +60,15 @@ fn main() {
         .expect("running cargo to build the stock plugins");
     assert!(
         status.success(),
-        "building the stock plugins (plugins/) failed"
+        "building the wasm workspace (plugins/Cargo.toml) failed"
     );
+
+    let components = wasm_target.join("wasm32-wasip2/release");
+    println!("cargo:rustc-env=IMSFLOW_WASM_DIR={}", components.display());
 
     let mut table = String::from("pub static STOCK_PLUGINS: &[(&str, &[u8])] = &[\n");
     for name in &plugins {
-        let built = wasm_target
-            .join("wasm32-wasip2/release")
-            .join(format!("{}.wasm", name.replace('-', "_")));
+        let built = components.join(format!("{}.wasm", name.replace('-', "_")));
         let copy = out.join(format!("{name}.wasm"));
         fs::copy(&built, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
         table.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", copy));

@@ -1,4 +1,5 @@
 //! The `imsflow` binary: commands, --json and the documented exit codes.
+use crate::archive::{docs_workflow, run_cli};
 use crate::support::*;
 use std::process::Output;
 
@@ -8,10 +9,6 @@ fn imsflow(args: &[&str]) -> Output {
         .current_dir(repo_root())
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
@@ -138,8 +135,7 @@ fn plugins_list_shows_embedded_plugins_with_their_hashes() {
         .iter()
         .find(|p| p["name"] == "write-json")
         .expect("write-json is embedded");
-    let built =
-        std::fs::read(target_dir().join("wasm/wasm32-wasip2/release/write_json.wasm")).unwrap();
+    let built = std::fs::read(test_plugin("write-json")).unwrap();
     assert_eq!(write_json["sha256"], imsflow::plugin::sha256_hex(&built));
     assert!(
         write_json["imports"]
@@ -148,4 +144,17 @@ fn plugins_list_shows_embedded_plugins_with_their_hashes() {
             .iter()
             .all(|i| !i.as_str().unwrap().starts_with("wasi:filesystem"))
     );
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let s = Scratch::new();
+    s.workflow(&docs_workflow("tar", "docs-{{ run.suffix }}", &["a.json"]));
+    let out = s.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let run = run_cli(&s.path().join("wf.toml"), &out, "022", &["-v"]);
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("planned"), "logs are there: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }

@@ -154,3 +154,48 @@ retries = 3
         "a crash would crash again: no retry"
     );
 }
+
+#[test]
+fn a_100000_step_reverse_chain_is_refused_at_the_step_limit_without_overflowing_the_stack() {
+    let mut text = String::from("version = 1\nname = \"chain\"\ndescription = \"\"\n");
+    for i in 0..100_000 {
+        text.push_str(&format!(
+            "[[steps]]\nid = \"s{i}\"\nplugin = \"write-json\"\nneeds = [\"s{}\"]\n",
+            i + 1
+        ));
+    }
+    // Over the file cap too; parse the text directly to reach the step cap.
+    let err = imsflow::workflow::parse("chain.toml", &text, std::path::Path::new("."))
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("over the limit of 1048576"), "{err}");
+    let small: String = text
+        .lines()
+        .take(3 + 4 * 1001)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let err = imsflow::workflow::parse("chain.toml", &small, std::path::Path::new("."))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.starts_with("chain.toml:400")
+            && err.contains("the workflow has 1001 steps, over the limit of 1000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_1000_step_reverse_chain_with_a_cycle_is_found_iteratively() {
+    let mut text = String::from("version = 1\nname = \"chain\"\ndescription = \"\"\n");
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "[[steps]]\nid = \"s{i}\"\nplugin = \"write-json\"\nneeds = [\"s{}\"]\nwith = {{ path = \"x\", document = \"{{{{ steps.s{}.output }}}}\" }}\n",
+            (i + 1) % 1000,
+            (i + 1) % 1000
+        ));
+    }
+    let err = imsflow::workflow::parse("chain.toml", &text, std::path::Path::new("."))
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("steps form a cycle: s0 -> s1 -> s2"), "{err}");
+}

@@ -9,21 +9,21 @@ use sha2::Digest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-fn spec(running_jobs: usize) -> SeedSpec {
+pub(crate) fn spec(running_jobs: usize) -> SeedSpec {
     SeedSpec {
         running_jobs,
         ..csm_sim::testing::small_spec()
     }
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `imsflow export` against the simulator with its own config file.
-fn imsflow(sys: &System, args: &[&str]) -> Run {
+pub(crate) fn imsflow(sys: &System, args: &[&str]) -> Run {
     let out = imsflow_command()
         .args(args)
         .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
@@ -37,14 +37,14 @@ fn imsflow(sys: &System, args: &[&str]) -> Run {
     }
 }
 
-fn export_into(sys: &System, dir: &Path, flags: &[&str]) -> Run {
+pub(crate) fn export_into(sys: &System, dir: &Path, flags: &[&str]) -> Run {
     let mut args = vec!["export", dir.to_str().unwrap()];
     args.extend(flags);
     imsflow(sys, &args)
 }
 
 /// The archive path from "Data saved to tar archive: <path>" / "Data saved in directory: <path>".
-fn saved(run: &Run) -> PathBuf {
+pub(crate) fn saved(run: &Run) -> PathBuf {
     assert_eq!(
         run.code, 0,
         "export failed:\n{}\n{}",
@@ -365,122 +365,6 @@ async fn a_missing_image_artifact_is_an_error_and_leaves_no_archive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_catches_a_flipped_byte_and_a_missing_member() {
-    let sys = System::start(&spec(0)).await;
-    let out = tempfile::tempdir().unwrap();
-    let dir = saved(&export_into(&sys, out.path(), &["--no-tar"]));
-    let doc: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap();
-    let artifacts = doc["s3_data"]["artifacts"].as_object().unwrap();
-    let mut relpaths = artifacts
-        .values()
-        .map(|a| a["relpath"].as_str().unwrap().to_string());
-    let (flip, drop) = (relpaths.next().unwrap(), relpaths.next().unwrap());
-    let mut bytes = std::fs::read(dir.join(&flip)).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(dir.join(&flip), bytes).unwrap();
-    std::fs::remove_file(dir.join(&drop)).unwrap();
-    let run = imsflow(&sys, &["verify", dir.to_str().unwrap()]);
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stdout.contains(&format!("member {flip} has sha256")),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(&format!("member {drop} is missing")),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("2 problem(s)"), "{}", run.stdout);
-}
-
-/// An archive in HPE's exact format, built from the spec: no sha256, `describe`
-/// from `cray artifacts describe`, members under s3_artifacts/, export.json last.
-#[test]
-fn verify_reads_an_hpe_archive() {
-    let dir = tempfile::tempdir().unwrap();
-    let tar_path = dir
-        .path()
-        .join("export-ims-data-20231013161618.084854-naswhadt.tar");
-    let id = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
-    let rootfs = vec![7u8; 3000];
-    let manifest = serde_json::json!({ "version": "1.0", "created": "2023-10-13 16:16:18",
-        "artifacts": [{ "link": { "path": format!("s3://boot-images/{id}/rootfs"), "etag": "x", "type": "s3" }, "md5": "m", "type": "application/vnd.cray.image.rootfs.squashfs" }] });
-    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    let export = serde_json::json!({
-        "bos": [], "bss": null, "created": "20231013161618.084854",
-        "ims_data": { "deleted": null, "images": { id: { "id": id, "created": "2023-10-13T16:00:00", "name": "img",
-            "link": { "path": format!("s3://boot-images/{id}/manifest.json"), "etag": "e", "type": "s3" } } },
-            "jobs": {}, "public_keys": {}, "recipes": {} },
-        "product_catalog": null,
-        "s3_data": { "artifacts": {
-            format!("s3://boot-images/{id}/manifest.json"): { "relpath": format!("s3_artifacts/boot-images/{id}_manifest.json"),
-                "manifest_links": [format!("s3://boot-images/{id}/rootfs")],
-                "describe": { "artifact": { "ContentLength": manifest_bytes.len(), "ETag": "\"e\"" } } },
-            format!("s3://boot-images/{id}/rootfs"): { "relpath": format!("s3_artifacts/boot-images/{id}_rootfs"),
-                "describe": { "artifact": { "ContentLength": rootfs.len(), "ETag": "\"x\"" } } },
-        }, "buckets": { "boot-images": { "artifacts": [] } } },
-    });
-    let mut builder = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
-    for (name, bytes) in [
-        (
-            format!("s3_artifacts/boot-images/{id}_manifest.json"),
-            manifest_bytes.clone(),
-        ),
-        (
-            format!("s3_artifacts/boot-images/{id}_rootfs"),
-            rootfs.clone(),
-        ),
-        (
-            "export.json".to_string(),
-            serde_json::to_vec(&export).unwrap(),
-        ),
-    ] {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        builder.append_data(&mut h, name, bytes.as_slice()).unwrap();
-    }
-    builder.finish().unwrap();
-    let report = imsflow::verify::verify(&tar_path).unwrap();
-    // Its ETags are no MD5s ("e", "x"): only sizes can be checked.
-    assert_eq!(
-        (
-            report.artifacts,
-            report.sha256_verified,
-            report.etag_verified,
-            report.size_only
-        ),
-        (2, 0, 0, 2)
-    );
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-
-    // The same archive with the rootfs shorter than `describe` says is caught.
-    let short = dir.path().join("short");
-    std::fs::create_dir_all(short.join("s3_artifacts/boot-images")).unwrap();
-    std::fs::write(
-        short.join("export.json"),
-        serde_json::to_vec(&export).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        short.join(format!("s3_artifacts/boot-images/{id}_manifest.json")),
-        &manifest_bytes,
-    )
-    .unwrap();
-    std::fs::write(
-        short.join(format!("s3_artifacts/boot-images/{id}_rootfs")),
-        &rootfs[..10],
-    )
-    .unwrap();
-    let report = imsflow::verify::verify(&short).unwrap();
-    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
-    assert!(report.problems[0].contains("has 10 bytes, export.json says 3000"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_export_removes_its_partial_archive_and_says_so() {
     let sys = System::start(&SeedSpec {
         rootfs_size: 48 << 20,
@@ -529,4 +413,136 @@ async fn an_interrupted_export_removes_its_partial_archive_and_says_so() {
         0,
         "nothing left in the target directory"
     );
+}
+
+/// `imsflow export ARGS` against a simulated CSM.
+fn export(sys: &csm_sim::testing::System, args: &[&str]) -> CliRun {
+    let mut all = vec!["export"];
+    all.extend(args);
+    imsflow_cli(Some(&sys.data.path().join("imsflow.toml")), &all, &[])
+}
+
+/// `export.json` of an `imsflow export --no-tar` of the system, which must succeed.
+fn export_index(sys: &csm_sim::testing::System) -> serde_json::Value {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = export(sys, &["--no-tar", out_dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dir = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_jobs_abort_the_export_once_without_retries() {
+    let sys = csm_sim::testing::System::start(&csm_sim::testing::small_spec()).await;
+    assert!(!sys.expected.jobs.is_empty());
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = export(&sys, &[out_dir.path().to_str().unwrap()]);
+    let stderr = out.stderr.clone();
+    assert_eq!(out.code, 1, "{stderr}");
+    assert!(
+        stderr.contains("plugin `ims-fetch` aborted: Aborted due to incomplete jobs"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("retrying"),
+        "an abort is not retried:\n{stderr}"
+    );
+}
+
+fn iso_utc(v: &serde_json::Value) -> bool {
+    let Some(t) = v.as_str() else { return false };
+    let (main, rest) = t.split_at(t.len().min(19));
+    chrono::NaiveDateTime::parse_from_str(main, "%Y-%m-%dT%H:%M:%S").is_ok()
+        && (rest == "+00:00"
+            || rest
+                .strip_prefix('.')
+                .and_then(|r| r.strip_suffix("+00:00"))
+                .is_some_and(|f| f.len() == 6))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_bucket_listings_keep_hpes_fields() {
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
+    let doc = export_index(&sys);
+    let artifacts = doc["s3_data"]["artifacts"].as_object().unwrap();
+    assert!(!artifacts.is_empty());
+    for (url, entry) in artifacts {
+        let d = &entry["describe"]["artifact"];
+        assert_eq!(d["AcceptRanges"], "bytes", "{url}: {d}");
+        assert!(iso_utc(&d["LastModified"]), "{url}: {d}");
+    }
+    for (bucket, listing) in doc["s3_data"]["buckets"].as_object().unwrap() {
+        for item in listing["artifacts"].as_array().unwrap() {
+            assert!(iso_utc(&item["LastModified"]), "{bucket}: {item}");
+            assert_eq!(item["StorageClass"], "STANDARD", "{bucket}: {item}");
+            assert!(item["Owner"]["ID"].is_string(), "{bucket}: {item}");
+            assert!(item["Owner"]["DisplayName"].is_string(), "{bucket}: {item}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_image_whose_manifest_is_gone_is_skipped_with_a_warning_naming_it_deleted() {
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
+    let deleted = sys.expected.deleted["images"]
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    let s3 = csm_sim::s3::S3::new(&sys.s3);
+    let manifests: Vec<String> = s3
+        .list("boot-images", "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, _, _)| key)
+        .filter(|k| k.contains(&deleted) && k.ends_with("manifest.json"))
+        .collect();
+    assert!(
+        !manifests.is_empty(),
+        "the deleted image has a manifest to lose"
+    );
+    for key in &manifests {
+        s3.delete("boot-images", key).await.unwrap();
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = export(
+        &sys,
+        &["--include-deleted", out_dir.path().to_str().unwrap()],
+    );
+    let stderr = out.stderr.clone();
+    assert_eq!(out.code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Skipping deleted IMS image {deleted}: its manifest s3://boot-images/"
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.contains("DONE!"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_part_size_is_the_one_that_reproduces_the_etag() {
+    let sys = csm_sim::testing::System::start(&no_running_jobs()).await;
+    // 9,438,183 bytes in 5 MiB parts: ETag `-2`, and 8 MiB (the first common
+    // size) also gives two parts, but a different ETag.
+    let image = sys.expected.ims["images"].iter().next().unwrap().clone();
+    let key = format!("{image}/rootfs");
+    let body: Vec<u8> = (0..9_438_183u32).map(|i| (i % 253) as u8).collect();
+    let s3 = csm_sim::s3::S3::new(&sys.s3);
+    s3.put_multipart("boot-images", &key, &body, 5 << 20, &Default::default())
+        .await
+        .unwrap();
+    let etag = s3.head("boot-images", &key).await.unwrap().unwrap().etag;
+    assert!(etag.ends_with("-2"), "{etag}");
+    let doc = export_index(&sys);
+    let entry = &doc["s3_data"]["artifacts"][format!("s3://boot-images/{key}")];
+    assert_eq!(entry["etag"], etag.as_str());
+    assert_eq!(entry["multipart_parts"], 2);
+    assert_eq!(entry["part_size"], 5 << 20, "{entry}");
 }

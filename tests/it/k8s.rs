@@ -357,7 +357,7 @@ async fn the_race_is_detected_after_the_restart() {
 fn fake_tls_kube() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{Read, Write};
     use std::sync::{Arc, Mutex};
-    let config = crate::hardening_net::test_tls_server_config();
+    let config = crate::net::test_tls_server_config();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
@@ -419,7 +419,7 @@ async fn a_kubeconfig_naming_a_ca_file_and_a_token_file_reaches_a_tls_api() {
     let dir = tempfile::tempdir().unwrap();
     // Files named relative to the kubeconfig, as kubectl reads them.
     std::fs::create_dir(dir.path().join("secrets")).unwrap();
-    std::fs::write(dir.path().join("ca.pem"), crate::hardening_net::TEST_CA).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), crate::net::TEST_CA).unwrap();
     std::fs::write(dir.path().join("secrets/token"), "file-token\n").unwrap();
     let kube = Kube::from_kubeconfig(&tls_kubeconfig(dir.path(), &url, Some("ca.pem"))).unwrap();
     let secret = kube

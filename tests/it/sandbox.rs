@@ -200,3 +200,103 @@ async fn a_file_that_is_not_a_component_is_refused_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_cache_entry_copied_over_another_plugins_is_not_trusted() {
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("c");
+    let writer =
+        imsflow::plugin::load(&imsflow::plugin::PluginRef::Stock("write-json".into())).unwrap();
+    let sleep = imsflow::plugin::load(&imsflow::plugin::PluginRef::File {
+        path: test_plugin("sleep"),
+        sha256: None,
+    })
+    .unwrap();
+    let rt = imsflow::sandbox::Runtime::new(Some(root.clone())).unwrap();
+    rt.load(&writer).await.unwrap();
+    rt.load(&sleep).await.unwrap();
+    let entries: Vec<_> = walk(&root);
+    let cwasm = |sha: &str| {
+        entries
+            .iter()
+            .find(|p| p.ends_with(format!("{sha}.cwasm")))
+            .unwrap()
+            .clone()
+    };
+    // Swap: the sleep entry now holds write-json's compiled code.
+    std::fs::copy(cwasm(&writer.sha256), cwasm(&sleep.sha256)).unwrap();
+    let fresh = imsflow::sandbox::Runtime::new(Some(root.clone())).unwrap();
+    let loaded = fresh.load(&sleep).await.unwrap();
+    assert_eq!(
+        loaded.info.name, "sleep",
+        "ran under its own identity, recompiled"
+    );
+    // A flipped byte in the compiled code is caught by the digest.
+    let path = cwasm(&writer.sha256);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let fresh = imsflow::sandbox::Runtime::new(Some(root.clone())).unwrap();
+    assert_eq!(fresh.load(&writer).await.unwrap().info.name, "write-json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the cache is private");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_directory_others_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("shared");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let writer =
+        imsflow::plugin::load(&imsflow::plugin::PluginRef::Stock("write-json".into())).unwrap();
+    let rt = imsflow::sandbox::Runtime::new(Some(root.clone())).unwrap();
+    assert_eq!(rt.load(&writer).await.unwrap().info.name, "write-json");
+    assert!(
+        walk(&root).is_empty(),
+        "nothing was cached in a world-writable directory"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_chatty_plugin_cannot_forge_log_lines_or_flood_the_log() {
+    let s = Scratch::new();
+    s.workflow("version = 1\nname = \"chat\"\ndescription = \"\"\n[[steps]]\nid = \"talk\"\nplugin = \"@PLUGINS@/chatty.wasm\"\n");
+    let out = imsflow_cli(
+        None,
+        &["run", s.path().join("wf.toml").to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr.clone());
+    let stderr = out.stderr.clone();
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("FORGED")),
+        "no forged line:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal escape reaches the log"
+    );
+    let flood = stderr.lines().filter(|l| l.contains("flood ")).count();
+    assert!(flood <= 200, "{flood} flood lines");
+    assert!(
+        stderr.contains("logged more than 200 messages in one call; the rest are dropped"),
+        "{stderr}"
+    );
+}

@@ -88,14 +88,23 @@ fn inspect_refuses_what_is_not_a_plugin() {
 }
 
 fn cargo_in(dir: &std::path::Path, args: &[&str]) {
+    // The wasm workspace's lock file: offline, the scaffold then resolves to
+    // the dependency versions build.rs has already compiled into the same
+    // target dir with the same profile, and only the crate itself builds.
+    let lock = dir.join("Cargo.lock");
+    if !lock.exists() {
+        std::fs::copy(repo_root().join("plugins/Cargo.lock"), &lock).unwrap();
+    }
     let out = std::process::Command::new(env!("CARGO"))
         .args(args)
         .current_dir(dir)
-        // Shared and kept between runs: the scaffold's dependencies build once.
-        .env("CARGO_TARGET_DIR", target_dir().join("scaffold"))
+        .env("CARGO_TARGET_DIR", target_dir().join("wasm"))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
+        // scripts/test's per-test timing is for this suite, not the scaffold's.
+        .env_remove("RUSTC_BOOTSTRAP")
+        .env_remove("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER")
         .output()
         .unwrap();
     assert!(
@@ -189,7 +198,7 @@ fn scaffolded_link_source_tests_builds_and_inspects() {
             "wasm32-wasip2",
         ],
     );
-    let wasm = target_dir().join("scaffold/wasm32-wasip2/release/site_links.wasm");
+    let wasm = test_plugin("site-links");
     let inspected = inspect(dir.path(), wasm.to_str().unwrap());
     assert_eq!(inspected.code, 0, "{}", inspected.stderr);
     assert!(
@@ -211,34 +220,18 @@ fn scaffolded_link_source_tests_builds_and_inspects() {
     );
 }
 
-/// Builds `examples/bos-v1-links` for wasm32-wasip2 (once per process) after
-/// its own FakeHost test passes natively; returns the component's path.
+/// `examples/bos-v1-links`, built by build.rs with the wasm workspace (its
+/// own FakeHost test runs with the SDK's, in `scripts/test`); returns the
+/// component's path.
 fn example_plugin() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let krate = repo_root().join("examples/bos-v1-links");
-            let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
-            assert!(
-                lib.lines().count() <= 40,
-                "the example's lib.rs has {} lines",
-                lib.lines().count()
-            );
-            cargo_in(&krate, &["test", "--offline", "--quiet"]);
-            cargo_in(
-                &krate,
-                &[
-                    "build",
-                    "--offline",
-                    "--quiet",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip2",
-                ],
-            );
-            target_dir().join("scaffold/wasm32-wasip2/release/bos_v1_links.wasm")
-        })
-        .clone()
+    let lib =
+        std::fs::read_to_string(repo_root().join("examples/bos-v1-links/src/lib.rs")).unwrap();
+    assert!(
+        lib.lines().count() <= 40,
+        "the example's lib.rs has {} lines",
+        lib.lines().count()
+    );
+    test_plugin("bos-v1-links")
 }
 
 /// The stock export workflow with the example plugin as one more link source,
@@ -561,7 +554,7 @@ async fn a_site_service_from_the_config_can_be_granted() {
             "wasm32-wasip2",
         ],
     );
-    let wasm = target_dir().join("scaffold/wasm32-wasip2/release/templates_links.wasm");
+    let wasm = test_plugin("templates-links");
     let pin = imsflow::plugin::sha256_hex(&std::fs::read(&wasm).unwrap());
 
     let sys = csm_sim::testing::System::start(&no_running_jobs()).await;

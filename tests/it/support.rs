@@ -5,7 +5,7 @@ use imsflow::engine::{Engine, RunError, RunOptions, RunReport};
 use imsflow::sandbox::Runtime;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,28 +20,10 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
-/// Builds `tests/plugins` once per test process and returns the directory of the `.wasm` files.
+/// The directory of the wasm components: the test plugins, the stock plugins
+/// and the example, built by build.rs before any test runs.
 pub fn test_plugin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let wasm_target = target_dir().join("wasm");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(repo_root().join("tests/plugins/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &wasm_target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("running cargo to build the test plugins");
-        assert!(status.success(), "building tests/plugins failed");
-        wasm_target.join("wasm32-wasip2/release")
-    })
+    Path::new(env!("IMSFLOW_WASM_DIR"))
 }
 
 /// Path of a built test plugin, e.g. `test_plugin("spin")`.
@@ -301,4 +283,74 @@ pub fn reseal(path: &Path, edit: impl FnOnce(&mut imsflow::plan::Plan)) {
     edit(&mut plan);
     plan.seal();
     plan.save(path).unwrap();
+}
+
+// ---- heap accounting for the bounded-memory tests (the whole binary's allocator) ----
+
+/// Counts, per thread, the bytes allocated and not yet freed, and their
+/// peak, so that a test can bound the memory of a call made on its own
+/// thread (RSS cannot: a child's peak RSS includes the test process's).
+/// The thread-locals are const-initialised and have no destructor, as an
+/// allocator requires.
+struct CountingAlloc;
+
+thread_local! {
+    static LIVE: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+    static PEAK: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    let _ = LIVE.try_with(|live| {
+        let now = live.get() + delta;
+        live.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            note(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            note(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        note(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            note(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Runs `f` and returns its result and the most heap it held at once.
+pub fn peak_heap<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let start = LIVE.with(|l| l.get());
+    PEAK.with(|p| p.set(start));
+    let out = f();
+    (out, (PEAK.with(|p| p.get()) - start).max(0) as usize)
+}
+
+/// Bytes a child printed, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -50,3 +50,14 @@ async fn invalid_workflows_report_file_and_line() {
         mismatches.join("\n")
     );
 }
+
+#[test]
+fn range_and_other_template_globals_are_not_unknown_variables() {
+    let s = Scratch::new();
+    let wf = s.workflow(
+        "version = 1\nname = \"g\"\ndescription = \"\"\n[[steps]]\nid = \"a\"\nplugin = \"@PLUGINS@/sleep.wasm\"\nwith = { ms = 1, echo = \"{{ range(3) | list }}\" }\n",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(run(&wf, &[], true)).unwrap();
+    assert_eq!(report.steps[0].output["echo"], serde_json::json!([0, 1, 2]));
+}

@@ -1,8 +1,9 @@
-//! An import's input is hostile input: an `export.json` rewritten with
+//! An import's inputs are hostile input: an `export.json` rewritten with
 //! record ids IMS cannot address, S3 URLs outside S3's rules, part sizes S3
 //! cannot complete, or a bucket the system does not have, is refused at
-//! preflight, naming each record and object, with nothing changed (csm-sim
-//! on the real Ceph).
+//! preflight, naming each record and object, with nothing changed; a saved
+//! import plan with widened grants or a duplicated effect is refused at
+//! apply (csm-sim on the real Ceph).
 use crate::import::Site;
 use crate::support::*;
 use serde_json::{Value, json};

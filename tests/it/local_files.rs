@@ -3,6 +3,7 @@
 use crate::support::*;
 use std::os::unix::fs::{PermissionsExt, chown, symlink};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Runs imsflow, failing the test if it has not ended within 30 s.
@@ -131,4 +132,88 @@ fn a_state_directory_or_run_folder_someone_else_controls_is_refused() {
         "{}",
         listed.stdout
     );
+}
+
+#[test]
+fn endless_or_special_files_are_refused_not_read() {
+    let s = Scratch::new();
+    // A workflow that is /dev/zero, a FIFO given as a workflow, and a plugin file that is a FIFO.
+    let out = imsflow_cli(None, &["validate", "/dev/zero"], &[]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .clone()
+            .contains("workflow file /dev/zero: is not a regular file"),
+        "{}",
+        out.stderr.clone()
+    );
+    let fifo = s.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = imsflow_cli(None, &["validate", fifo.to_str().unwrap()], &[]);
+    assert_eq!(out.code, 1, "a FIFO is not waited on");
+    assert!(
+        out.stderr.clone().contains("is not a regular file"),
+        "{}",
+        out.stderr.clone()
+    );
+    let out = imsflow_cli(None, &["verify", fifo.to_str().unwrap()], &[]);
+    assert_eq!(out.code, 1, "verify does not wait on a FIFO");
+    assert!(
+        out.stderr.contains("neither a tar file nor a directory"),
+        "{}",
+        out.stderr
+    );
+    let out = imsflow_cli(
+        None,
+        &[
+            "export",
+            "--gateway",
+            "http://127.0.0.1:9",
+            "--token-file",
+            "/dev/zero",
+            "--s3-endpoint",
+            "http://127.0.0.1:9",
+            "--s3-access-key",
+            "k",
+            "--s3-secret-key",
+            "s",
+            s.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("token file /dev/zero: is not a regular file"),
+        "{}",
+        out.stderr
+    );
+    let err = imsflow::plugin::load(&imsflow::plugin::PluginRef::File {
+        path: fifo.clone(),
+        sha256: None,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("plugin file") && err.contains("is not a regular file"),
+        "{err}"
+    );
+    let big = s.path().join("big.wasm");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    let err = imsflow::plugin::load(&imsflow::plugin::PluginRef::File {
+        path: big,
+        sha256: None,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("is 6442450944 bytes, over the limit"), "{err}");
 }
