@@ -118,6 +118,7 @@ fn cargo_in(dir: &std::path::Path, args: &[&str]) {
 /// The link-source template, scaffolded outside this repository, passes its
 /// own FakeHost test natively, builds for wasm32-wasip2 with the plain
 /// command its README gives, and is a plugin that `inspect` accepts.
+#[ignore = "slow tier (IMSFLOW_SLOW_TESTS=1): builds a fresh crate natively and for wasm"]
 #[test]
 fn scaffolded_link_source_tests_builds_and_inspects() {
     let dir = tempfile::tempdir().unwrap();
@@ -515,6 +516,7 @@ async fn a_site_link_source_in_the_config_joins_the_stock_export() {
 /// Site-defined services: the config maps a name imsflow does not know to a
 /// gateway path, a site plugin is granted it, and the usual checks apply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow tier (IMSFLOW_SLOW_TESTS=1): builds a fresh crate natively and for wasm"]
 async fn a_site_service_from_the_config_can_be_granted() {
     let dir = tempfile::tempdir().unwrap();
     let sdk = repo_root().join("plugins/sdk");
