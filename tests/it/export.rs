@@ -311,6 +311,15 @@ async fn flags_shape_the_export_as_hpe_does() {
         "{}",
         dry.stdout
     );
+    let dry = export_into(&sys, out.path(), &["--dry-run", "--include-deleted"]);
+    assert_eq!(dry.code, 2, "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .lines()
+            .any(|l| l.starts_with("Would export ") && l.contains(" jobs, deleted: {\"images\":")),
+        "the planner's counts, deleted records included: {}",
+        dry.stdout
+    );
     assert_eq!(
         std::fs::read_dir(out.path()).unwrap().count(),
         before,

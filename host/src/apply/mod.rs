@@ -102,12 +102,41 @@ pub struct ApplyReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GateStop {
     pub gate: String,
-    /// `until`, `approval needed` or `declined`.
-    pub why: String,
+    pub why: GateWhy,
     /// Effects behind the gate, not applied.
     pub remaining: usize,
     /// What the gate asks.
     pub description: String,
+}
+
+/// Why an apply stopped at a gate (as the report and the journal spell it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum GateWhy {
+    /// `--until` named the gate: the stop was asked for.
+    #[serde(rename = "until")]
+    Until,
+    /// Nobody could approve it (no terminal, no `--yes`).
+    #[serde(rename = "approval needed")]
+    ApprovalNeeded,
+    /// The person at the terminal said no.
+    #[serde(rename = "declined")]
+    Declined,
+}
+
+impl GateWhy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateWhy::Until => "until",
+            GateWhy::ApprovalNeeded => "approval needed",
+            GateWhy::Declined => "declined",
+        }
+    }
+}
+
+impl std::fmt::Display for GateWhy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1325,7 +1354,7 @@ impl Executor<'_> {
             })
         };
         let why = if policy.until.as_deref() == Some(gate.name.as_str()) {
-            "until"
+            GateWhy::Until
         } else if policy.yes {
             approve("--yes")?;
             return Ok(None);
@@ -1342,17 +1371,17 @@ impl Executor<'_> {
                 approve("a person at the terminal")?;
                 return Ok(None);
             }
-            "declined"
+            GateWhy::Declined
         } else {
-            "approval needed"
+            GateWhy::ApprovalNeeded
         };
         self.recorder.durable(Event::GateStopped {
             gate: gate.name.clone(),
-            why: why.into(),
+            why: why.as_str().into(),
         })?;
         Ok(Some(GateStop {
             gate: gate.name.clone(),
-            why: why.into(),
+            why,
             remaining,
             description: gate.description.clone(),
         }))

@@ -4,7 +4,44 @@ use super::{Cli, Exit};
 use anyhow::Context;
 use imsflow::connect::Connect;
 use imsflow::workflow;
+use serde::Deserialize;
 use std::path::Path;
+
+/// The export planner's output (`steps.plan.output` of `export-plan`), as
+/// far as `export` prints it; other fields are ignored.
+#[derive(Deserialize)]
+struct ExportSummary {
+    estimated_bytes: Option<u64>,
+    counts: Counts,
+}
+
+#[derive(Deserialize)]
+struct Counts {
+    images: u64,
+    recipes: u64,
+    public_keys: u64,
+    jobs: u64,
+    /// Deleted records, when the export includes them.
+    deleted: Option<DeletedCounts>,
+}
+
+/// Printed as the JSON object it is (`{"images":1,"public_keys":0,"recipes":2}`).
+#[derive(Deserialize, serde::Serialize)]
+struct DeletedCounts {
+    images: u64,
+    public_keys: u64,
+    recipes: u64,
+}
+
+impl ExportSummary {
+    fn from_output(output: &serde_json::Value) -> anyhow::Result<ExportSummary> {
+        ExportSummary::deserialize(output).map_err(|e| {
+            anyhow::anyhow!(
+                "the export's `plan` step output is not an export-plan summary ({e}); the workflow's `plan` step must run the stock export-plan plugin"
+            )
+        })
+    }
+}
 
 /// HPE's export flags, each a param of `workflows/export.toml`.
 #[derive(clap::Args)]
@@ -91,29 +128,26 @@ pub async fn export(
     )
     .await?;
     let plan = &report.plan;
-    let summary = report.output("plan");
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if estimate {
-        let bytes = summary["estimated_bytes"]
-            .as_u64()
-            .unwrap_or(plan.total_bytes());
+        let summary = ExportSummary::from_output(report.output("plan"))?;
+        let bytes = summary.estimated_bytes.unwrap_or(plan.total_bytes());
         println!(
             "With specified export options, estimated total export size is: {}",
             imsflow::units::hpe(bytes)
         );
     } else if dry_run {
-        let c = &summary["counts"];
+        let c = ExportSummary::from_output(report.output("plan"))?.counts;
         println!(
             "Would export {} images, {} recipes, {} public keys, {} jobs{}",
-            c["images"],
-            c["recipes"],
-            c["public_keys"],
-            c["jobs"],
-            if c["deleted"].is_null() {
-                String::new()
-            } else {
-                format!(", deleted: {}", c["deleted"])
+            c.images,
+            c.recipes,
+            c.public_keys,
+            c.jobs,
+            match &c.deleted {
+                None => String::new(),
+                Some(deleted) => format!(", deleted: {}", serde_json::to_string(deleted)?),
             }
         );
         for e in &plan.effects {

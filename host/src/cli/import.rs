@@ -15,29 +15,30 @@ use imsflow::connect::Connect;
 use imsflow::engine::RunOptions;
 use imsflow::journal::runs;
 use imsflow::plan::render;
+use imsflow_kinds::ImportMode;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum Mode {
-    /// Only add exported IMS resources that do not exist
-    Add,
-    /// Add exported IMS resources that do not exist and modify existing resources to match exported resources
-    Update,
-    /// Delete current IMS jobs, hard delete current IMS resources, then add exported resources
-    Overwrite,
-    /// Delete current IMS jobs, soft delete current IMS resources, then add exported resources
-    SoftOverwrite,
-}
+/// HPE's import mode as clap takes it: [`ImportMode`] (one definition,
+/// shared with the import plugins), with its name and HPE's help.
+#[derive(Clone, Copy, Debug)]
+pub struct Mode(pub ImportMode);
 
-impl Mode {
-    fn workflow(self) -> &'static str {
-        match self {
-            Mode::Add => "import-add",
-            Mode::Update => "import-update",
-            Mode::Overwrite => "import-overwrite",
-            Mode::SoftOverwrite => "import-soft-overwrite",
-        }
+impl clap::ValueEnum for Mode {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [Mode; ImportMode::ALL.len()] = {
+            let mut all = [Mode(ImportMode::Add); ImportMode::ALL.len()];
+            let mut i = 0;
+            while i < all.len() {
+                all[i] = Mode(ImportMode::ALL[i]);
+                i += 1;
+            }
+            all
+        };
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name()).help(self.0.help()))
     }
 }
 
@@ -184,7 +185,7 @@ pub async fn import(
             problems.join("\n  - ")
         );
     }
-    let wf = imsflow::workflow::load(flags.mode.workflow())?;
+    let wf = imsflow::workflow::load(flags.mode.0.workflow())?;
     let params = vec![
         ("archive".to_string(), archive.display().to_string()),
         ("backup_dir".to_string(), backup_dir.display().to_string()),
@@ -225,8 +226,7 @@ pub async fn import(
         say(&format!(
             "Nothing to do: IMS and S3 already hold what {} holds for import {}.",
             archive.display(),
-            clap::ValueEnum::to_possible_value(&flags.mode)
-                .map_or_else(String::new, |v| v.get_name().to_string())
+            flags.mode.0.name()
         ));
         return Ok(Exit::Ok);
     }
@@ -244,6 +244,7 @@ pub async fn import(
                 )?)?
             );
         } else {
+            let review = super::review::Review::from_output(&review)?;
             print!("{}", render::render(&plan));
             println!();
             print!("{}", super::review::render(&review));

@@ -3,7 +3,9 @@
 //! state directory, `apply FILE` keeps its journal beside FILE.
 use super::{Cli, Exit};
 use anyhow::Context;
-use imsflow::apply::{ApplyError, ApplyOptions, ApplyReport, Durable, GatePolicy, GatePrompt};
+use imsflow::apply::{
+    ApplyError, ApplyOptions, ApplyReport, Durable, GatePolicy, GatePrompt, GateWhy,
+};
 use imsflow::backends::Backends;
 use imsflow::cancel::Cancel;
 use imsflow::connect::Connect;
@@ -319,7 +321,7 @@ pub(super) async fn apply_durable(
 /// import ends, however it got there, with its verification and `DONE!`.
 pub(super) fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exit {
     let exit = match &report.stopped {
-        Some(stop) if stop.why != "until" => Exit::Pending,
+        Some(stop) if stop.why != GateWhy::Until => Exit::Pending,
         _ => Exit::Ok,
     };
     if cli.json || cli.quiet {
@@ -358,7 +360,7 @@ fn print_progress(plan: &Plan, report: &ApplyReport) {
         report.applied, report.already_done, report.total, plan.plan_hash
     );
     if let Some(stop) = &report.stopped {
-        let how = if stop.why == "until" {
+        let how = if stop.why == GateWhy::Until {
             format!("imsflow resume {}", plan.run.id)
         } else {
             format!("imsflow resume {} --yes", plan.run.id)

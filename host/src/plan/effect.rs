@@ -1,6 +1,7 @@
 //! Effects as the host keeps them: plain data, converted once from the WIT
 //! variant (`sandbox::convert`), serialised into plan files and read back.
 //! Nothing a plugin sent is dropped here: every field of the contract lives on.
+use imsflow_kinds::EffectKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -119,18 +120,9 @@ pub enum Effect {
     },
 }
 
-/// Every effect kind, as written in `grants.effects` and `describe`.
-pub const KINDS: &[&str] = &[
-    "archive-add-object",
-    "archive-add-json",
-    "archive-add-index",
-    "s3-upload-from-archive",
-    "ims-delete",
-    "ims-store-write",
-    "ims-restart",
-    "assert",
-    "phase",
-];
+/// Every effect kind, as written in `grants.effects` and `describe`: the
+/// one list in `imsflow-kinds` (plugins/kinds), which the plugins share.
+pub const KINDS: &[&str] = &imsflow_kinds::EFFECT_KINDS;
 
 /// Something in the world an effect was planned against. `apply` checks
 /// each before anything runs and refuses a plan whose dependencies moved.
@@ -167,17 +159,18 @@ pub enum Dependency {
 impl Effect {
     /// The kind's name, e.g. `archive-add-json`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Effect::ArchiveAddObject { .. } => "archive-add-object",
-            Effect::ArchiveAddJson { .. } => "archive-add-json",
-            Effect::ArchiveAddIndex { .. } => "archive-add-index",
-            Effect::S3UploadFromArchive { .. } => "s3-upload-from-archive",
-            Effect::ImsDelete { .. } => "ims-delete",
-            Effect::ImsStoreWrite { .. } => "ims-store-write",
-            Effect::ImsRestart => "ims-restart",
-            Effect::Assert { .. } => "assert",
-            Effect::Phase { .. } => "phase",
-        }
+        let kind = match self {
+            Effect::ArchiveAddObject { .. } => EffectKind::ArchiveAddObject,
+            Effect::ArchiveAddJson { .. } => EffectKind::ArchiveAddJson,
+            Effect::ArchiveAddIndex { .. } => EffectKind::ArchiveAddIndex,
+            Effect::S3UploadFromArchive { .. } => EffectKind::S3UploadFromArchive,
+            Effect::ImsDelete { .. } => EffectKind::ImsDelete,
+            Effect::ImsStoreWrite { .. } => EffectKind::ImsStoreWrite,
+            Effect::ImsRestart => EffectKind::ImsRestart,
+            Effect::Assert { .. } => EffectKind::Assert,
+            Effect::Phase { .. } => EffectKind::Phase,
+        };
+        kind.as_str()
     }
 
     /// Bytes the effect moves or writes, when it moves any.
@@ -459,6 +452,34 @@ fn canonical(value: &serde_json::Value, h: &mut sha2::Sha256) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kind list is WIT's: the cases of `variant effect` in
+    /// wit/plugin.wit, in order, are the names `grants.effects` takes.
+    #[test]
+    fn the_effect_kinds_are_the_cases_of_the_wit_effect_variant() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        let start = wit
+            .find("variant effect {")
+            .expect("wit/plugin.wit declares `variant effect`");
+        let body = &wit[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
+        let cases: Vec<&str> = body
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .map(|l| {
+                l.trim_start_matches('%')
+                    .split(['(', ','])
+                    .next()
+                    .unwrap()
+                    .trim()
+            })
+            .collect();
+        assert_eq!(
+            cases, KINDS,
+            "wit/plugin.wit's `variant effect` and imsflow_kinds::EFFECT_KINDS (plugins/kinds) must name the same kinds in the same order"
+        );
+    }
 
     fn delete(ims_kind: ImsKind, delete: DeleteMode) -> Effect {
         Effect::ImsDelete {

@@ -19,17 +19,26 @@ impl Step for BosLinks {
         let mut out = LinksOutput::default();
         for t in templates.as_array().into_iter().flatten() {
             let Some(name) = t.get("name").and_then(Value::as_str) else {
-                return Err(StepError::Failed("a BOS session template has no string `name`".into()));
+                return Err(StepError::Failed(
+                    "a BOS session template has no string `name`".into(),
+                ));
             };
             let Some(sets) = t.get("boot_sets").and_then(Value::as_object) else {
-                imsflow_pdk::warn(&format!("Skipping malformed session template '{name}' (missing or invalid 'boot_sets' field)"));
+                imsflow_pdk::warn(&format!(
+                    "Skipping malformed session template '{name}' (missing or invalid 'boot_sets' field)"
+                ));
                 continue;
             };
             for (set_name, set) in sets {
                 if let Some(params) = set.get("kernel_parameters").and_then(Value::as_str) {
-                    kernel_parameter_urls(params).into_iter().for_each(|u| out.add(u));
+                    kernel_parameter_urls(params)
+                        .into_iter()
+                        .for_each(|u| out.add(u));
                 }
-                let (kind, path) = (set.get("type").and_then(Value::as_str), set.get("path").and_then(Value::as_str));
+                let (kind, path) = (
+                    set.get("type").and_then(Value::as_str),
+                    set.get("path").and_then(Value::as_str),
+                );
                 match (kind, path) {
                     (Some("s3"), Some(path)) => out.add(path),
                     (Some(_), Some(_)) => {}

@@ -18,12 +18,18 @@ impl Step for BssLinks {
         let mut out = LinksOutput::default();
         for e in entries.as_array().into_iter().flatten() {
             for field in ["initrd", "kernel"] {
-                if let Some(url) = e.get(field).and_then(Value::as_str).filter(|u| u.starts_with("s3://")) {
+                if let Some(url) = e
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .filter(|u| u.starts_with("s3://"))
+                {
                     out.add(url);
                 }
             }
             if let Some(params) = e.get("params").and_then(Value::as_str) {
-                kernel_parameter_urls(params).into_iter().for_each(|u| out.add(u));
+                kernel_parameter_urls(params)
+                    .into_iter()
+                    .for_each(|u| out.add(u));
             }
         }
         Ok(imsflow_pdk::output(&out, vec![]))

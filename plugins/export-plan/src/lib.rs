@@ -7,7 +7,8 @@
 //! artifact of an IMS record is an error.
 use imsflow_pdk::serde_json::{Map, Value, json};
 use imsflow_pdk::{
-    ArchiveAddIndex, ArchiveAddObject, Effect, Input, ObjectExpect, ObjectHead, ObjectRef, PluginInfo, Step, StepError, StepOutput, s3,
+    ArchiveAddIndex, ArchiveAddObject, Effect, Input, ObjectExpect, ObjectHead, ObjectRef,
+    PluginInfo, Step, StepError, StepOutput, s3,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -53,8 +54,16 @@ fn split(url: &str) -> Option<(&str, &str)> {
 
 /// HPE's flattening: `/` becomes `_`, then anything outside `[A-Za-z0-9._-]` is dropped.
 fn flatten(key: &str) -> String {
-    let flat: String = key.replace('/', "_").chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
-    if flat.is_empty() { "artifact".into() } else { flat }
+    let flat: String = key
+        .replace('/', "_")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .collect();
+    if flat.is_empty() {
+        "artifact".into()
+    } else {
+        flat
+    }
 }
 
 /// The part count of a multipart ETag (`<md5>-N`).
@@ -76,14 +85,17 @@ impl Planner {
             self.heads.insert(url.into(), None);
             return Ok(None);
         };
-        let head = s3::head(bucket, key).map_err(|e| imsflow_pdk::host_err(&format!("HEAD {url}"), e))?;
+        let head =
+            s3::head(bucket, key).map_err(|e| imsflow_pdk::host_err(&format!("HEAD {url}"), e))?;
         self.heads.insert(url.into(), head.clone());
         Ok(head)
     }
 
     /// Keeps the links of a source that exist, warning about the others.
     fn existing(&mut self, source: &str, links: Option<Links>) -> Result<Value, StepError> {
-        let Some(links) = links else { return Ok(Value::Null) };
+        let Some(links) = links else {
+            return Ok(Value::Null);
+        };
         let mut kept = Vec::new();
         for url in links.links {
             if kept.contains(&url) {
@@ -92,7 +104,9 @@ impl Planner {
             if self.head(&url)?.is_some() {
                 kept.push(url);
             } else {
-                imsflow_pdk::warn(&format!("Skipping nonexistent S3 artifact {url} (from {source})"));
+                imsflow_pdk::warn(&format!(
+                    "Skipping nonexistent S3 artifact {url} (from {source})"
+                ));
             }
         }
         Ok(json!(kept))
@@ -101,15 +115,21 @@ impl Planner {
     /// The artifact links a manifest lists, in order, unique.
     fn manifest_links(&mut self, url: &str) -> Result<Vec<String>, StepError> {
         let (bucket, key) = split(url).expect("checked");
-        let bytes = s3::get(bucket, key, self.cap).map_err(|e| imsflow_pdk::host_err(&format!("GET manifest {url}"), e))?;
+        let bytes = s3::get(bucket, key, self.cap)
+            .map_err(|e| imsflow_pdk::host_err(&format!("GET manifest {url}"), e))?;
         let manifest: Value = serde_json::from_slice(&bytes)
             .map_err(|e| StepError::Failed(format!("the manifest {url} is not JSON: {e}")))?;
         let Some(artifacts) = manifest.get("artifacts").and_then(Value::as_array) else {
-            return Err(StepError::Failed(format!("the manifest {url} has no `artifacts` list")));
+            return Err(StepError::Failed(format!(
+                "the manifest {url} has no `artifacts` list"
+            )));
         };
         let mut links: Vec<String> = Vec::new();
         for a in artifacts {
-            if let Some(p) = a.pointer("/link/path").and_then(Value::as_str).filter(|p| !p.is_empty())
+            if let Some(p) = a
+                .pointer("/link/path")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
                 && !links.iter().any(|l| l == p)
             {
                 links.push(p.to_string());
@@ -123,13 +143,25 @@ impl Planner {
 /// with its owner, named as deleted for a deleted record.
 fn record_links(ims: &Value, kind: &str) -> Vec<(String, String)> {
     let records = |at: &str, what: &'static str| {
-        ims.pointer(at).and_then(Value::as_object).into_iter().flatten().map(move |(id, r)| (id, r, what))
+        ims.pointer(at)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(move |(id, r)| (id, r, what))
     };
-    records(&format!("/{kind}"), "IMS").chain(records(&format!("/deleted/{kind}"), DELETED)).filter_map(|(id, r, what)| {
-        let path = r.pointer("/link/path").and_then(Value::as_str).filter(|p| !p.is_empty())?;
-        Some((path.to_string(), format!("{what} {} {id}", kind.trim_end_matches('s'))))
-    })
-    .collect()
+    records(&format!("/{kind}"), "IMS")
+        .chain(records(&format!("/deleted/{kind}"), DELETED))
+        .filter_map(|(id, r, what)| {
+            let path = r
+                .pointer("/link/path")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())?;
+            Some((
+                path.to_string(),
+                format!("{what} {} {id}", kind.trim_end_matches('s')),
+            ))
+        })
+        .collect()
 }
 
 /// How the owner of a soft-deleted record's links is named. Real IMS keeps the
@@ -147,9 +179,16 @@ impl Step for ExportPlan {
 
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {
         let w = input.with;
-        let mut p = Planner { heads: HashMap::new(), cap: w.max_manifest_bytes };
+        let mut p = Planner {
+            heads: HashMap::new(),
+            cap: w.max_manifest_bytes,
+        };
         if let Some(bad) = w.sources.keys().find(|n| {
-            n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            n.is_empty()
+                || n.len() > 64
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         }) {
             return Err(StepError::InvalidInput(format!(
                 "link source name `{bad}`: use 1-64 lowercase letters, digits, `-` and `_`"
@@ -158,11 +197,19 @@ impl Step for ExportPlan {
         let (bos, bss, catalog) = if w.exclude_linked_artifacts {
             (Value::Null, Value::Null, Value::Null)
         } else {
-            (p.existing("BOS", w.bos)?, p.existing("BSS", w.bss)?, p.existing("product catalog", w.product_catalog)?)
+            (
+                p.existing("BOS", w.bos)?,
+                p.existing("BSS", w.bss)?,
+                p.existing("product catalog", w.product_catalog)?,
+            )
         };
         let mut site = Map::new();
         for (name, links) in w.sources {
-            let kept = if w.exclude_linked_artifacts { Value::Null } else { p.existing(&format!("link source {name}"), links)? };
+            let kept = if w.exclude_linked_artifacts {
+                Value::Null
+            } else {
+                p.existing(&format!("link source {name}"), links)?
+            };
             site.insert(name, kept);
         }
         let mut doc = Map::new();
@@ -192,27 +239,46 @@ impl Step for ExportPlan {
                 others.push(url);
             }
             let stock = [&bos, &bss, &catalog].into_iter();
-            for extra in stock.chain(site.values()).filter_map(Value::as_array).flatten() {
+            for extra in stock
+                .chain(site.values())
+                .filter_map(Value::as_array)
+                .flatten()
+            {
                 let url = extra.as_str().unwrap_or_default().to_string();
-                if url.ends_with("manifest.json") { images.push(url) } else { others.push(url) }
+                if url.ends_with("manifest.json") {
+                    images.push(url)
+                } else {
+                    others.push(url)
+                }
             }
             let mut seen = HashSet::new();
             images.retain(|u| seen.insert(u.clone()));
             let mut manifest_links = HashMap::new();
             let mut missing = HashSet::new();
             for url in &images {
-                let owner = owners.get(url).cloned().unwrap_or_else(|| "a link source".into());
+                let owner = owners
+                    .get(url)
+                    .cloned()
+                    .unwrap_or_else(|| "a link source".into());
                 if p.head(url)?.is_none() {
                     if owner.starts_with(DELETED) {
-                        imsflow_pdk::warn(&format!("Skipping {owner}: its manifest {url} does not exist in S3"));
+                        imsflow_pdk::warn(&format!(
+                            "Skipping {owner}: its manifest {url} does not exist in S3"
+                        ));
                         missing.insert(url.clone());
                         continue;
                     }
-                    return Err(StepError::Failed(format!("{owner} links to {url}, which does not exist in S3")));
+                    return Err(StepError::Failed(format!(
+                        "{owner} links to {url}, which does not exist in S3"
+                    )));
                 }
                 let links = p.manifest_links(url)?;
                 for l in &links {
-                    let by = if owner.starts_with(DELETED) { format!("{owner} (manifest {url})") } else { format!("manifest {url}") };
+                    let by = if owner.starts_with(DELETED) {
+                        format!("{owner} (manifest {url})")
+                    } else {
+                        format!("manifest {url}")
+                    };
                     owners.entry(l.clone()).or_insert(by);
                     others.push(l.clone());
                 }
@@ -224,12 +290,19 @@ impl Step for ExportPlan {
             let mut buckets = BTreeSet::new();
             for url in images.iter().chain(&others) {
                 let Some(head) = p.head(url)? else {
-                    let owner = owners.get(url).map(String::as_str).unwrap_or("a link source");
+                    let owner = owners
+                        .get(url)
+                        .map(String::as_str)
+                        .unwrap_or("a link source");
                     if owner.starts_with(DELETED) {
-                        imsflow_pdk::warn(&format!("Skipping {url} of {owner}: it does not exist in S3"));
+                        imsflow_pdk::warn(&format!(
+                            "Skipping {url} of {owner}: it does not exist in S3"
+                        ));
                         continue;
                     }
-                    return Err(StepError::Failed(format!("{owner} needs {url}, which does not exist in S3")));
+                    return Err(StepError::Failed(format!(
+                        "{owner} needs {url}, which does not exist in S3"
+                    )));
                 };
                 let (bucket, key) = split(url).expect("head found it");
                 buckets.insert(bucket.to_string());
@@ -242,7 +315,11 @@ impl Step for ExportPlan {
                     n += 1;
                     relpath = format!("{base}-{n}");
                 }
-                let metadata: Map<String, Value> = head.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                let metadata: Map<String, Value> = head
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect();
                 let mut entry = Map::new();
                 entry.insert("relpath".into(), json!(relpath));
                 if let Some(links) = manifest_links.get(url) {
@@ -272,14 +349,21 @@ impl Step for ExportPlan {
                 artifacts.insert(url.clone(), Value::Object(entry));
                 total += head.size;
                 effects.push(Effect::ArchiveAddObject(ArchiveAddObject {
-                    source: ObjectRef { bucket: bucket.into(), key: key.into() },
+                    source: ObjectRef {
+                        bucket: bucket.into(),
+                        key: key.into(),
+                    },
                     path: relpath,
-                    expect: Some(ObjectExpect { size: head.size, etag: head.etag.clone() }),
+                    expect: Some(ObjectExpect {
+                        size: head.size,
+                        etag: head.etag.clone(),
+                    }),
                 }));
             }
             let mut listings = Map::new();
             for bucket in buckets {
-                let objects = s3::list_objects(&bucket, "").map_err(|e| imsflow_pdk::host_err(&format!("listing bucket {bucket}"), e))?;
+                let objects = s3::list_objects(&bucket, "")
+                    .map_err(|e| imsflow_pdk::host_err(&format!("listing bucket {bucket}"), e))?;
                 // boto3's list_objects shape, as HPE records it.
                 let items: Vec<Value> = objects
                     .iter()
@@ -302,7 +386,10 @@ impl Step for ExportPlan {
                     .collect();
                 listings.insert(bucket, json!({ "artifacts": items }));
             }
-            doc.insert("s3_data".into(), json!({ "artifacts": artifacts, "buckets": listings }));
+            doc.insert(
+                "s3_data".into(),
+                json!({ "artifacts": artifacts, "buckets": listings }),
+            );
         }
         let count = |k: &str| w.ims.get(k).and_then(Value::as_object).map_or(0, Map::len);
         let counts = json!({
@@ -314,10 +401,17 @@ impl Step for ExportPlan {
             })),
             "artifacts": artifacts.len(), "artifact_bytes": total,
         });
-        doc.insert("imsflow".into(), json!({ "format": 1, "version": env!("CARGO_PKG_VERSION"), "counts": counts }));
+        doc.insert(
+            "imsflow".into(),
+            json!({ "format": 1, "version": env!("CARGO_PKG_VERSION"), "counts": counts }),
+        );
         let text = serde_json::to_string(&Value::Object(doc)).expect("serialisable");
         let summary = json!({ "counts": counts, "index_bytes": text.len(), "estimated_bytes": total + text.len() as u64 });
-        effects.push(Effect::ArchiveAddIndex(ArchiveAddIndex { path: "export.json".into(), json: text, entries_at: "/s3_data/artifacts".into() }));
+        effects.push(Effect::ArchiveAddIndex(ArchiveAddIndex {
+            path: "export.json".into(),
+            json: text,
+            entries_at: "/s3_data/artifacts".into(),
+        }));
         Ok(imsflow_pdk::output(&summary, effects))
     }
 }

@@ -1,6 +1,7 @@
 //! Effects as plain data: the WIT `effect` variant without the bindings, so
 //! that the pure functions and their tests need no Wasm. `wit.rs` (feature
 //! `pdk`) converts them.
+use imsflow_kinds::EffectKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -128,16 +129,16 @@ pub enum Effect {
 
 impl Effect {
     /// The effect kind as `grants.effects` names it.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EffectKind {
         match self {
-            Effect::Phase { .. } => "phase",
-            Effect::ArchiveAddObject { .. } => "archive-add-object",
-            Effect::ArchiveAddIndex { .. } => "archive-add-index",
-            Effect::S3UploadFromArchive(_) => "s3-upload-from-archive",
-            Effect::ImsDelete { .. } => "ims-delete",
-            Effect::AssertImsEmpty { .. } | Effect::VerifyEndState => "assert",
-            Effect::ImsStoreWrite { .. } => "ims-store-write",
-            Effect::ImsRestart => "ims-restart",
+            Effect::Phase { .. } => EffectKind::Phase,
+            Effect::ArchiveAddObject { .. } => EffectKind::ArchiveAddObject,
+            Effect::ArchiveAddIndex { .. } => EffectKind::ArchiveAddIndex,
+            Effect::S3UploadFromArchive(_) => EffectKind::S3UploadFromArchive,
+            Effect::ImsDelete { .. } => EffectKind::ImsDelete,
+            Effect::AssertImsEmpty { .. } | Effect::VerifyEndState => EffectKind::Assert,
+            Effect::ImsStoreWrite { .. } => EffectKind::ImsStoreWrite,
+            Effect::ImsRestart => EffectKind::ImsRestart,
         }
     }
 }

@@ -11,7 +11,8 @@
 //! - [`restore`]: the S3 restore plan: which objects to upload, which are
 //!   present and identical, which conflict;
 //! - [`modes`]: HPE's four import modes, each a function from (archive,
-//!   current IMS, S3 state, options) to effects and a review;
+//!   current IMS, S3 state, options) to effects and a review, one function
+//!   per phase (docs/import.md);
 //! - [`backup`]: the pre-import backup (an imsflow export of the current
 //!   records plus the S3 objects the import deletes or replaces);
 //! - [`effect`]: the effects, as plain data.

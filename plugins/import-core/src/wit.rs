@@ -172,6 +172,10 @@ pub fn describe(mode: Mode, name: &str, version: &str, description: &str) -> pdk
         version: version.into(),
         description: description.into(),
         services: Vec::new(),
-        effects: mode.effect_kinds().iter().map(|k| k.to_string()).collect(),
+        effects: mode
+            .effect_kinds()
+            .iter()
+            .map(|k| k.as_str().into())
+            .collect(),
     }
 }

@@ -20,23 +20,37 @@ struct With {
 fn records(path: &str, what: &str) -> Result<Map<String, Value>, StepError> {
     let list = imsflow_pdk::service_json("ims", path)?;
     let Value::Array(items) = list else {
-        return Err(StepError::Aborted(format!("{what}: IMS did not answer a JSON list")));
+        return Err(StepError::Aborted(format!(
+            "{what}: IMS did not answer a JSON list"
+        )));
     };
     let mut out = Map::new();
     for item in items {
         let Value::Object(record) = item else {
-            return Err(StepError::Aborted(format!("At least one item in {what} is not a JSON object")));
+            return Err(StepError::Aborted(format!(
+                "At least one item in {what} is not a JSON object"
+            )));
         };
         for field in ["id", "created"] {
             match record.get(field) {
-                None => return Err(StepError::Aborted(format!("At least one item in {what} is missing required field '{field}'"))),
+                None => {
+                    return Err(StepError::Aborted(format!(
+                        "At least one item in {what} is missing required field '{field}'"
+                    )));
+                }
                 Some(Value::String(s)) if !s.is_empty() => {}
-                Some(_) => return Err(StepError::Aborted(format!("At least one item in {what} has empty value for '{field}' field"))),
+                Some(_) => {
+                    return Err(StepError::Aborted(format!(
+                        "At least one item in {what} has empty value for '{field}' field"
+                    )));
+                }
             }
         }
         let id = record["id"].as_str().unwrap().to_string();
         if out.insert(id.clone(), Value::Object(record)).is_some() {
-            return Err(StepError::Aborted(format!("At least one item in {what} has duplicate 'id' value '{id}'")));
+            return Err(StepError::Aborted(format!(
+                "At least one item in {what} has duplicate 'id' value '{id}'"
+            )));
         }
     }
     Ok(out)
@@ -53,10 +67,21 @@ impl Step for ImsFetch {
         let jobs = records("v3/jobs", "IMS jobs")?;
         let running: Vec<String> = jobs
             .values()
-            .filter(|j| !matches!(j.get("status").and_then(Value::as_str), Some("success" | "error")))
+            .filter(|j| {
+                !matches!(
+                    j.get("status").and_then(Value::as_str),
+                    Some("success" | "error")
+                )
+            })
             .map(|j| match j.get("status").and_then(Value::as_str) {
-                Some(s) => format!("Job {} is not complete (status = {s})", j["id"].as_str().unwrap_or_default()),
-                None => format!("Job {} is not complete (no 'status' field found)", j["id"].as_str().unwrap_or_default()),
+                Some(s) => format!(
+                    "Job {} is not complete (status = {s})",
+                    j["id"].as_str().unwrap_or_default()
+                ),
+                None => format!(
+                    "Job {} is not complete (no 'status' field found)",
+                    j["id"].as_str().unwrap_or_default()
+                ),
             })
             .collect();
         if !running.is_empty() {
@@ -66,17 +91,35 @@ impl Step for ImsFetch {
                     running.join("; ")
                 )));
             }
-            imsflow_pdk::warn(&format!("ignoring {} incomplete job(s): {}", running.len(), running.join("; ")));
+            imsflow_pdk::warn(&format!(
+                "ignoring {} incomplete job(s): {}",
+                running.len(),
+                running.join("; ")
+            ));
         }
         let mut ims = Map::new();
         ims.insert("jobs".into(), Value::Object(jobs));
-        for (key, path, what) in [("images", "images", "IMS images"), ("public_keys", "public-keys", "IMS public keys"), ("recipes", "recipes", "IMS recipes")] {
-            ims.insert(key.into(), Value::Object(records(&format!("v3/{path}"), what)?));
+        for (key, path, what) in [
+            ("images", "images", "IMS images"),
+            ("public_keys", "public-keys", "IMS public keys"),
+            ("recipes", "recipes", "IMS recipes"),
+        ] {
+            ims.insert(
+                key.into(),
+                Value::Object(records(&format!("v3/{path}"), what)?),
+            );
         }
         let deleted = if input.with.include_deleted {
             let mut d = Map::new();
-            for (key, path, what) in [("images", "images", "deleted IMS images"), ("public_keys", "public-keys", "deleted IMS public keys"), ("recipes", "recipes", "deleted IMS recipes")] {
-                d.insert(key.into(), Value::Object(records(&format!("v3/deleted/{path}"), what)?));
+            for (key, path, what) in [
+                ("images", "images", "deleted IMS images"),
+                ("public_keys", "public-keys", "deleted IMS public keys"),
+                ("recipes", "recipes", "deleted IMS recipes"),
+            ] {
+                d.insert(
+                    key.into(),
+                    Value::Object(records(&format!("v3/deleted/{path}"), what)?),
+                );
             }
             Value::Object(d)
         } else {

@@ -23,12 +23,18 @@ pub trait Host {
     /// service, path and status.
     fn get_json(&self, service: &str, path: &str) -> Result<Value, StepError> {
         let what = format!("GET {service} {path}");
-        let resp = self.service_get(service, path).map_err(|e| host_err(&what, e))?;
+        let resp = self
+            .service_get(service, path)
+            .map_err(|e| host_err(&what, e))?;
         if resp.status != 200 {
             let body: String = resp.body.chars().take(300).collect();
-            return Err(StepError::Failed(format!("{what}: HTTP {} (expected 200): {body}", resp.status)));
+            return Err(StepError::Failed(format!(
+                "{what}: HTTP {} (expected 200): {body}",
+                resp.status
+            )));
         }
-        serde_json::from_str(&resp.body).map_err(|e| StepError::Failed(format!("{what}: the answer is not JSON: {e}")))
+        serde_json::from_str(&resp.body)
+            .map_err(|e| StepError::Failed(format!("{what}: the answer is not JSON: {e}")))
     }
 
     /// GETs a JSON list (of session templates, ConfigMaps...); anything but a
@@ -118,11 +124,23 @@ mod fake {
         }
 
         /// Any answer for `GET service path`.
-        pub fn service_response(mut self, service: &str, path: &str, status: u16, body: &str) -> FakeHost {
+        pub fn service_response(
+            mut self,
+            service: &str,
+            path: &str,
+            status: u16,
+            body: &str,
+        ) -> FakeHost {
             self.services
                 .entry(service.to_string())
                 .or_default()
-                .insert(path.to_string(), ServiceResponse { status, body: body.to_string() });
+                .insert(
+                    path.to_string(),
+                    ServiceResponse {
+                        status,
+                        body: body.to_string(),
+                    },
+                );
             self
         }
 
@@ -136,13 +154,17 @@ mod fake {
                 last_modified: None,
                 accept_ranges: None,
             };
-            self.objects.insert((bucket.to_string(), key.to_string()), head);
+            self.objects
+                .insert((bucket.to_string(), key.to_string()), head);
             self
         }
 
         /// A member of the input archive.
         pub fn member(mut self, path: &str, size: u64) -> FakeHost {
-            self.members.push(ArchiveMember { path: path.to_string(), size });
+            self.members.push(ArchiveMember {
+                path: path.to_string(),
+                size,
+            });
             self
         }
 
@@ -159,7 +181,9 @@ mod fake {
 
     impl Host for FakeHost {
         fn service_get(&self, service: &str, path: &str) -> Result<ServiceResponse, HostError> {
-            self.requests.borrow_mut().push(format!("GET {service} {path}"));
+            self.requests
+                .borrow_mut()
+                .push(format!("GET {service} {path}"));
             let Some(paths) = self.services.get(service) else {
                 return Err(HostError::Denied(format!(
                     "service `{service}` is not granted (FakeHost has no answer for it)"
@@ -171,7 +195,10 @@ mod fake {
             }))
         }
         fn s3_head(&self, bucket: &str, key: &str) -> Result<Option<ObjectHead>, HostError> {
-            Ok(self.objects.get(&(bucket.to_string(), key.to_string())).cloned())
+            Ok(self
+                .objects
+                .get(&(bucket.to_string(), key.to_string()))
+                .cloned())
         }
         fn archive_members(&self) -> Result<Vec<ArchiveMember>, HostError> {
             Ok(self.members.clone())

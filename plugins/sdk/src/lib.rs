@@ -38,9 +38,9 @@ pub use serde_json;
 pub mod host;
 pub mod links;
 
-pub use host::Host;
 #[cfg(not(target_family = "wasm"))]
 pub use host::FakeHost;
+pub use host::Host;
 pub use links::Link;
 
 use serde::de::DeserializeOwned;
@@ -73,7 +73,10 @@ pub fn run_step<S: Step>(input: String) -> Result<StepOutput, StepError> {
         .map_err(|e| StepError::InvalidInput(format!("input is not a step envelope: {e}")))?;
     let with = serde_json::from_value(env.with)
         .map_err(|e| StepError::InvalidInput(format!("`with`: {e}")))?;
-    S::run(Input { with, context: env.context })
+    S::run(Input {
+        with,
+        context: env.context,
+    })
 }
 
 /// Builds a [`StepOutput`] from any serialisable output and a list of effects.
@@ -101,9 +104,13 @@ pub fn service_json(service: &str, path: &str) -> Result<serde_json::Value, Step
     let resp = services::get(service, path).map_err(|e| host_err(&what, e))?;
     if resp.status != 200 {
         let body: String = resp.body.chars().take(300).collect();
-        return Err(StepError::Failed(format!("{what}: HTTP {} (expected 200): {body}", resp.status)));
+        return Err(StepError::Failed(format!(
+            "{what}: HTTP {} (expected 200): {body}",
+            resp.status
+        )));
     }
-    serde_json::from_str(&resp.body).map_err(|e| StepError::Failed(format!("{what}: the answer is not JSON: {e}")))
+    serde_json::from_str(&resp.body)
+        .map_err(|e| StepError::Failed(format!("{what}: the answer is not JSON: {e}")))
 }
 
 /// Log at info level, attributed to this step by the host.
@@ -153,7 +160,7 @@ macro_rules! export_step {
                     $crate::run_step::<$ty>(input)
                 }
             }
-            $crate::bindings::export_component!(__ImsflowStep with_types_in $crate::bindings);
+    $crate::bindings::export_component!(__ImsflowStep with_types_in $crate::bindings);
         };
     };
 }

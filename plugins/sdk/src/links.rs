@@ -33,7 +33,9 @@ impl LinksOutput {
 fn bucket_ok(bucket: &str) -> bool {
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     bucket.len() >= 3
-        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
         && alnum(bucket.chars().next())
         && alnum(bucket.chars().last())
 }
@@ -79,8 +81,11 @@ pub fn run_link_source<H: Host, W: serde::de::DeserializeOwned>(
     }
     let env: Envelope = serde_json::from_str(input)
         .map_err(|e| StepError::InvalidInput(format!("input is not a step envelope: {e}")))?;
-    let with = serde_json::from_value(env.with).map_err(|e| StepError::InvalidInput(format!("`with`: {e}")))?;
-    let out = LinksOutput { links: dedupe(links(host, with)?) };
+    let with = serde_json::from_value(env.with)
+        .map_err(|e| StepError::InvalidInput(format!("`with`: {e}")))?;
+    let out = LinksOutput {
+        links: dedupe(links(host, with)?),
+    };
     Ok(crate::output(&out, vec![]))
 }
 
@@ -99,13 +104,17 @@ pub fn kernel_parameter_urls(params: &str) -> Vec<String> {
             continue;
         }
         let rest = &params[start + 5..];
-        let Some(slash) = rest.find('/') else { continue };
+        let Some(slash) = rest.find('/') else {
+            continue;
+        };
         let bucket = &rest[..slash];
         if !bucket_ok(bucket) {
             continue;
         }
         let key_and_more = &rest[slash + 1..];
-        let key_len = key_and_more.find([',', ':', ' ', '\t']).unwrap_or(key_and_more.len());
+        let key_len = key_and_more
+            .find([',', ':', ' ', '\t'])
+            .unwrap_or(key_and_more.len());
         if key_len == 0 || key_len > 1024 {
             continue;
         }
@@ -125,17 +134,30 @@ mod tests {
     #[test]
     fn hpe_examples() {
         let p = "console=ttyS0 metal.server=s3://boot-images/k8s/0.5.8/rootfs root=craycps-s3:s3://boot-images/abc/rootfs:etag1:dvs:x nmd_data=url=s3://boot-images/abc/rootfs,etag=e";
-        assert_eq!(kernel_parameter_urls(p), vec!["s3://boot-images/k8s/0.5.8/rootfs", "s3://boot-images/abc/rootfs"]);
+        assert_eq!(
+            kernel_parameter_urls(p),
+            vec![
+                "s3://boot-images/k8s/0.5.8/rootfs",
+                "s3://boot-images/abc/rootfs"
+            ]
+        );
     }
 
     #[test]
     fn whole_urls_and_dedupe() {
-        assert_eq!(s3_url("s3://boot-images/k/rootfs").as_deref(), Some("s3://boot-images/k/rootfs"));
+        assert_eq!(
+            s3_url("s3://boot-images/k/rootfs").as_deref(),
+            Some("s3://boot-images/k/rootfs")
+        );
         assert_eq!(s3_url("s3://Boot/k"), None);
         assert_eq!(s3_url("s3://boot-images/"), None);
         assert_eq!(s3_url("http://x/y"), None);
         assert_eq!(urls_in("a=s3://ims/x b"), vec!["s3://ims/x"]);
-        let d = dedupe(["s3://a1/x".to_string(), "s3://b1/y".into(), "s3://a1/x".into()]);
+        let d = dedupe([
+            "s3://a1/x".to_string(),
+            "s3://b1/y".into(),
+            "s3://a1/x".into(),
+        ]);
         assert_eq!(d, vec!["s3://a1/x", "s3://b1/y"]);
     }
 

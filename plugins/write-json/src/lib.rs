@@ -22,7 +22,10 @@ impl Step for WriteJson {
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {
         let json = input.with.document.to_string();
         let summary = serde_json::json!({ "path": input.with.path, "bytes": json.len() });
-        let effect = Effect::ArchiveAddJson(ArchiveAddJson { path: input.with.path, json });
+        let effect = Effect::ArchiveAddJson(ArchiveAddJson {
+            path: input.with.path,
+            json,
+        });
         Ok(imsflow_pdk::output(&summary, vec![effect]))
     }
 }
