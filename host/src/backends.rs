@@ -1,8 +1,8 @@
 //! What host imports read from: CSM services over HTTP, S3, and the input
 //! archive. Plugins never see the credentials held here.
 use crate::archive::ArchiveReader;
-use crate::connect::{BodyError, error_chain, read_capped, request_error, without_userinfo};
 use crate::k8s::{Kube, KubeError};
+use crate::net::{BodyError, error_chain, read_capped, request_error, without_userinfo};
 use crate::s3::S3Store;
 use std::sync::Arc;
 
@@ -16,71 +16,77 @@ pub const SERVICES: &[(&str, &str)] = &[
     ("product-catalog", ""),
 ];
 
-/// Services the site's config file adds (`[services]`: name -> gateway
-/// path), for site plugins; grants and path checks apply as to stock ones.
-static SITE_SERVICES: std::sync::RwLock<std::collections::BTreeMap<String, String>> =
-    std::sync::RwLock::new(std::collections::BTreeMap::new());
+/// The services a grant may name: the stock ones (`SERVICES`) and those the
+/// site's config file adds (`[services]`: name -> gateway path), for site
+/// plugins; grants and path checks apply as to stock ones. Built from the
+/// settings and passed in: to validation and in `Backends`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteServices {
+    /// Name -> gateway path, ending in `/`.
+    site: std::collections::BTreeMap<String, String>,
+}
 
-/// Adds site services: `bos-v1 = "/apis/bos/v1"`. A name is lowercase
-/// letters, digits and `-` and not a stock service's; a path is under
-/// `/apis/`, without dot segments, query or fragment.
-pub fn add_site_services(
-    services: &std::collections::BTreeMap<String, String>,
-) -> Result<(), String> {
-    let mut checked = Vec::new();
-    for (name, path) in services {
-        let name_ok = name.len() <= 64
-            && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !name_ok {
-            return Err(format!(
-                "service name `{name}`: use lowercase letters, digits and `-`, starting with a letter"
-            ));
+impl SiteServices {
+    /// Checks site services: `bos-v1 = "/apis/bos/v1"`. A name is lowercase
+    /// letters, digits and `-` and not a stock service's; a path is under
+    /// `/apis/`, without dot segments, query or fragment.
+    pub fn new(
+        services: &std::collections::BTreeMap<String, String>,
+    ) -> Result<SiteServices, String> {
+        let mut site = std::collections::BTreeMap::new();
+        for (name, path) in services {
+            let name_ok = name.len() <= 64
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !name_ok {
+                return Err(format!(
+                    "service name `{name}`: use lowercase letters, digits and `-`, starting with a letter"
+                ));
+            }
+            if SERVICES.iter().any(|(n, _)| n == name) {
+                return Err(format!(
+                    "service `{name}` is a stock service; give the site's service another name"
+                ));
+            }
+            let base = path.trim_matches('/');
+            if !base.starts_with("apis/") || base.len() <= "apis/".len() || base.contains("//") {
+                return Err(format!(
+                    "service `{name}`: the path `{}` must be under /apis/ on the gateway",
+                    path.escape_debug()
+                ));
+            }
+            check_service_path(base).map_err(|why| {
+                format!(
+                    "service `{name}`: the path `{}`: {why}",
+                    path.escape_debug()
+                )
+            })?;
+            site.insert(name.clone(), format!("{base}/"));
         }
-        if SERVICES.iter().any(|(n, _)| n == name) {
-            return Err(format!(
-                "service `{name}` is a stock service; give the site's service another name"
-            ));
-        }
-        let base = path.trim_matches('/');
-        if !base.starts_with("apis/") || base.len() <= "apis/".len() || base.contains("//") {
-            return Err(format!(
-                "service `{name}`: the path `{}` must be under /apis/ on the gateway",
-                path.escape_debug()
-            ));
-        }
-        check_service_path(base).map_err(|why| {
-            format!(
-                "service `{name}`: the path `{}`: {why}",
-                path.escape_debug()
-            )
-        })?;
-        checked.push((name.clone(), format!("{base}/")));
+        Ok(SiteServices { site })
     }
-    SITE_SERVICES.write().unwrap().extend(checked);
-    Ok(())
-}
 
-/// The gateway path of a stock or site service.
-pub fn service_base(name: &str) -> Option<String> {
-    SERVICES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, b)| b.to_string())
-        .or_else(|| SITE_SERVICES.read().unwrap().get(name).cloned())
-}
+    /// The gateway path of a stock or site service.
+    pub fn base(&self, name: &str) -> Option<String> {
+        SERVICES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| b.to_string())
+            .or_else(|| self.site.get(name).cloned())
+    }
 
-pub fn is_known_service(name: &str) -> bool {
-    service_base(name).is_some()
-}
+    pub fn is_known(&self, name: &str) -> bool {
+        self.base(name).is_some()
+    }
 
-/// Stock services, then the site's.
-pub fn known_services() -> Vec<String> {
-    let mut all: Vec<String> = SERVICES.iter().map(|(n, _)| n.to_string()).collect();
-    all.extend(SITE_SERVICES.read().unwrap().keys().cloned());
-    all
+    /// Stock services, then the site's.
+    pub fn known(&self) -> Vec<String> {
+        let mut all: Vec<String> = SERVICES.iter().map(|(n, _)| n.to_string()).collect();
+        all.extend(self.site.keys().cloned());
+        all
+    }
 }
 
 /// A service's answer: HTTP status and body text.
@@ -123,6 +129,8 @@ pub struct Backends {
     pub s3: Option<Arc<S3Store>>,
     pub kube: Option<Kube>,
     pub archive: Option<ArchiveReader>,
+    /// The services `service_call` may reach: stock and the site's.
+    pub site_services: SiteServices,
 }
 
 impl Backends {
@@ -157,7 +165,9 @@ impl Backends {
             .services
             .as_ref()
             .ok_or(BackendError::NotConfigured("CSM gateway"))?;
-        let base = service_base(service)
+        let base = self
+            .site_services
+            .base(service)
             .ok_or_else(|| BackendError::NotFound(format!("unknown service `{service}`")))?;
         let url = service_url(&client.gateway, service, &base, path)?;
         // Messages name the request without the gateway's userinfo.

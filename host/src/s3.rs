@@ -1,6 +1,6 @@
 //! The host's S3 client (Ceph RGW): small reads for plugins, and the
 //! streaming GETs that move artifacts into archives.
-use crate::connect::CaBundle;
+use crate::net::CaBundle;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -99,7 +99,7 @@ struct DisplayErrorContext<E>(E);
 
 impl<E: std::error::Error + 'static> std::fmt::Display for DisplayErrorContext<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::connect::error_chain(&self.0))
+        f.write_str(&crate::net::error_chain(&self.0))
     }
 }
 

@@ -54,7 +54,7 @@ async fn a_plugin_declaring_an_ungranted_kind_is_refused_at_validate() {
     let text = rogue("{ }", "[]").replace("@PLUGINS@", test_plugin_dir().to_str().unwrap());
     std::fs::write(&path, text).unwrap();
     let wf = imsflow::workflow::load(path.to_str().unwrap()).unwrap();
-    let Err(err) = wf.load_plugins(&runtime()).await else {
+    let Err(err) = imsflow::engine::load_plugins(&wf, &runtime()).await else {
         panic!("a plugin declaring an ungranted kind must be refused")
     };
     let err = err.to_string();

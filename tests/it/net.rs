@@ -4,8 +4,9 @@
 //! Servers here are fakes on loopback that record what reached them.
 use crate::support::*;
 use imsflow::backends::{BackendError, Backends, ServiceClient};
-use imsflow::connect::{Connect, ConnectError, REQUEST_TIMEOUT};
+use imsflow::connect::{Connect, ConnectError};
 use imsflow::k8s::{Kube, KubeError};
+use imsflow::net::Timeouts;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -372,13 +373,22 @@ async fn a_keycloak_answer_streaming_forever_is_cut_at_the_cap() {
     );
 }
 
+/// The request timeout these tests set: what they prove holds for any.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_kubernetes_api_times_out() {
     let api = Fake::start(Answer::Silent).await;
     let dir = tempfile::tempdir().unwrap();
+    let timeouts = Timeouts {
+        request: REQUEST_TIMEOUT,
+        ..Timeouts::default()
+    };
+    let kube =
+        Kube::from_kubeconfig_with(&kubeconfig(dir.path(), &api.url, false), &timeouts).unwrap();
     let err = within(
         REQUEST_TIMEOUT + Duration::from_secs(15),
-        kube(dir.path(), &api.url).get("/api/v1/namespaces/services/configmaps"),
+        kube.get("/api/v1/namespaces/services/configmaps"),
     )
     .await
     .unwrap_err()
@@ -391,9 +401,13 @@ async fn a_silent_keycloak_times_out() {
     let api = admin_secret_api().await;
     let gw = Fake::start(Answer::Silent).await;
     let dir = tempfile::tempdir().unwrap();
+    let settings = Connect {
+        request_timeout: Some(REQUEST_TIMEOUT.as_secs()),
+        ..keycloak_settings(dir.path(), &gw.url, &api.url)
+    };
     let err = within(
         REQUEST_TIMEOUT + Duration::from_secs(15),
-        keycloak_settings(dir.path(), &gw.url, &api.url).connect(),
+        settings.connect(),
     )
     .await
     .err()

@@ -27,7 +27,7 @@ async fn invalid_workflows_report_file_and_line() {
         let label = format!("tests/ui/{name}");
         let actual = match imsflow::workflow::parse(&label, &text, &ui) {
             Err(e) => e.to_string(),
-            Ok(wf) => match wf.load_plugins(&runtime).await {
+            Ok(wf) => match imsflow::engine::load_plugins(&wf, &runtime).await {
                 Err(e) => e.to_string(),
                 Ok(_) => panic!("{label} is valid, but every golden case must be invalid"),
             },

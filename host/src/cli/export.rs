@@ -111,10 +111,11 @@ pub async fn export(
         workflow::load("export")?
     } else {
         let text = with_site_sources(sources, exclude_links_from)?;
-        workflow::parse(
+        workflow::parse_with(
             "export (with the site link sources of the config file)",
             &text,
             Path::new("/"),
+            &settings.site_services()?,
         )?
     };
     let report = super::run::execute(
@@ -203,7 +204,7 @@ fn inline_toml(v: &toml::Value) -> String {
 /// The stock export workflow with the site link sources as steps beside
 /// `bos`, `bss` and `catalog`, each feeding `export-plan`'s `sources`.
 fn with_site_sources(
-    sources: &[imsflow::connect::SiteLinkSource],
+    sources: &[imsflow::config::SiteLinkSource],
     excluded: &[String],
 ) -> anyhow::Result<String> {
     let stock = imsflow::stock::STOCK_WORKFLOWS

@@ -3,13 +3,13 @@ use super::{Cli, Exit};
 use imsflow::workflow;
 
 pub async fn validate(cli: &Cli, files: &[String]) -> anyhow::Result<Exit> {
-    super::site_services(cli)?;
+    let services = super::site_services(cli)?;
     let rt = super::runtime()?;
     let mut bad = 0;
     let mut results = Vec::new();
     for file in files {
-        let outcome = match workflow::load(file) {
-            Ok(wf) => wf.load_plugins(&rt).await.map(|_| wf),
+        let outcome = match workflow::load_with(file, &services) {
+            Ok(wf) => imsflow::engine::load_plugins(&wf, &rt).await.map(|_| wf),
             Err(e) => Err(e),
         };
         match outcome {

@@ -8,6 +8,7 @@ mod run;
 mod runs;
 
 use clap::{Parser, Subcommand};
+use imsflow::backends::SiteServices;
 use imsflow::connect::Connect;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -287,24 +288,22 @@ fn init_logging(cli: &Cli) {
         .init();
 }
 
-/// Reads the configuration's site services (`[services]`) before a workflow
+/// The configuration's site services (`[services]`), read before a workflow
 /// file is validated, so that a step granted one is not refused as naming
 /// an unknown service.
-fn site_services(cli: &Cli) -> anyhow::Result<()> {
-    if let Some(file) = imsflow::connect::config_file(cli.config.as_deref())? {
-        Connect::default().with_file(&file)?;
-    }
-    Ok(())
+fn site_services(cli: &Cli) -> anyhow::Result<SiteServices> {
+    Ok(match imsflow::config::config_file(cli.config.as_deref())? {
+        Some(file) => Connect::default().with_file(&file)?.site_services()?,
+        None => SiteServices::default(),
+    })
 }
 
 /// The connection settings: flags and environment, then the config file.
 fn settings(cli: &Cli, connect: &Connect) -> anyhow::Result<Connect> {
-    Ok(
-        match imsflow::connect::config_file(cli.config.as_deref())? {
-            Some(file) => connect.clone().with_file(&file)?,
-            None => connect.clone(),
-        },
-    )
+    Ok(match imsflow::config::config_file(cli.config.as_deref())? {
+        Some(file) => connect.clone().with_file(&file)?,
+        None => connect.clone(),
+    })
 }
 
 fn runtime() -> anyhow::Result<Arc<imsflow::sandbox::Runtime>> {

@@ -151,8 +151,7 @@ pub async fn run(
     gates: &GateFlags,
     cancel: &Cancel,
 ) -> anyhow::Result<Exit> {
-    super::site_services(cli)?;
-    let wf = workflow::load(workflow)?;
+    let wf = workflow::load_with(workflow, &super::site_services(cli)?)?;
     let report = execute(cli, &wf, params, dry_run, connect, gates, cancel).await?;
     Ok(
         print_report(cli, &report).unwrap_or(if dry_run && report.plan.has_work() {
@@ -171,8 +170,7 @@ pub async fn plan(
     connect: &Connect,
     cancel: &Cancel,
 ) -> anyhow::Result<Exit> {
-    super::site_services(cli)?;
-    let wf = workflow::load(workflow)?;
+    let wf = workflow::load_with(workflow, &super::site_services(cli)?)?;
     let engine = engine(cli, connect, reads_csm(&wf)).await?;
     let planned = plan_workflow(cli, &engine, &wf, &options(cli, params, false), cancel).await?;
     planned.plan.save(out)?;

@@ -2,11 +2,13 @@
 //! allow) and returns a sealed, checked `Plan`; `apply` executes a plan; `run`
 //! is one then the other. Steps never see each other's effects, so a dry run
 //! follows exactly the path of a real run.
+mod load;
 mod pinned;
 mod report;
 mod schedule;
 mod step;
 
+pub use load::load_plugins;
 pub use report::{Planned, RunReport, StepReport, StepStatus, peak_rss_kib};
 
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport, Durable};
@@ -129,7 +131,7 @@ impl Engine {
                 });
                 backends.archive = Some(reader);
             }
-            let plugins = wf.load_plugins(&self.runtime).await?;
+            let plugins = load_plugins(wf, &self.runtime).await?;
             let (steps, effects) = schedule::Schedule {
                 runtime: self.runtime.clone(),
                 workflow: wf,
@@ -230,7 +232,7 @@ impl Engine {
     ) -> Result<ApplyReport, ApplyError> {
         let mut problems = self.version_problems(plan).await;
         if problems.is_empty() {
-            problems = pinned::problems(plan, &self.runtime).await;
+            problems = pinned::problems(plan, &self.runtime, &self.backends.site_services).await;
         }
         if !problems.is_empty() {
             return Err(ApplyError::Refused(problems));

@@ -5,16 +5,17 @@
 //! workflow the plan names (embedded, or the file, whose sha256 must be the
 //! one recorded), requires the plan's copy to equal them, and checks each
 //! effect's kind against what the step's plugin declares in `describe`.
+use crate::backends::SiteServices;
 use crate::plan::Plan;
 use crate::sandbox::Runtime;
 use crate::workflow;
 use std::collections::BTreeMap;
 
 /// Every way the plan departs from its workflow and plugins, each named.
-pub async fn problems(plan: &Plan, runtime: &Runtime) -> Vec<String> {
+pub async fn problems(plan: &Plan, runtime: &Runtime, services: &SiteServices) -> Vec<String> {
     let source = &plan.workflow.source;
     let remake = "make the plan again instead of editing one";
-    let wf = match workflow::load_source(source) {
+    let wf = match workflow::load_source(source, services) {
         Ok(wf) => wf,
         Err(e) => {
             return vec![format!(
@@ -35,7 +36,7 @@ pub async fn problems(plan: &Plan, runtime: &Runtime) -> Vec<String> {
             "the plan has steps {planned:?}; workflow {source} has {declared:?} ({remake})"
         )];
     }
-    let plugins = match wf.load_plugins(runtime).await {
+    let plugins = match super::load_plugins(&wf, runtime).await {
         Ok(p) => p,
         Err(e) => return vec![format!("workflow {source}: {e}")],
     };

@@ -9,7 +9,7 @@
 //! timeout.
 pub mod ims;
 
-use crate::connect::{CONNECT_TIMEOUT, MAX_SMALL_FILE, REQUEST_TIMEOUT, error_chain};
+use crate::net::{MAX_SMALL_FILE, Timeouts, error_chain, without_userinfo};
 use base64::Engine;
 use http_body_util::BodyExt;
 use kube::config::{AuthInfo, Kubeconfig};
@@ -80,7 +80,7 @@ pub struct Kube {
 impl std::fmt::Debug for Kube {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kube")
-            .field("server", &crate::connect::without_userinfo(&self.server))
+            .field("server", &without_userinfo(&self.server))
             .field("insecure", &self.insecure)
             .finish_non_exhaustive()
     }
@@ -89,8 +89,14 @@ impl std::fmt::Debug for Kube {
 impl Kube {
     /// A client for the kubeconfig's current context: its cluster's server
     /// and CA (or `insecure-skip-tls-verify`), its user's bearer token,
-    /// token file or client certificate. Must run inside a tokio runtime.
+    /// token file or client certificate, with the default timeouts. Must run
+    /// inside a tokio runtime.
     pub fn from_kubeconfig(path: &Path) -> Result<Kube, KubeError> {
+        Kube::from_kubeconfig_with(path, &Timeouts::default())
+    }
+
+    /// `from_kubeconfig`, with these connect and request timeouts.
+    pub fn from_kubeconfig_with(path: &Path, timeouts: &Timeouts) -> Result<Kube, KubeError> {
         let bad = |message: String| KubeError::Config {
             path: path.to_path_buf(),
             message,
@@ -181,11 +187,11 @@ impl Kube {
             );
         }
         config.auth_info = inline_user_files(user, |file, what| read_file(file, what))?;
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.connect_timeout = Some(timeouts.connect);
         // Idle limits a little beyond the whole-call timeout, which is the
         // one that fires (and says what timed out); they bound exec streams.
-        config.read_timeout = Some(REQUEST_TIMEOUT + Duration::from_secs(5));
-        config.write_timeout = Some(REQUEST_TIMEOUT + Duration::from_secs(5));
+        config.read_timeout = Some(timeouts.request + Duration::from_secs(5));
+        config.write_timeout = Some(timeouts.request + Duration::from_secs(5));
         // A long stdin upload to exec is not an idle read.
         config.reset_reader_on_write = true;
         let client = kube::Client::try_from(config).map_err(|e| bad(kube_error(&e)))?;
@@ -194,7 +200,7 @@ impl Kube {
             server,
             context: current,
             insecure,
-            timeout: REQUEST_TIMEOUT,
+            timeout: timeouts.request,
         })
     }
 
@@ -346,7 +352,7 @@ impl Kube {
             tracing::warn!(
                 "reading Secret {namespace}/{name} from {} without checking its certificate \
                  (insecure-skip-tls-verify): anyone on the path can read or forge it",
-                crate::connect::without_userinfo(&self.server)
+                without_userinfo(&self.server)
             );
         }
         let req = kube::core::Request::new(format!("/api/v1/namespaces/{namespace}/secrets"))

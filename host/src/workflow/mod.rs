@@ -7,12 +7,11 @@ mod model;
 pub use grants::Grants;
 pub use model::ParamType;
 
+use crate::backends::SiteServices;
 use crate::plugin::PluginRef;
-use crate::sandbox::{LoadedPlugin, Runtime};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -133,23 +132,29 @@ pub enum GateAt {
 }
 
 /// Resolves a workflow argument: an existing file path, else a stock name.
+/// Its grants may name the stock services only (see `load_with`).
 pub fn load(name_or_path: &str) -> Result<Workflow, WorkflowError> {
+    load_with(name_or_path, &SiteServices::default())
+}
+
+/// `load`, where grants may also name the site's `services`.
+pub fn load_with(name_or_path: &str, services: &SiteServices) -> Result<Workflow, WorkflowError> {
     if Path::new(name_or_path).exists() {
-        return load_file(name_or_path);
+        return load_file(name_or_path, services);
     }
-    load_stock(name_or_path)
+    load_stock(name_or_path, services)
 }
 
 /// The workflow a plan names by its `source`: `stock:<name>` is the
 /// embedded one (never a file of that name), anything else the file.
-pub fn load_source(source: &str) -> Result<Workflow, WorkflowError> {
+pub fn load_source(source: &str, services: &SiteServices) -> Result<Workflow, WorkflowError> {
     match source.strip_prefix("stock:") {
-        Some(name) => load_stock(name),
-        None => load_file(source),
+        Some(name) => load_stock(name, services),
+        None => load_file(source, services),
     }
 }
 
-fn load_file(file: &str) -> Result<Workflow, WorkflowError> {
+fn load_file(file: &str, services: &SiteServices) -> Result<Workflow, WorkflowError> {
     let path = Path::new(file);
     let text =
         crate::read::read_text_capped(path, MAX_WORKFLOW_BYTES, "workflow file").map_err(|e| {
@@ -166,7 +171,7 @@ fn load_file(file: &str) -> Result<Workflow, WorkflowError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
-    parse(file, &text, &base)
+    parse_with(file, &text, &base, services)
 }
 
 /// How a plan names a workflow: `stock:<name>`, or the file's absolute path,
@@ -178,12 +183,12 @@ pub fn plan_source(wf: &Workflow) -> String {
     std::path::absolute(&wf.file).map_or_else(|_| wf.file.clone(), |p| p.display().to_string())
 }
 
-fn load_stock(wanted: &str) -> Result<Workflow, WorkflowError> {
+fn load_stock(wanted: &str, services: &SiteServices) -> Result<Workflow, WorkflowError> {
     match crate::stock::STOCK_WORKFLOWS
         .iter()
         .find(|(n, _)| *n == wanted)
     {
-        Some((name, text)) => parse(&format!("stock:{name}"), text, Path::new(".")),
+        Some((name, text)) => parse_with(&format!("stock:{name}"), text, Path::new("."), services),
         None => Err(WorkflowError(vec![Diagnostic {
             file: wanted.into(),
             line: 1,
@@ -207,11 +212,23 @@ const MAX_RETRIES: u32 = 10;
 const MAX_OUTPUT_MIB: u64 = 1024;
 
 /// Parses and validates a workflow. `base` resolves relative plugin paths.
+/// Its grants may name the stock services only (see `parse_with`).
 pub fn parse(file: &str, text: &str, base: &Path) -> Result<Workflow, WorkflowError> {
+    parse_with(file, text, base, &SiteServices::default())
+}
+
+/// `parse`, where grants may also name the site's `services`.
+pub fn parse_with(
+    file: &str,
+    text: &str,
+    base: &Path,
+    services: &SiteServices,
+) -> Result<Workflow, WorkflowError> {
     let mut v = Validator {
         file,
         lines: LineIndex::new(text),
         errors: Vec::new(),
+        services,
     };
     if text.len() as u64 > MAX_WORKFLOW_BYTES {
         v.error(
@@ -263,6 +280,8 @@ struct Validator<'a> {
     file: &'a str,
     lines: LineIndex,
     errors: Vec<Diagnostic>,
+    /// The services a grant may name.
+    services: &'a SiteServices,
 }
 
 impl Validator<'_> {
@@ -555,8 +574,8 @@ impl Validator<'_> {
 
     fn grants(&mut self, id: &str, raw: &model::Grants) -> Grants {
         for s in &raw.services {
-            if !crate::backends::is_known_service(s.get_ref()) {
-                let known = crate::backends::known_services();
+            if !self.services.is_known(s.get_ref()) {
+                let known = self.services.known();
                 self.error(
                     s.span().start,
                     format!(
@@ -820,61 +839,6 @@ pub fn param_from_cli(param: &Param, text: &str) -> Result<serde_json::Value, St
 }
 
 impl Workflow {
-    /// Loads every step's plugin and checks that the services each plugin
-    /// declares are granted to its step.
-    pub async fn load_plugins(
-        &self,
-        runtime: &Runtime,
-    ) -> Result<Vec<Arc<LoadedPlugin>>, WorkflowError> {
-        let mut loaded = Vec::new();
-        let mut errors = Vec::new();
-        for step in &self.steps {
-            let (line, column) = step.plugin_at;
-            let mut err = |message: String| {
-                errors.push(Diagnostic {
-                    file: self.file.clone(),
-                    line,
-                    column,
-                    message,
-                })
-            };
-            let bytes = match crate::plugin::load(&step.plugin) {
-                Ok(b) => b,
-                Err(e) => {
-                    err(format!("step `{}`: {e}", step.id));
-                    continue;
-                }
-            };
-            match runtime.load(&bytes).await {
-                Ok(plugin) => {
-                    for service in &plugin.info.services {
-                        if !step.grants.services.contains(service) {
-                            err(format!(
-                                "step `{}`: plugin `{}` reads service `{service}`, which the step does not grant; add it to the step's `grants.services`",
-                                step.id, plugin.info.name
-                            ));
-                        }
-                    }
-                    for kind in &plugin.info.effects {
-                        if !step.grants.effects.contains(kind) {
-                            err(format!(
-                                "step `{}`: plugin `{}` may emit `{kind}` effects, which the step does not grant; add \"{kind}\" to the step's `grants.effects`",
-                                step.id, plugin.info.name
-                            ));
-                        }
-                    }
-                    loaded.push(plugin);
-                }
-                Err(e) => err(format!("step `{}`: {e}", step.id)),
-            }
-        }
-        if errors.is_empty() {
-            Ok(loaded)
-        } else {
-            Err(WorkflowError(errors))
-        }
-    }
-
     /// Params from defaults and `name=value` overrides; all must be known and set.
     pub fn resolve_params(
         &self,
