@@ -12,6 +12,7 @@ pub mod engine;
 pub mod etag;
 pub mod journal;
 pub mod k8s;
+pub mod observe;
 pub mod owner;
 pub mod plan;
 pub mod plugin;
