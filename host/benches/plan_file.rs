@@ -44,7 +44,7 @@ async fn bench() {
     let opts = RunOptions {
         params: vec![],
         dry_run: true,
-        progress: false,
+        observer: imsflow::observe::silent(),
     };
     engine.plan(&wf, &opts).await.unwrap(); // compile and warm up
     let (mut plan_t, mut save_t, mut load_t) = (Vec::new(), Vec::new(), Vec::new());

@@ -14,6 +14,7 @@ pub mod etag;
 pub mod journal;
 pub mod k8s;
 pub mod net;
+pub mod observe;
 pub mod owner;
 pub mod plan;
 pub mod plugin;

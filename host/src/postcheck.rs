@@ -1,7 +1,5 @@
-//! Post-import verification: the effect that ends every import (an
-//! `assert` of the import's end state), executed by the apply loop when it
-//! is reached, so that `import`, `apply PLAN` and `resume RUN` all end with
-//! it. IMS is read back through its API and S3 through HEAD, and compared
+//! Post-import verification: what the effect that ends every import (an
+//! `assert` of the import's end state, executed by `apply/verify.rs`) reads. IMS is read back through its API and S3 through HEAD, and compared
 //! with what the plan says they must now hold. Independent of the executors'
 //! own checks: it reads the end state, not what was sent.
 use crate::backends::Backends;
@@ -48,21 +46,6 @@ impl PostCheck {
     }
 }
 
-/// The verification as an effect: what it found, or, when IMS or S3 differ
-/// from the plan's end state, the failure naming each record and object.
-pub async fn verify(plan: &Plan, backends: &Backends) -> Result<PostCheck, String> {
-    let found = check(plan, backends).await;
-    if found.differences.is_empty() {
-        Ok(found)
-    } else {
-        Err(format!(
-            "{}:\n  - {}",
-            found.line(),
-            found.differences.join("\n  - ")
-        ))
-    }
-}
-
 /// Whether a data-file write of `plan` puts the record `id` of `kind` back,
 /// so that a delete of it is not expected to have left it gone.
 pub fn rewritten(plan: &Plan, kind: ImsKind, id: &str) -> bool {
@@ -85,17 +68,6 @@ fn segment(kind: ImsKind, deleted: bool) -> String {
     } else {
         format!("v3/{s}")
     }
-}
-
-async fn get_json(backends: &Backends, path: &str) -> Result<Value, String> {
-    let r = backends
-        .service_get("ims", path)
-        .await
-        .map_err(|e| format!("GET ims/{path}: {e}"))?;
-    if r.status != 200 {
-        return Err(format!("GET ims/{path}: HTTP {}", r.status));
-    }
-    serde_json::from_str(&r.body).map_err(|e| format!("GET ims/{path}: not JSON: {e}"))
 }
 
 /// Compares IMS and S3 with the end state `plan` describes.
@@ -125,10 +97,16 @@ pub async fn check(plan: &Plan, backends: &Backends) -> PostCheck {
                     }
                 };
                 let others = plan.additive_write(&e.effect);
-                match get_json(backends, &path).await {
+                let have = match backends.service_get("ims", &path).await {
+                    Err(e) => Err(format!("GET ims/{path}: {e}")),
+                    Ok(r) if r.status != 200 => Err(format!("GET ims/{path}: HTTP {}", r.status)),
+                    Ok(r) => serde_json::from_str(&r.body)
+                        .map_err(|e| format!("GET ims/{path}: not JSON: {e}")),
+                };
+                match have {
                     Ok(Value::Array(have)) => compare(&what, &want, &have, others, &mut out),
                     Ok(_) => out.differences.push(format!("GET ims/{path}: not a list")),
-                    Err(e) => out.differences.push(e),
+                    Err(difference) => out.differences.push(difference),
                 }
             }
             Effect::ImsDelete {

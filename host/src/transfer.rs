@@ -15,6 +15,7 @@
 //! the object sizes; nothing is staged on disk.
 use crate::archive::ArchiveWriter;
 use crate::etag::{EtagCheck, PartHasher};
+use crate::observe::Observer;
 use crate::s3::S3Store;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -183,7 +184,7 @@ pub async fn stream_into(
     s3: Arc<S3Store>,
     jobs: Vec<ObjectJob>,
     mut writer: ArchiveWriter,
-    progress: indicatif::ProgressBar,
+    observer: Arc<dyn Observer>,
     config: &TransferConfig,
 ) -> Result<(ArchiveWriter, Vec<Archived>), TransferError> {
     if let Some(job) = jobs.iter().find(|j| j.size > MAX_OBJECT_SIZE) {
@@ -239,7 +240,7 @@ pub async fn stream_into(
         let mut archived = Vec::new();
         let count = jobs.len();
         for (done, job) in jobs.into_iter().enumerate() {
-            progress.set_message(format!("object {}/{count}", done + 1));
+            observer.status(&format!("object {}/{count}", done + 1));
             let fail = |message: String| TransferError {
                 bucket: job.bucket.clone(),
                 key: job.key.clone(),
@@ -249,7 +250,7 @@ pub async fn stream_into(
             let plan = JobPlan::new(&job, &config);
             let only_part_size = plan.only_part_size;
             let (sha256, etag) =
-                write_object(&unit_rx, &job, plan, &mut writer, &progress).map_err(fail)?;
+                write_object(&unit_rx, &job, plan, &mut writer, &*observer).map_err(fail)?;
             let part_size = match etag.map(|c| c.finish()) {
                 Some(Ok(size)) => size,
                 Some(Err(why)) => {
@@ -285,7 +286,7 @@ fn write_object(
     job: &ObjectJob,
     plan: JobPlan,
     writer: &mut ArchiveWriter,
-    progress: &indicatif::ProgressBar,
+    observer: &dyn Observer,
 ) -> Result<(String, Option<EtagCheck>), String> {
     let JobPlan {
         mut etag, config, ..
@@ -317,7 +318,7 @@ fn write_object(
                         etag.update(&block);
                     }
                     got += block.len() as u64;
-                    progress.inc(block.len() as u64);
+                    observer.bytes(block.len() as u64);
                 }
                 Msg::Digests(digests) => {
                     if let Some(etag) = &mut etag {

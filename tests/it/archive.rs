@@ -104,7 +104,7 @@ async fn an_object_over_the_largest_s3_size_is_refused_before_anything_is_fetche
         s3,
         vec![job],
         writer,
-        indicatif::ProgressBar::hidden(),
+        imsflow::observe::silent(),
         &imsflow::transfer::TransferConfig::default(),
     )
     .await

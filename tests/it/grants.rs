@@ -101,7 +101,7 @@ async fn apply_rechecks_grants_of_a_plan_whose_grants_were_edited() {
     let opts = RunOptions {
         params: vec![("out".into(), out.to_str().unwrap().into())],
         dry_run: false,
-        progress: false,
+        observer: imsflow::observe::silent(),
     };
     let mut plan = engine.plan(&wf, &opts).await.unwrap().plan;
     plan.steps[0].grants.effects.clear();

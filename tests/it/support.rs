@@ -83,7 +83,7 @@ pub async fn run_with(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         dry_run,
-        progress: false,
+        observer: imsflow::observe::silent(),
     };
     Engine::new(runtime, backends).run(wf, &opts).await
 }

@@ -111,7 +111,7 @@ async fn ranged_gets_reassemble_objects_exactly() {
             store(&sys),
             jobs.clone(),
             writer,
-            indicatif::ProgressBar::hidden(),
+            imsflow::observe::silent(),
             &config,
         )
         .await
@@ -161,7 +161,7 @@ async fn an_object_changed_since_the_plan_is_refused() {
         store(&sys),
         jobs,
         writer,
-        indicatif::ProgressBar::hidden(),
+        imsflow::observe::silent(),
         &TransferConfig::default(),
     )
     .await

@@ -6,13 +6,22 @@
 //! the effect deletes it (404: done), or it is still the record the plan saw
 //! (its fingerprint: ready), or it changed (stale).
 use super::Status;
+use super::batch::PRECHECK_CONCURRENCY;
+use super::confirm::Dispute;
+use super::executor::{Applied, Executor, Failed, Failure, Fut, Prechecks, World};
+use super::run::Run;
+use super::store::PodCache;
 use crate::backends::{Backends, ServiceResponse};
 use crate::journal::Observed;
 use crate::plan::effect::{
     Assertion, DeleteMode, Effect, ImsKind, fingerprint, records_fingerprint,
 };
+use crate::plan::{Plan, PlannedEffect};
+use futures::StreamExt;
 use reqwest::Method;
+use std::ops::Range;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Tries of a request answered with a 5xx (or not answered), with backoff.
 const TRIES: u32 = 4;
@@ -62,7 +71,7 @@ async fn call(
     method: Method,
     path: &str,
     query: &[(&str, &str)],
-) -> Result<ServiceResponse, String> {
+) -> Result<ServiceResponse, Failure> {
     let mut wait = Duration::from_millis(500);
     let mut last = String::new();
     for attempt in 1..=TRIES {
@@ -80,7 +89,11 @@ async fn call(
             wait *= 2;
         }
     }
-    Err(format!("{method} ims/{path}: {last} (after {TRIES} tries)"))
+    Err(Failure::Transient {
+        request: format!("{method} ims/{path}"),
+        last,
+        tries: TRIES,
+    })
 }
 
 fn quote(body: &str) -> String {
@@ -91,7 +104,7 @@ fn quote(body: &str) -> String {
     crate::archive::escaped(&s).into_owned()
 }
 
-pub async fn precheck(backends: &Backends, effect: &Effect) -> Status {
+async fn precheck(backends: &Backends, effect: &Effect) -> Status {
     let Effect::ImsDelete {
         ims_kind,
         id,
@@ -117,12 +130,12 @@ pub async fn precheck(backends: &Backends, effect: &Effect) -> Status {
             r.status,
             quote(&r.body)
         )),
-        Err(e) => Status::Stale(e),
+        Err(e) => Status::Stale(e.to_string()),
     }
 }
 
 /// Sends the delete; 204 is done, and so is 404 (gone already).
-pub async fn delete(backends: &Backends, effect: &Effect) -> Result<Observed, String> {
+async fn delete(backends: &Backends, effect: &Effect) -> Result<Observed, Failure> {
     let Effect::ImsDelete {
         ims_kind,
         id,
@@ -131,7 +144,10 @@ pub async fn delete(backends: &Backends, effect: &Effect) -> Result<Observed, St
         ..
     } = effect
     else {
-        return Err(format!("`{}` is not an IMS delete", effect.kind()));
+        return Err(Failure::Refused(format!(
+            "`{}` is not an IMS delete",
+            effect.kind()
+        )));
     };
     let (_, path, query) = target(*ims_kind, id, *delete);
     let r = call(backends, Method::DELETE, &path, &query).await?;
@@ -140,12 +156,12 @@ pub async fn delete(backends: &Backends, effect: &Effect) -> Result<Observed, St
             http_status: Some(r.status),
             ..Observed::default()
         }),
-        status => Err(format!(
+        status => Err(Failure::Conflict(format!(
             "{}delete of {} {id} ({name}): DELETE ims/{path}: expected HTTP 204, got {status}: {}",
             mode_name(*ims_kind, *delete),
             ims_kind.name(),
             quote(&r.body)
-        )),
+        ))),
     }
 }
 
@@ -162,7 +178,7 @@ fn mode_name(kind: ImsKind, mode: DeleteMode) -> &'static str {
 }
 
 /// Evaluates an assertion against IMS as it is now; Err says what remains.
-pub async fn assert(backends: &Backends, effect: &Effect) -> Result<Observed, String> {
+async fn assert(backends: &Backends, effect: &Effect) -> Result<Observed, Failure> {
     let Effect::Assert {
         assertion:
             Assertion::ImsEmpty {
@@ -172,7 +188,10 @@ pub async fn assert(backends: &Backends, effect: &Effect) -> Result<Observed, St
             },
     } = effect
     else {
-        return Err(format!("`{}` is not an assertion", effect.kind()));
+        return Err(Failure::Refused(format!(
+            "`{}` is not an assertion",
+            effect.kind()
+        )));
     };
     let mut lists = Vec::new();
     for kind in [ImsKind::Image, ImsKind::PublicKey, ImsKind::Recipe] {
@@ -196,14 +215,14 @@ pub async fn assert(backends: &Backends, effect: &Effect) -> Result<Observed, St
     for (path, what) in &lists {
         let r = call(backends, Method::GET, path, &[]).await?;
         if r.status != 200 {
-            return Err(format!(
-                "GET ims/{path}: HTTP {}: {}",
-                r.status,
-                quote(&r.body)
-            ));
+            return Err(Failure::Http {
+                request: format!("GET ims/{path}"),
+                status: r.status,
+                body: quote(&r.body),
+            });
         }
         let records: Vec<serde_json::Value> = serde_json::from_str(&r.body)
-            .map_err(|e| format!("GET ims/{path}: not a JSON list: {e}"))?;
+            .map_err(|e| Failure::Failed(format!("GET ims/{path}: not a JSON list: {e}")))?;
         if !records.is_empty() {
             let ids: Vec<&str> = records
                 .iter()
@@ -224,10 +243,10 @@ pub async fn assert(backends: &Backends, effect: &Effect) -> Result<Observed, St
             ..Observed::default()
         })
     } else {
-        Err(format!(
+        Err(Failure::Conflict(format!(
             "IMS is not empty after the deletes: {}; nothing after this point was applied",
             remaining.join("; ")
-        ))
+        )))
     }
 }
 
@@ -261,7 +280,7 @@ pub async fn store_precheck(backends: &Backends, effect: &Effect) -> Status {
                 quote(&r.body)
             ));
         }
-        Err(e) => return Status::Stale(e),
+        Err(e) => return Status::Stale(e.to_string()),
     };
     let target = serde_json::from_str(records_json)
         .ok()
@@ -278,5 +297,105 @@ pub async fn store_precheck(backends: &Backends, effect: &Effect) -> Status {
             "the {}s in IMS changed since planning (ims/{path} no longer has fingerprint {planned})",
             ims_kind.name()
         ))
+    }
+}
+
+/// The IMS record delete executor (`ims-delete`).
+pub struct Delete;
+
+impl Executor for Delete {
+    fn name(&self) -> &'static str {
+        "ims delete"
+    }
+
+    fn changes_what_follows(&self) -> bool {
+        true
+    }
+
+    fn precheck<'a>(&'a self, cx: &'a Prechecks<'a>, i: usize) -> Fut<'a, Status> {
+        Box::pin(precheck(cx.backends, &cx.plan.effects[i].effect))
+    }
+
+    /// Deletes are independent reads: checked concurrently.
+    fn check<'a>(
+        &'a self,
+        world: World<'a>,
+        _pods: &'a mut PodCache,
+        done: &'a [usize],
+    ) -> Fut<'a, Vec<Dispute>> {
+        Box::pin(async move {
+            futures::stream::iter(done.iter().copied())
+                .map(|i| dispute(world.plan, world.backends, &world.plan.effects[i]))
+                .buffered(PRECHECK_CONCURRENCY)
+                .filter_map(|d| async move { d })
+                .collect()
+                .await
+        })
+    }
+
+    fn apply<'a, 'r>(
+        &'a self,
+        run: &'a mut Run<'r>,
+        batch: Range<usize>,
+    ) -> Fut<'a, Result<Applied, Failed>>
+    where
+        'r: 'a,
+    {
+        Box::pin(async move {
+            let effect = &run.plan.effects[batch.start].effect;
+            let observed = delete(run.backends, effect)
+                .instrument(run.span(batch.start))
+                .await?;
+            Ok(Applied::Done(vec![observed]))
+        })
+    }
+}
+
+/// `check` of a done delete: the record is gone from where the delete took
+/// it (unless a data-file write of the plan puts it back, which that
+/// write's check covers).
+async fn dispute(plan: &Plan, backends: &Backends, e: &PlannedEffect) -> Option<Dispute> {
+    let Effect::ImsDelete { ims_kind, id, .. } = &e.effect else {
+        return None;
+    };
+    if crate::postcheck::rewritten(plan, *ims_kind, id) {
+        return None;
+    }
+    let ids = vec![e.id.clone()];
+    match precheck(backends, &e.effect).await {
+        Status::Done(_) | Status::Deferred => None,
+        Status::Ready => Some(Dispute::redo(
+            ids,
+            format!("IMS still has {} {id}", ims_kind.name()),
+        )),
+        Status::Stale(why) => Some(Dispute::refuse(ids, why)),
+    }
+}
+
+/// The `ims-empty` assertion executor: evaluated when reached, after the
+/// effects before it. The journal is its only witness: it describes a
+/// moment that later effects end.
+pub struct Empty;
+
+impl Executor for Empty {
+    fn name(&self) -> &'static str {
+        "ims assertion"
+    }
+
+    fn apply<'a, 'r>(
+        &'a self,
+        run: &'a mut Run<'r>,
+        batch: Range<usize>,
+    ) -> Fut<'a, Result<Applied, Failed>>
+    where
+        'r: 'a,
+    {
+        Box::pin(async move {
+            let effect = &run.plan.effects[batch.start].effect;
+            let observed = assert(run.backends, effect)
+                .instrument(run.span(batch.start))
+                .await?;
+            Ok(Applied::Done(vec![observed]))
+        })
     }
 }

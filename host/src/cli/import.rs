@@ -198,7 +198,7 @@ pub async fn import(
     let opts = RunOptions {
         params,
         dry_run: flags.dry_run,
-        progress: !cli.json && !cli.quiet,
+        observer: super::view::observer(cli.json, cli.quiet),
     };
     // The archive is read and checked by the plan's first step.
     let planned = plan_workflow(cli, &engine, &wf, &opts, cancel)

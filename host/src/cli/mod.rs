@@ -6,6 +6,7 @@ mod list;
 mod review;
 mod run;
 mod runs;
+mod view;
 
 use clap::{Parser, Subcommand};
 use imsflow::backends::SiteServices;
@@ -281,7 +282,8 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,imsflow={level}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Log lines suspend a progress bar instead of landing under it.
+        .with_writer(|| view::LogWriter)
         // Colour only for a terminal: escape codes garble logs and pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)

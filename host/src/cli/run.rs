@@ -77,7 +77,7 @@ fn options(cli: &Cli, params: &[(String, String)], dry_run: bool) -> RunOptions 
     RunOptions {
         params: params.to_vec(),
         dry_run,
-        progress: !cli.json && !cli.quiet,
+        observer: super::view::observer(cli.json, cli.quiet),
     }
 }
 
@@ -250,7 +250,7 @@ pub(super) fn apply_options(cli: &Cli, gates: &GateFlags, cancel: &Cancel) -> Ap
     let interactive =
         !cli.json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     ApplyOptions {
-        progress: !cli.json && !cli.quiet,
+        observer: super::view::observer(cli.json, cli.quiet),
         gates: GatePolicy {
             yes: gates.yes,
             until: gates.until.clone(),

@@ -14,6 +14,7 @@ pub use report::{Planned, RunReport, StepReport, StepStatus, peak_rss_kib};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport, Durable};
 use crate::archive::{ArchiveReader, Format};
 use crate::backends::Backends;
+use crate::observe::Observer;
 use crate::plan::effect::Effect;
 use crate::plan::{
     self, InputArchive, OutputTarget, Plan, PlannedEffect, PlannedGate, PlannedStep, PluginId,
@@ -46,7 +47,8 @@ pub enum RunError {
 pub struct RunOptions {
     pub params: Vec<(String, String)>,
     pub dry_run: bool,
-    pub progress: bool,
+    /// Told what the run does (progress bars, or nothing).
+    pub observer: Arc<dyn Observer>,
 }
 
 pub struct Engine {
@@ -87,7 +89,7 @@ impl Engine {
         } else {
             let span = tracing::info_span!("apply", run_id = %planned.plan.run.id);
             let options = ApplyOptions {
-                progress: opts.progress,
+                observer: opts.observer.clone(),
                 ..ApplyOptions::default()
             };
             Some(
@@ -139,7 +141,7 @@ impl Engine {
                 backends: Arc::new(backends),
                 base_ctx: &base_ctx,
                 facts: &facts,
-                progress: opts.progress,
+                observer: opts.observer.clone(),
             }
             .run()
             .await;

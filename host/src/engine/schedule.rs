@@ -4,13 +4,14 @@
 use super::report::{StepReport, StepStatus};
 use super::step::StepCall;
 use crate::backends::Backends;
+use crate::observe::Observer;
 use crate::plan::RunFacts;
 use crate::plan::effect::Effect;
 use crate::sandbox::{LoadedPlugin, Runtime};
 use crate::workflow::Workflow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -21,7 +22,7 @@ pub struct Schedule<'a> {
     pub backends: Arc<Backends>,
     pub base_ctx: &'a serde_json::Value,
     pub facts: &'a RunFacts,
-    pub progress: bool,
+    pub observer: Arc<dyn Observer>,
 }
 
 impl Schedule<'_> {
@@ -51,7 +52,7 @@ impl Schedule<'_> {
         let mut finished: HashMap<String, StepStatus> = HashMap::new();
         let mut outputs = serde_json::Map::new();
         let mut tasks = JoinSet::new();
-        let bar = step_bar(n, self.progress);
+        self.observer.planning(n);
         let mut failing = false;
         loop {
             if !failing {
@@ -118,23 +119,9 @@ impl Schedule<'_> {
                 }
             }
             finished.insert(report.id.clone(), report.status);
-            bar.inc(1);
+            self.observer.step_finished(&report.id);
         }
-        bar.finish_and_clear();
+        self.observer.planned();
         (reports, effects)
     }
-}
-
-fn step_bar(n: usize, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(n as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{spinner} steps {pos}/{len} {elapsed}")
-    {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
