@@ -16,7 +16,9 @@ use crate::backends::Backends;
 use crate::journal::{FailureKind, History, JournalError, Observed};
 use crate::plan::Plan;
 use crate::plan::effect::{Assertion, Effect};
+use futures::StreamExt;
 use std::ops::Range;
+use tracing::Instrument;
 
 /// A boxed future: executors are trait objects.
 pub type Fut<'a, T> = futures::future::BoxFuture<'a, T>;
@@ -296,6 +298,38 @@ pub fn of_family(plan: &Plan, family: &dyn Executor, pick: impl Fn(usize) -> boo
         .collect()
 }
 
+/// The disputes of the effects `done`, each checked by `dispute` (an
+/// independent read), concurrently.
+pub async fn disputes_of<'a, F, D>(done: &'a [usize], dispute: F) -> Vec<super::confirm::Dispute>
+where
+    F: Fn(usize) -> D,
+    D: std::future::Future<Output = Option<super::confirm::Dispute>>,
+{
+    futures::stream::iter(done.iter().copied())
+        .map(dispute)
+        .buffered(super::batch::PRECHECK_CONCURRENCY)
+        .filter_map(|d| async move { d })
+        .collect()
+        .await
+}
+
+/// The request that executes one effect against the services.
+pub type Request = for<'x> fn(&'x Backends, &'x Effect) -> Fut<'x, Result<Observed, Failure>>;
+
+/// Executes effect `i` with one `request`, in its span.
+pub fn one_request<'a, 'r: 'a>(
+    run: &'a mut Run<'r>,
+    i: usize,
+    request: Request,
+) -> Fut<'a, Result<Applied, Failed>> {
+    Box::pin(async move {
+        let observed = request(run.backends, &run.plan.effects[i].effect)
+            .instrument(run.span(i))
+            .await?;
+        Ok(Applied::Done(vec![observed]))
+    })
+}
+
 /// Phase markers: nothing to do but say it.
 pub struct Phase;
 
@@ -321,5 +355,74 @@ impl Executor for Phase {
             }
             Ok(Applied::Done(vec![Observed::default()]))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The sources of the loop, the entry checks and the journal's
+    /// confirmation: they dispatch through `for_effect`, never by kind.
+    const KIND_BLIND: [(&str, &str); 6] = [
+        ("mod.rs", include_str!("mod.rs")),
+        ("run.rs", include_str!("run.rs")),
+        ("entry.rs", include_str!("entry.rs")),
+        ("confirm.rs", include_str!("confirm.rs")),
+        ("batch.rs", include_str!("batch.rs")),
+        ("report.rs", include_str!("report.rs")),
+    ];
+
+    #[test]
+    fn the_loop_and_the_entry_checks_know_no_effect_kind() {
+        let kind = concat!("Effect", "::");
+        for (file, text) in KIND_BLIND {
+            assert!(
+                !text.contains(kind),
+                "apply/{file} matches on an effect kind"
+            );
+        }
+    }
+
+    #[test]
+    fn no_executor_outcome_is_a_string() {
+        let files = [
+            ("executor.rs", include_str!("executor.rs")),
+            ("archive.rs", include_str!("archive.rs")),
+            ("upload.rs", include_str!("upload.rs")),
+            ("ims.rs", include_str!("ims.rs")),
+            ("store.rs", include_str!("store.rs")),
+            ("verify.rs", include_str!("verify.rs")),
+            ("../postcheck.rs", include_str!("../postcheck.rs")),
+        ];
+        let string_error = concat!(", String", ">");
+        for (file, text) in KIND_BLIND.into_iter().chain(files) {
+            for line in text.lines().filter(|l| l.contains("Result<")) {
+                assert!(
+                    !line.contains(string_error),
+                    "apply/{file} returns a string as an outcome: {line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn engine_apply_and_transfer_never_draw() {
+        let files = [
+            ("apply/mod.rs", include_str!("mod.rs")),
+            ("apply/run.rs", include_str!("run.rs")),
+            ("apply/archive.rs", include_str!("archive.rs")),
+            ("apply/upload.rs", include_str!("upload.rs")),
+            ("apply/store.rs", include_str!("store.rs")),
+            ("engine/mod.rs", include_str!("../engine/mod.rs")),
+            ("engine/schedule.rs", include_str!("../engine/schedule.rs")),
+            ("transfer.rs", include_str!("../transfer.rs")),
+            ("archive.rs", include_str!("../archive.rs")),
+        ];
+        let drawing = concat!("indicatif", "::");
+        for (file, text) in files {
+            assert!(
+                !text.contains(drawing),
+                "{file} draws; it must tell the observer"
+            );
+        }
     }
 }

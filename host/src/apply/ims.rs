@@ -6,9 +6,10 @@
 //! the effect deletes it (404: done), or it is still the record the plan saw
 //! (its fingerprint: ready), or it changed (stale).
 use super::Status;
-use super::batch::PRECHECK_CONCURRENCY;
 use super::confirm::Dispute;
-use super::executor::{Applied, Executor, Failed, Failure, Fut, Prechecks, World};
+use super::executor::{
+    Applied, Executor, Failed, Failure, Fut, Prechecks, World, disputes_of, one_request,
+};
 use super::run::Run;
 use super::store::PodCache;
 use crate::backends::{Backends, ServiceResponse};
@@ -17,11 +18,9 @@ use crate::plan::effect::{
     Assertion, DeleteMode, Effect, ImsKind, fingerprint, records_fingerprint,
 };
 use crate::plan::{Plan, PlannedEffect};
-use futures::StreamExt;
 use reqwest::Method;
 use std::ops::Range;
 use std::time::Duration;
-use tracing::Instrument;
 
 /// Tries of a request answered with a 5xx (or not answered), with backoff.
 const TRIES: u32 = 4;
@@ -323,14 +322,9 @@ impl Executor for Delete {
         _pods: &'a mut PodCache,
         done: &'a [usize],
     ) -> Fut<'a, Vec<Dispute>> {
-        Box::pin(async move {
-            futures::stream::iter(done.iter().copied())
-                .map(|i| dispute(world.plan, world.backends, &world.plan.effects[i]))
-                .buffered(PRECHECK_CONCURRENCY)
-                .filter_map(|d| async move { d })
-                .collect()
-                .await
-        })
+        Box::pin(disputes_of(done, move |i| {
+            dispute(world.plan, world.backends, &world.plan.effects[i])
+        }))
     }
 
     fn apply<'a, 'r>(
@@ -341,12 +335,8 @@ impl Executor for Delete {
     where
         'r: 'a,
     {
-        Box::pin(async move {
-            let effect = &run.plan.effects[batch.start].effect;
-            let observed = delete(run.backends, effect)
-                .instrument(run.span(batch.start))
-                .await?;
-            Ok(Applied::Done(vec![observed]))
+        one_request(run, batch.start, |backends, effect| {
+            Box::pin(delete(backends, effect))
         })
     }
 }
@@ -390,12 +380,8 @@ impl Executor for Empty {
     where
         'r: 'a,
     {
-        Box::pin(async move {
-            let effect = &run.plan.effects[batch.start].effect;
-            let observed = assert(run.backends, effect)
-                .instrument(run.span(batch.start))
-                .await?;
-            Ok(Applied::Done(vec![observed]))
+        one_request(run, batch.start, |backends, effect| {
+            Box::pin(assert(backends, effect))
         })
     }
 }

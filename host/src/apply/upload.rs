@@ -7,7 +7,9 @@
 use super::Status;
 use super::batch::{PRECHECK_CONCURRENCY, UPLOAD_CONCURRENCY, WINDOW};
 use super::confirm::Dispute;
-use super::executor::{Applied, Executor, Failed, Failure, Fut, Prechecks, RolledBack, World};
+use super::executor::{
+    Applied, Executor, Failed, Failure, Fut, Prechecks, RolledBack, World, disputes_of,
+};
 use super::pause::{self, Point};
 use super::run::Run;
 use super::store::PodCache;
@@ -253,14 +255,9 @@ impl Executor for Upload {
         _pods: &'a mut PodCache,
         done: &'a [usize],
     ) -> Fut<'a, Vec<Dispute>> {
-        Box::pin(async move {
-            futures::stream::iter(done.iter().copied())
-                .map(|i| dispute(world.backends, world.history, &world.plan.effects[i]))
-                .buffered(PRECHECK_CONCURRENCY)
-                .filter_map(|d| async move { d })
-                .collect()
-                .await
-        })
+        Box::pin(disputes_of(done, move |i| {
+            dispute(world.backends, world.history, &world.plan.effects[i])
+        }))
     }
 
     /// Multipart uploads that a killed run left open are aborted.
