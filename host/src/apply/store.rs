@@ -7,11 +7,10 @@
 //! (HPE's race), the writes are undone in the journal and `resume` redoes them.
 use crate::backends::Backends;
 use crate::journal::Observed;
-use crate::k8s::ims::{
-    DataFiles, ImsKubeError, ImsPod, ImsWorkload, ReadBackError, Table, verify_tables,
-};
+use crate::k8s::ims::{DataFiles, ImsKubeError, ImsPod, ImsWorkload, Table};
 use crate::plan::Plan;
 use crate::plan::effect::{Effect, ImsKind};
+use crate::readback::{ReadBackError, verify_tables};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
