@@ -289,4 +289,23 @@ mod tests {
             "{message}"
         );
     }
+
+    #[test]
+    fn timeouts_come_from_the_file_unless_set_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imsflow.toml");
+        std::fs::write(&path, "request_timeout = 2\nconnect_timeout = 3\n").unwrap();
+        let from_file = Connect::default().with_file(&path).unwrap();
+        assert_eq!(
+            (from_file.request_timeout, from_file.connect_timeout),
+            (Some(2), Some(3))
+        );
+        let flag = Connect {
+            request_timeout: Some(5),
+            ..Default::default()
+        }
+        .with_file(&path)
+        .unwrap();
+        assert_eq!(flag.request_timeout, Some(5));
+    }
 }

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod plugin;
 pub mod postcheck;
 pub mod read;
+pub mod readback;
 pub mod s3;
 pub mod sandbox;
 pub mod target;
@@ -32,6 +33,10 @@ pub mod workflow;
 // Links from comments into `docs/` resolve (a test only).
 #[cfg(test)]
 mod doc_links;
+
+// The modules form a DAG: no import cycle (a test only).
+#[cfg(test)]
+mod module_graph;
 
 /// Stock plugins and workflows, embedded by build.rs.
 pub mod stock {

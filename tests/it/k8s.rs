@@ -7,9 +7,10 @@ use csm_sim::testing::{System, small_spec};
 use imsflow::backends::Backends;
 use imsflow::connect::Connect;
 use imsflow::k8s::Kube;
-use imsflow::k8s::ims::{
-    DATA_DIR, ImsKubeError, ImsPod, ImsWorkload, ReadBackError, RolloutStatus, Table, verify_tables,
-};
+use imsflow::k8s::exec::ExecError;
+use imsflow::k8s::ims::{DATA_DIR, ImsKubeError, ImsPod, ImsWorkload, Table};
+use imsflow::k8s::rollout::RolloutStatus;
+use imsflow::readback::{ReadBackError, verify_tables};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -201,7 +202,7 @@ async fn commands_that_fail_say_how() {
         .unwrap_err();
     let text = err.to_string();
     assert!(
-        matches!(&err, ImsKubeError::CommandFailed { code, .. } if code == "1")
+        matches!(&err, ImsKubeError::Exec(ExecError::CommandFailed { code, .. }) if code == "1")
             && text.contains(&pod.name)
             && text.contains("No such file"),
         "{text}"
@@ -212,7 +213,7 @@ async fn commands_that_fail_say_how() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ImsKubeError::CommandFailed { code, .. } if code == "127"),
+        matches!(&err, ImsKubeError::Exec(ExecError::CommandFailed { code, .. }) if code == "127"),
         "{err}"
     );
     let err = site
@@ -221,7 +222,10 @@ async fn commands_that_fail_say_how() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ImsKubeError::OutputTooLarge { max: 10, .. }),
+        matches!(
+            err,
+            ImsKubeError::Exec(ExecError::OutputTooLarge { max: 10, .. })
+        ),
         "{err}"
     );
 }
@@ -269,7 +273,10 @@ async fn exec_forbidden_is_a_clear_error() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, ImsKubeError::ExecForbidden { .. }), "{text}");
+    assert!(
+        matches!(err, ImsKubeError::Exec(ExecError::Forbidden { .. })),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("exec into pod services/{} is forbidden", pod.name))
             && text.contains("`create` on `pods/exec`"),

@@ -67,7 +67,7 @@ pub enum Failure {
     #[error(transparent)]
     Kube(#[from] crate::k8s::ims::ImsKubeError),
     #[error(transparent)]
-    ReadBack(#[from] crate::k8s::ims::ReadBackError),
+    ReadBack(#[from] crate::readback::ReadBackError),
     /// The journal could not record the effect's progress.
     #[error(transparent)]
     Journal(#[from] JournalError),

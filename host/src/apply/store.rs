@@ -12,11 +12,10 @@ use super::ims::store_precheck;
 use super::run::Run;
 use crate::backends::Backends;
 use crate::journal::{Event, Observed};
-use crate::k8s::ims::{
-    DataFiles as Files, ImsKubeError, ImsPod, ImsWorkload, ReadBackError, Table, verify_tables,
-};
+use crate::k8s::ims::{DataFiles as Files, ImsKubeError, ImsPod, ImsWorkload, Table};
 use crate::plan::effect::{Effect, ImsKind};
 use crate::plan::{Plan, PlannedEffect, PlannedGate};
+use crate::readback::{ReadBackError, verify_tables};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ops::Range;

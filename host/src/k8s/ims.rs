@@ -16,23 +16,21 @@
 //!    template's `kubectl.kubernetes.io/restartedAt` annotation);
 //! 6. [`ImsWorkload::wait_rollout`]: `kubectl rollout status`, with a
 //!    timeout and progress;
-//! 7. [`verify_tables`]: IMS read back through its API and compared with
-//!    what was written, which detects the race of HPE's procedure (IMS
-//!    rewriting a data file from memory between the write and the restart).
+//! 7. IMS read back through its API (`crate::readback`, not Kubernetes).
 //!
+//! This module knows IMS (its pod, deployment, data directory and file
+//! names); exec and rollout are generic (`super::exec`, `super::rollout`).
 //! Every exec has a timeout and a cap on what it returns. The commands
 //! (`cat`, `dd`, `sha256sum`, `mv`, `rm`) are busybox's and coreutils'
 //! alike: IMS's image is Alpine.
+use super::exec::{Container, ExecError};
+use super::rollout::{Restart, RolloutError, RolloutStatus};
 use super::{Access, Kube, KubeError, MAX_KUBE_BODY};
-use crate::backends::{BackendError, Backends};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{AttachParams, ListParams, Patch, PatchParams};
-use serde_json::Value;
+use kube::api::ListParams;
 use sha2::Digest;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
 
 pub const NAMESPACE: &str = "services";
 pub const POD_SELECTOR: &str = "app.kubernetes.io/instance=cray-ims";
@@ -42,15 +40,10 @@ pub const CONTAINER: &str = "cray-ims";
 pub const APP_PY: &str = "/app/src/server/app.py";
 /// IMS's data directory (`HACK_DATA_STORE` in production), as HPE's tool has it.
 pub const DATA_DIR: &str = "/var/ims/data";
-pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// Largest data file read or written (IMS keeps every table in memory).
 pub const MAX_DATA_FILE: usize = 256 << 20;
 /// Largest `app.py` read.
 const MAX_APP_PY: usize = 1 << 20;
-/// Largest stderr kept from a command.
-const MAX_STDERR: usize = 16 << 10;
-/// Exec stream buffers: larger than kube's 1 KiB default, for throughput.
-const EXEC_BUFFER: usize = 64 << 10;
 
 /// An IMS table, by the name HPE's tool and IMS's `app.data` use.
 #[derive(
@@ -134,16 +127,8 @@ pub enum ImsKubeError {
         /// `name (phase)`, comma-separated.
         found: String,
     },
-    #[error(
-        "exec into pod {namespace}/{pod} is forbidden ({message}): the kubeconfig's user \
-         needs `create` on `pods/exec` in namespace `{namespace}` (an NCN's \
-         /etc/kubernetes/admin.conf has it)"
-    )]
-    ExecForbidden {
-        namespace: String,
-        pod: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Exec(#[from] ExecError),
     #[error(
         "patching deployment {namespace}/{deployment} is forbidden (kubectl auth can-i patch \
          deployments.apps/{deployment} -n {namespace}: no): the kubeconfig's user needs `patch` \
@@ -153,38 +138,6 @@ pub enum ImsKubeError {
     PatchForbidden {
         namespace: String,
         deployment: String,
-    },
-    #[error("exec `{command}` in pod {namespace}/{pod}: {message}")]
-    Exec {
-        namespace: String,
-        pod: String,
-        command: String,
-        message: String,
-    },
-    #[error(
-        "exec `{command}` in pod {namespace}/{pod} exited with code {code}{}",
-        if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
-    )]
-    CommandFailed {
-        namespace: String,
-        pod: String,
-        command: String,
-        code: String,
-        stderr: String,
-    },
-    #[error("exec `{command}` in pod {namespace}/{pod}: its output is larger than {max} bytes")]
-    OutputTooLarge {
-        namespace: String,
-        pod: String,
-        command: String,
-        max: usize,
-    },
-    #[error("exec `{command}` in pod {namespace}/{pod}: timed out after {}s", after.as_secs())]
-    ExecTimeout {
-        namespace: String,
-        pod: String,
-        command: String,
-        after: Duration,
     },
     #[error(
         "{APP_PY} in pod {namespace}/{pod} names {} data file for `{table}` (expected exactly \
@@ -234,55 +187,6 @@ pub enum ImsKubeError {
     },
 }
 
-/// What the IMS API serves after a restart, against what was written.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadBackError {
-    #[error("reading IMS `{table}` back through its API: {message}")]
-    Api { table: Table, message: String },
-    #[error(
-        "after the restart, IMS serves other `{table}` records than the data file written \
-         ({}): IMS wrote its in-memory state over the new file between the write and the \
-         restart (a known race of HPE's procedure)",
-        describe_ids(missing, unexpected, changed)
-    )]
-    Mismatch {
-        table: Table,
-        /// Ids written but not served.
-        missing: Vec<String>,
-        /// Ids served but not written.
-        unexpected: Vec<String>,
-        /// `id.field` served with another value than written.
-        changed: Vec<String>,
-    },
-}
-
-fn describe_ids(missing: &[String], unexpected: &[String], changed: &[String]) -> String {
-    let list = |what: &str, ids: &[String]| {
-        let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
-        let more = ids.len().saturating_sub(shown.len());
-        format!(
-            "{what} {}{}",
-            shown.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        )
-    };
-    let mut parts = Vec::new();
-    if !missing.is_empty() {
-        parts.push(list("missing", missing));
-    }
-    if !unexpected.is_empty() {
-        parts.push(list("not written", unexpected));
-    }
-    if !changed.is_empty() {
-        parts.push(list("different", changed));
-    }
-    parts.join("; ")
-}
-
 /// The IMS pod found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImsPod {
@@ -304,100 +208,6 @@ impl DataFiles {
             .get(&table)
             .map(|n| format!("{}/{n}", self.dir.trim_end_matches('/')))
     }
-}
-
-/// A rollout's state, as `kubectl rollout status` reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RolloutStatus {
-    pub generation: i64,
-    pub observed_generation: i64,
-    /// `spec.replicas`.
-    pub desired: i32,
-    /// `status.replicas`: old and new pods.
-    pub replicas: i32,
-    pub updated: i32,
-    pub available: i32,
-    /// kubectl's sentence for it.
-    pub message: String,
-    pub done: bool,
-}
-
-impl std::fmt::Display for RolloutStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}; generation {} observed {}, {} of {} replicas updated, {} available, {} in total",
-            self.message,
-            self.generation,
-            self.observed_generation,
-            self.updated,
-            self.desired,
-            self.available,
-            self.replicas
-        )
-    }
-}
-
-impl RolloutStatus {
-    /// kubectl's `DeploymentStatusViewer`: done when the new generation is
-    /// observed and every replica is updated, old ones gone, all available.
-    pub fn of(d: &Deployment, min_generation: i64) -> Result<RolloutStatus, String> {
-        let generation = d.metadata.generation.unwrap_or_default();
-        let status = d.status.clone().unwrap_or_default();
-        let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let mut s = RolloutStatus {
-            generation,
-            observed_generation: status.observed_generation.unwrap_or_default(),
-            desired,
-            replicas: status.replicas.unwrap_or_default(),
-            updated: status.updated_replicas.unwrap_or_default(),
-            available: status.available_replicas.unwrap_or_default(),
-            ..Default::default()
-        };
-        if let Some(c) = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Progressing")
-            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-        {
-            return Err(format!(
-                "progress deadline exceeded{}",
-                c.message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            ));
-        }
-        s.message = if s.observed_generation < generation.max(min_generation) {
-            "waiting for the deployment spec update to be observed".into()
-        } else if s.updated < desired {
-            format!("{} of {} new replicas updated", s.updated, desired)
-        } else if s.replicas > s.updated {
-            format!(
-                "{} old replicas pending termination",
-                s.replicas - s.updated
-            )
-        } else if s.available < s.updated {
-            format!(
-                "{} of {} updated replicas available",
-                s.available, s.updated
-            )
-        } else {
-            s.done = true;
-            "successfully rolled out".into()
-        };
-        Ok(s)
-    }
-}
-
-/// A restart that was asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Restart {
-    /// The Deployment's generation after the patch: the rollout is done when
-    /// this generation is observed and fully available.
-    pub generation: i64,
-    pub restarted_at: String,
 }
 
 /// The IMS workload of a cluster, with the settings of its calls.
@@ -502,14 +312,15 @@ impl ImsWorkload {
             name: &pod.name,
         };
         if !self.kube.can_i(&exec).await? {
-            return Err(ImsKubeError::ExecForbidden {
+            return Err(ExecError::Forbidden {
                 namespace: pod.namespace.clone(),
                 pod: pod.name.clone(),
                 message: format!(
                     "kubectl auth can-i create pods/exec -n {}: no",
                     self.namespace
                 ),
-            });
+            }
+            .into());
         }
         let patch = Access {
             verb: "patch",
@@ -577,7 +388,7 @@ impl ImsWorkload {
         bytes: &[u8],
     ) -> Result<(), ImsKubeError> {
         if bytes.len() > MAX_DATA_FILE {
-            return Err(ImsKubeError::Exec {
+            return Err(ExecError::Other {
                 namespace: pod.namespace.clone(),
                 pod: pod.name.clone(),
                 command: format!("write {path}"),
@@ -585,7 +396,8 @@ impl ImsWorkload {
                     "{} bytes is more than the {MAX_DATA_FILE} allowed",
                     bytes.len()
                 ),
-            });
+            }
+            .into());
         }
         let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
         let tmp = format!("{dir}/.{name}.imsflow-{:08x}.tmp", fastrand::u32(..));
@@ -635,53 +447,20 @@ impl ImsWorkload {
         Ok(())
     }
 
-    /// Step 5: `kubectl rollout restart deployment`: the pod template's
-    /// `restartedAt` annotation set to now (RFC 3339; with milliseconds, so
-    /// that two restarts in one second are two rollouts).
+    /// Step 5: `kubectl rollout restart` of IMS's deployment.
     pub async fn restart(&self) -> Result<Restart, ImsKubeError> {
-        let restarted_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let patch = serde_json::json!({ "spec": { "template": { "metadata": {
-            "annotations": { RESTARTED_AT: restarted_at } } } } });
-        let url = format!("/apis/apps/v1/namespaces/{}/deployments", self.namespace);
-        let req = kube::core::Request::new(&url)
-            .patch(
-                &self.deployment,
-                &PatchParams::default(),
-                &Patch::Strategic(patch),
-            )
-            .map_err(|e| KubeError::Request {
-                method: "PATCH",
-                path: format!("{url}/{}", self.deployment),
-                message: e.to_string(),
-            })?;
-        let d: Deployment = self.kube.call("PATCH", req, MAX_KUBE_BODY).await?;
-        tracing::info!(
-            "deployment {}/{} restarted at {restarted_at}",
-            self.namespace,
-            self.deployment
-        );
-        Ok(Restart {
-            generation: d.metadata.generation.unwrap_or_default(),
-            restarted_at,
-        })
+        Ok(self
+            .kube
+            .rollout_restart(&self.namespace, &self.deployment)
+            .await?)
     }
 
     /// The rollout's state now.
     pub async fn rollout_status(&self, min_generation: i64) -> Result<RolloutStatus, ImsKubeError> {
-        let url = format!("/apis/apps/v1/namespaces/{}/deployments", self.namespace);
-        let req = kube::core::Request::new(&url)
-            .get(&self.deployment, &Default::default())
-            .map_err(|e| KubeError::Request {
-                method: "GET",
-                path: format!("{url}/{}", self.deployment),
-                message: e.to_string(),
-            })?;
-        let d: Deployment = self.kube.call("GET", req, MAX_KUBE_BODY).await?;
-        RolloutStatus::of(&d, min_generation).map_err(|message| ImsKubeError::RolloutFailed {
-            namespace: self.namespace.clone(),
-            deployment: self.deployment.clone(),
-            message,
-        })
+        self.kube
+            .rollout_status(&self.namespace, &self.deployment, min_generation)
+            .await
+            .map_err(|e| self.rollout_error(e))
     }
 
     /// Step 6: `kubectl rollout status`: polls until the rollout of
@@ -690,28 +469,36 @@ impl ImsWorkload {
         &self,
         restart: &Restart,
         timeout: Duration,
-        mut progress: impl FnMut(&RolloutStatus),
+        progress: impl FnMut(&RolloutStatus),
     ) -> Result<RolloutStatus, ImsKubeError> {
-        let start = Instant::now();
-        let mut last: Option<RolloutStatus> = None;
-        loop {
-            let status = self.rollout_status(restart.generation).await?;
-            if last.as_ref() != Some(&status) {
-                progress(&status);
-            }
-            if status.done {
-                return Ok(status);
-            }
-            if start.elapsed() + self.poll_interval > timeout {
-                return Err(ImsKubeError::RolloutTimeout {
-                    namespace: self.namespace.clone(),
-                    deployment: self.deployment.clone(),
-                    after: timeout,
-                    status,
-                });
-            }
-            last = Some(status);
-            tokio::time::sleep(self.poll_interval).await;
+        self.kube
+            .wait_rollout(
+                &self.namespace,
+                &self.deployment,
+                restart,
+                timeout,
+                self.poll_interval,
+                progress,
+            )
+            .await
+            .map_err(|e| self.rollout_error(e))
+    }
+
+    /// A rollout error of IMS's deployment, saying what to look at.
+    fn rollout_error(&self, e: RolloutError) -> ImsKubeError {
+        match e {
+            RolloutError::Kube(e) => ImsKubeError::Kube(e),
+            RolloutError::Failed(message) => ImsKubeError::RolloutFailed {
+                namespace: self.namespace.clone(),
+                deployment: self.deployment.clone(),
+                message,
+            },
+            RolloutError::Timeout { after, status } => ImsKubeError::RolloutTimeout {
+                namespace: self.namespace.clone(),
+                deployment: self.deployment.clone(),
+                after,
+                status,
+            },
         }
     }
 
@@ -725,132 +512,15 @@ impl ImsWorkload {
         stdin: Option<&[u8]>,
         max: usize,
     ) -> Result<Vec<u8>, ImsKubeError> {
-        let command = argv.join(" ");
-        let err = |message: String| ImsKubeError::Exec {
-            namespace: pod.namespace.clone(),
-            pod: pod.name.clone(),
-            command: command.clone(),
-            message,
+        let at = Container {
+            namespace: &pod.namespace,
+            pod: &pod.name,
+            name: &self.container,
         };
-        let run = async {
-            let api: kube::Api<Pod> =
-                kube::Api::namespaced(self.kube.client().clone(), &pod.namespace);
-            let params = AttachParams::default()
-                .container(&self.container)
-                .stdin(stdin.is_some())
-                .stdout(true)
-                .stderr(true)
-                .max_stdin_buf_size(EXEC_BUFFER)
-                .max_stdout_buf_size(EXEC_BUFFER)
-                .max_stderr_buf_size(EXEC_BUFFER);
-            let mut process = api
-                .exec(&pod.name, argv.iter().copied(), &params)
-                .await
-                .map_err(|e| match &e {
-                    kube::Error::Api(s) if s.code == 403 => ImsKubeError::ExecForbidden {
-                        namespace: pod.namespace.clone(),
-                        pod: pod.name.clone(),
-                        message: s.message.clone(),
-                    },
-                    e => err(super::kube_error(e)),
-                })?;
-            let stdout = process.stdout().expect("stdout requested");
-            let stderr = process.stderr().expect("stderr requested");
-            let status = process.take_status().expect("status taken once");
-            let mut input = process.stdin();
-            let send = async {
-                if let (Some(w), Some(data)) = (input.as_mut(), stdin) {
-                    w.write_all(data).await?;
-                    w.flush().await?;
-                }
-                Ok::<(), std::io::Error>(())
-            };
-            let (sent, out, errout) = tokio::join!(
-                send,
-                read_capped(stdout, max),
-                read_capped(stderr, MAX_STDERR)
-            );
-            let status = status.await;
-            // Stdin stays open until the command has ended: on v4, closing
-            // it closes the whole connection.
-            drop(input);
-            let _ = process.join().await;
-            let out = out.map_err(|e| err(format!("reading its output: {e}")))?;
-            let errout = String::from_utf8_lossy(&errout.unwrap_or_default().0)
-                .trim()
-                .to_string();
-            let Some(status) = status else {
-                return Err(err(match sent {
-                    Err(e) => format!("sending its input: {e}"),
-                    Ok(()) => "the exec stream ended without an exit status".into(),
-                }));
-            };
-            if status.status.as_deref() == Some("Success") {
-                return match out {
-                    (_, true) => Err(ImsKubeError::OutputTooLarge {
-                        namespace: pod.namespace.clone(),
-                        pod: pod.name.clone(),
-                        command: command.clone(),
-                        max,
-                    }),
-                    (bytes, false) => Ok(bytes),
-                };
-            }
-            let code = status
-                .details
-                .as_ref()
-                .and_then(|d| d.causes.as_ref())
-                .and_then(|c| c.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
-                .and_then(|c| c.message.clone());
-            match code {
-                Some(code) => Err(ImsKubeError::CommandFailed {
-                    namespace: pod.namespace.clone(),
-                    pod: pod.name.clone(),
-                    command: command.clone(),
-                    code,
-                    stderr: errout,
-                }),
-                None => Err(err(format!(
-                    "{}{}",
-                    status.message.unwrap_or_else(|| "failed".into()),
-                    if errout.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {errout}")
-                    }
-                ))),
-            }
-        };
-        tokio::time::timeout(self.exec_timeout, run)
-            .await
-            .map_err(|_| ImsKubeError::ExecTimeout {
-                namespace: pod.namespace.clone(),
-                pod: pod.name.clone(),
-                command: command.clone(),
-                after: self.exec_timeout,
-            })?
-    }
-}
-
-/// Reads up to `max` bytes; the flag says more came (the rest is drained).
-async fn read_capped(
-    mut r: impl AsyncRead + Unpin,
-    max: usize,
-) -> std::io::Result<(Vec<u8>, bool)> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 16 << 10];
-    let mut over = false;
-    loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            return Ok((out, over));
-        }
-        if out.len() + n > max {
-            over = true;
-            out.extend_from_slice(&buf[..max - out.len()]);
-        } else {
-            out.extend_from_slice(&buf[..n]);
-        }
+        Ok(self
+            .kube
+            .exec(&at, argv, stdin, max, self.exec_timeout)
+            .await?)
     }
 }
 
@@ -901,102 +571,9 @@ fn is_version(v: &str) -> bool {
     }
 }
 
-/// Step 7: IMS read back through its API against the tables written
-/// (`table` → the JSON array that was written as its file). IMS must serve
-/// exactly the ids written, and each written field that it serves with the
-/// value written (fields outside IMS's schema are dropped when it loads a
-/// file, so they are not compared). A difference is the race: IMS wrote
-/// its memory over the new file before the restart.
-/// IMS may serve more records than written only in the tables of `keeping`
-/// (writes that keep what IMS accepted since planning).
-pub async fn verify_tables(
-    backends: &Backends,
-    written: &BTreeMap<Table, Value>,
-    keeping: &std::collections::BTreeSet<Table>,
-) -> Result<(), ReadBackError> {
-    for (&table, records) in written {
-        let resp = backends
-            .service_get("ims", table.api_path())
-            .await
-            .map_err(|e: BackendError| ReadBackError::Api {
-                table,
-                message: e.to_string(),
-            })?;
-        if resp.status != 200 {
-            return Err(ReadBackError::Api {
-                table,
-                message: format!(
-                    "GET {}: HTTP {}: {}",
-                    table.api_path(),
-                    resp.status,
-                    resp.body.chars().take(300).collect::<String>()
-                ),
-            });
-        }
-        let served: Value = serde_json::from_str(&resp.body).map_err(|e| ReadBackError::Api {
-            table,
-            message: format!("the answer is not JSON: {e}"),
-        })?;
-        compare_table(table, records, &served, keeping.contains(&table))?;
-    }
-    Ok(())
-}
-
-/// The comparison of `verify_tables`, for one table.
-pub fn compare_table(
-    table: Table,
-    written: &Value,
-    served: &Value,
-    others_allowed: bool,
-) -> Result<(), ReadBackError> {
-    let by_id = |v: &Value| -> BTreeMap<String, serde_json::Map<String, Value>> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| {
-                let r = r.as_object()?;
-                Some((r.get("id")?.as_str()?.to_string(), r.clone()))
-            })
-            .collect()
-    };
-    let (written, served) = (by_id(written), by_id(served));
-    let missing: Vec<String> = written
-        .keys()
-        .filter(|id| !served.contains_key(*id))
-        .cloned()
-        .collect();
-    let unexpected: Vec<String> = served
-        .keys()
-        .filter(|id| !others_allowed && !written.contains_key(*id))
-        .cloned()
-        .collect();
-    let mut changed = Vec::new();
-    for (id, record) in &written {
-        let Some(now) = served.get(id) else { continue };
-        for (field, value) in record {
-            if let Some(v) = now.get(field)
-                && v != value
-            {
-                changed.push(format!("{id}.{field}"));
-            }
-        }
-    }
-    if missing.is_empty() && unexpected.is_empty() && changed.is_empty() {
-        Ok(())
-    } else {
-        Err(ReadBackError::Mismatch {
-            table,
-            missing,
-            unexpected,
-            changed,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn data_file_names_skip_comments_and_duplicates() {
@@ -1019,65 +596,5 @@ mod tests {
         assert!(data_file_names(app, Table::Jobs).is_empty());
         let two = "a = 'v2_jobs.json'\nb = 'v2.4_jobs.json'\n";
         assert_eq!(data_file_names(two, Table::Jobs).len(), 2);
-    }
-
-    #[test]
-    fn the_comparison_names_missing_extra_and_changed_records() {
-        let written = json!([{"id": "a", "name": "x", "dropped": 1}, {"id": "b", "name": "y"}]);
-        let same = json!([{"id": "b", "name": "y", "arch": "x86_64"}, {"id": "a", "name": "x"}]);
-        compare_table(Table::Images, &written, &same, false).unwrap();
-        let old = json!([{"id": "a", "name": "old"}, {"id": "c"}]);
-        let err = compare_table(Table::Images, &written, &old, false).unwrap_err();
-        let ReadBackError::Mismatch {
-            missing,
-            unexpected,
-            changed,
-            ..
-        } = &err
-        else {
-            panic!("{err}")
-        };
-        assert_eq!(
-            (missing, unexpected, changed),
-            (
-                &vec!["b".to_string()],
-                &vec!["c".to_string()],
-                &vec!["a.name".to_string()]
-            )
-        );
-        let text = err.to_string();
-        assert!(text.contains("race"), "{text}");
-        // A write that keeps what IMS accepted since planning tolerates
-        // records it did not write, but not a lost or changed one.
-        let more = json!([{"id": "a", "name": "x"}, {"id": "b", "name": "y"}, {"id": "new"}]);
-        compare_table(Table::Images, &written, &more, true).unwrap();
-        assert!(compare_table(Table::Images, &written, &more, false).is_err());
-        assert!(compare_table(Table::Images, &written, &old, true).is_err());
-    }
-
-    #[test]
-    fn rollout_status_follows_kubectl() {
-        let d = |generation: i64,
-                 obs: i64,
-                 replicas: i32,
-                 updated: i32,
-                 available: i32|
-         -> Deployment {
-            serde_json::from_value(json!({
-                "metadata": {"name": "cray-ims", "generation": generation},
-                "spec": {"replicas": 1, "selector": {}, "template": {}},
-                "status": {"observedGeneration": obs, "replicas": replicas,
-                    "updatedReplicas": updated, "availableReplicas": available}
-            }))
-            .unwrap()
-        };
-        let s = RolloutStatus::of(&d(2, 1, 1, 1, 1), 2).unwrap();
-        assert!(!s.done && s.message.contains("observed"), "{s}");
-        let s = RolloutStatus::of(&d(2, 2, 2, 1, 1), 2).unwrap();
-        assert!(!s.done && s.message.contains("old replicas"), "{s}");
-        let s = RolloutStatus::of(&d(2, 2, 1, 1, 0), 2).unwrap();
-        assert!(!s.done && s.message.contains("available"), "{s}");
-        assert!(RolloutStatus::of(&d(2, 2, 1, 1, 1), 2).unwrap().done);
-        assert!(!RolloutStatus::of(&d(2, 2, 1, 1, 1), 3).unwrap().done);
     }
 }

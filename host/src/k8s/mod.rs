@@ -1,13 +1,16 @@
 //! Kubernetes, through the `kube` crate: a client built from a kubeconfig,
 //! the product catalog's ConfigMaps and the `admin-client-auth` Secret
-//! (here), and the IMS pod's data files and rollout restart (`ims`).
+//! (here), commands in a pod (`exec`), a Deployment's rollout restart and
+//! status (`rollout`), and IMS's pod and data files (`ims`).
 //!
 //! Bounded like every other input: the kubeconfig and every file it names
 //! (CA, client certificate and key, token file) are read through
 //! `read::read_capped` by this module, never by the crate; every answer is
 //! read with a size cap; every call has a connect timeout and an overall
 //! timeout.
+pub mod exec;
 pub mod ims;
+pub mod rollout;
 
 use crate::net::{MAX_SMALL_FILE, Timeouts, error_chain, without_userinfo};
 use base64::Engine;

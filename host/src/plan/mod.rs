@@ -4,10 +4,12 @@
 //! no network, no Wasm; reading a file is the only I/O here.
 pub mod check;
 pub mod effect;
+mod grants;
 pub mod render;
 
+pub use grants::Grants;
+
 use crate::archive::Format;
-use crate::workflow::Grants;
 use effect::{Dependency, Effect, fingerprint};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,10 +1,10 @@
 //! Workflow files: parsing, validation (with file:line errors) and the
 //! validated model the engine runs.
 pub mod expr;
-mod grants;
 mod model;
 
-pub use grants::Grants;
+/// A step's grants, as the plan records them.
+pub use crate::plan::Grants;
 pub use model::ParamType;
 
 use crate::backends::SiteServices;

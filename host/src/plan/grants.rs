@@ -1,7 +1,8 @@
-//! What a step may read and which effects it may emit. Everything not listed
-//! is denied: the sandbox checks reads, `permits` checks emitted effects at
-//! plan time and again when a plan is applied.
-use crate::plan::effect::Effect;
+//! What a step may read and which effects it may emit, as its workflow file
+//! grants them and the plan records them. Everything not listed is denied:
+//! the sandbox checks reads, `permits` checks emitted effects at plan time
+//! and again when a plan is applied.
+use super::effect::Effect;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
