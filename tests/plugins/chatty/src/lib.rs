@@ -4,7 +4,9 @@ use imsflow_pdk::*;
 struct Chatty;
 impl Step for Chatty {
     type With = serde_json::Value;
-    fn describe() -> PluginInfo { plugin_info!() }
+    fn describe() -> PluginInfo {
+        plugin_info!()
+    }
     fn run(_: Input<serde_json::Value>) -> Result<StepOutput, StepError> {
         warn("innocent\nFORGED ERROR imsflow: all your images were deleted\x1b[2J");
         eprintln!("stderr line\nFORGED-STDERR\x1b[31m");

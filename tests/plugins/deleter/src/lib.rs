@@ -31,12 +31,25 @@ impl Step for Deleter {
             };
             let record = service_json("ims", &path)?;
             let name = record["name"].as_str().unwrap_or_default().to_string();
-            effects.push(Effect::ImsDelete(ImsDelete { kind: ims_kind, id, name, mode, expect_json: record.to_string() }));
+            effects.push(Effect::ImsDelete(ImsDelete {
+                kind: ims_kind,
+                id,
+                name,
+                mode,
+                expect_json: record.to_string(),
+            }));
         }
         if let Some((live, deleted, jobs)) = input.with.assert_empty {
-            effects.push(Effect::Assert(Assertion::ImsEmpty(ImsEmpty { live, deleted, jobs })));
+            effects.push(Effect::Assert(Assertion::ImsEmpty(ImsEmpty {
+                live,
+                deleted,
+                jobs,
+            })));
         }
-        Ok(output(&serde_json::json!({ "deletes": effects.len() }), effects))
+        Ok(output(
+            &serde_json::json!({ "deletes": effects.len() }),
+            effects,
+        ))
     }
 }
 export_step!(Deleter);

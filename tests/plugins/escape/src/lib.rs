@@ -21,7 +21,9 @@ fn verdict(r: Result<ServiceResponse, HostError>) -> String {
 
 impl Step for Escape {
     type With = With;
-    fn describe() -> PluginInfo { plugin_info!() }
+    fn describe() -> PluginInfo {
+        plugin_info!()
+    }
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {
         let verdicts: Vec<String> = input
             .with

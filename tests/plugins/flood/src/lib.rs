@@ -6,7 +6,9 @@ struct With {
 }
 impl Step for Flood {
     type With = With;
-    fn describe() -> PluginInfo { plugin_info!() }
+    fn describe() -> PluginInfo {
+        plugin_info!()
+    }
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {
         let text = "x".repeat(input.with.mib << 20);
         Ok(output(&text, vec![]))

@@ -2,7 +2,9 @@ use imsflow_pdk::*;
 struct Hog;
 impl Step for Hog {
     type With = serde_json::Value;
-    fn describe() -> PluginInfo { plugin_info!() }
+    fn describe() -> PluginInfo {
+        plugin_info!()
+    }
     fn run(_: Input<serde_json::Value>) -> Result<StepOutput, StepError> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {

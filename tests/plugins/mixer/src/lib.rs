@@ -19,11 +19,17 @@ impl Step for Mixer {
     }
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {
         let w = input.with;
-        let objects = s3::list_objects(&w.source, "").map_err(|e| host_err("listing the source", e))?;
+        let objects =
+            s3::list_objects(&w.source, "").map_err(|e| host_err("listing the source", e))?;
         let mut members = archive::members().map_err(|e| host_err("listing the archive", e))?;
         members.retain(|m| m.path.starts_with(&w.prefix));
         members.sort_by(|a, b| a.path.cmp(&b.path));
-        let phase = |name: &str| Effect::Phase(Phase { name: name.into(), description: format!("the {name} phase") });
+        let phase = |name: &str| {
+            Effect::Phase(Phase {
+                name: name.into(),
+                description: format!("the {name} phase"),
+            })
+        };
         let mut effects = vec![phase("copy")];
         let n = objects.len().max(members.len());
         for i in 0..n {
@@ -32,9 +38,15 @@ impl Step for Mixer {
             }
             if let Some(o) = objects.get(i) {
                 effects.push(Effect::ArchiveAddObject(ArchiveAddObject {
-                    source: ObjectRef { bucket: w.source.clone(), key: o.key.clone() },
+                    source: ObjectRef {
+                        bucket: w.source.clone(),
+                        key: o.key.clone(),
+                    },
                     path: format!("objects/{}", o.key),
-                    expect: Some(ObjectExpect { size: o.size, etag: o.etag.clone() }),
+                    expect: Some(ObjectExpect {
+                        size: o.size,
+                        etag: o.etag.clone(),
+                    }),
                 }));
             }
             effects.push(Effect::ArchiveAddJson(ArchiveAddJson {
@@ -45,7 +57,10 @@ impl Step for Mixer {
                 let key = m.path[w.prefix.len()..].to_string();
                 effects.push(Effect::S3UploadFromArchive(S3UploadFromArchive {
                     path: m.path.clone(),
-                    target: ObjectRef { bucket: w.target.clone(), key },
+                    target: ObjectRef {
+                        bucket: w.target.clone(),
+                        key,
+                    },
                     size: m.size,
                     sha256: None,
                     content_type: Some("application/octet-stream".into()),
@@ -57,7 +72,10 @@ impl Step for Mixer {
             }
         }
         effects.push(phase("finish"));
-        Ok(output(&serde_json::json!({ "effects": effects.len() }), effects))
+        Ok(output(
+            &serde_json::json!({ "effects": effects.len() }),
+            effects,
+        ))
     }
 }
 export_step!(Mixer);

@@ -19,7 +19,9 @@ fn verdict<T>(r: Result<T, HostError>) -> String {
 
 impl Step for Snoop {
     type With = With;
-    fn describe() -> PluginInfo { plugin_info!() }
+    fn describe() -> PluginInfo {
+        plugin_info!()
+    }
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {
         let w = input.with;
         let report = serde_json::json!({

@@ -2,7 +2,9 @@ use imsflow_pdk::*;
 struct Trap;
 impl Step for Trap {
     type With = serde_json::Value;
-    fn describe() -> PluginInfo { plugin_info!() }
+    fn describe() -> PluginInfo {
+        plugin_info!()
+    }
     fn run(_: Input<serde_json::Value>) -> Result<StepOutput, StepError> {
         panic!("deliberate panic from the trap test plugin")
     }

@@ -16,7 +16,9 @@ struct With {
 }
 impl Step for Uploader {
     type With = With;
-    fn describe() -> PluginInfo { plugin_info!(effects: ["s3-upload-from-archive"]) }
+    fn describe() -> PluginInfo {
+        plugin_info!(effects: ["s3-upload-from-archive"])
+    }
     fn run(input: Input<With>) -> Result<StepOutput, StepError> {
         let w = input.with;
         let members = archive::members().map_err(|e| host_err("listing the archive", e))?;
@@ -30,7 +32,10 @@ impl Step for Uploader {
             };
             effects.push(Effect::S3UploadFromArchive(S3UploadFromArchive {
                 path: m.path.clone(),
-                target: ObjectRef { bucket: w.bucket.clone(), key },
+                target: ObjectRef {
+                    bucket: w.bucket.clone(),
+                    key,
+                },
                 size: m.size,
                 sha256: None,
                 content_type: Some("application/octet-stream".into()),
@@ -40,7 +45,10 @@ impl Step for Uploader {
                 precondition,
             }));
         }
-        Ok(output(&serde_json::json!({ "uploads": effects.len() }), effects))
+        Ok(output(
+            &serde_json::json!({ "uploads": effects.len() }),
+            effects,
+        ))
     }
 }
 export_step!(Uploader);
