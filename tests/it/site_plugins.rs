@@ -228,8 +228,8 @@ fn example_plugin() -> std::path::PathBuf {
     let lib =
         std::fs::read_to_string(repo_root().join("examples/bos-v1-links/src/lib.rs")).unwrap();
     assert!(
-        lib.lines().count() <= 40,
-        "the example's lib.rs has {} lines",
+        lib.lines().count() <= 45,
+        "the example's lib.rs (rustfmt-formatted, as CI checks) has {} lines",
         lib.lines().count()
     );
     test_plugin("bos-v1-links")
