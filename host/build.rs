@@ -17,6 +17,7 @@ fn main() {
     for watched in ["plugins", "wit", "workflows", "tests/plugins", "examples"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    build_identity(&root, &manifest_dir);
 
     require_wasm_target();
     let plugins = stock_plugin_crates(&root.join("plugins"));
@@ -123,4 +124,65 @@ fn stock_plugin_crates(dir: &std::path::Path) -> Vec<String> {
     }
     names.sort();
     names
+}
+
+/// What `imsflow --version` and every plan say about this build: the commit
+/// (and whether the tree differed from it), the build date, the wasmtime
+/// version and the target. `SOURCE_DATE_EPOCH` fixes the date, for
+/// reproducible packages. Without git (a source tarball) the commit is
+/// `unknown`.
+fn build_identity(root: &std::path::Path, manifest_dir: &std::path::Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Dirty: any change to a tracked file. The host's sources are watched so
+    // that an edit reruns this; a commit changes HEAD or the branch's ref.
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    for path in ["HEAD", "packed-refs"] {
+        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={}", root.join(p).display());
+        }
+    }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(p) = git(&["rev-parse", "--git-path", &branch])
+    {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("src").display()
+    );
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let when = env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .unwrap_or_else(std::time::SystemTime::now);
+    // wasmtime's version as resolved, from the lock file (its crate exports none).
+    let lock = fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let wasmtime = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=IMSFLOW_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=IMSFLOW_GIT_DIRTY={dirty}");
+    println!(
+        "cargo:rustc-env=IMSFLOW_BUILD_DATE={}",
+        humantime::format_rfc3339_seconds(when)
+    );
+    println!("cargo:rustc-env=IMSFLOW_WASMTIME_VERSION={wasmtime}");
+    println!(
+        "cargo:rustc-env=IMSFLOW_TARGET={}",
+        env::var("TARGET").unwrap()
+    );
 }

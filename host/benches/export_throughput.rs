@@ -13,7 +13,11 @@
 //! Run: `cargo bench --bench export_throughput` (IMSFLOW_BENCH_ROOTFS_MIB="64,256";
 //! IMSFLOW_BENCH_OUT=/dev/shm puts the archive on tmpfs, to see the engine
 //! without the disk; IMSFLOW_BENCH_BASE_BIN=<another imsflow build> measures
-//! that one too, first, in the same run; IMSFLOW_BENCH_ROUNDS repeats).
+//! that one too, first, in the same run; IMSFLOW_BENCH_BIN=<an imsflow build>
+//! measures that one instead of this build's; IMSFLOW_BENCH_ROUNDS repeats).
+//! The static binary against the glibc one, export and import:
+//! `IMSFLOW_BENCH_BASE_BIN=target/release/imsflow
+//! IMSFLOW_BENCH_BIN=dist/imsflow cargo bench --bench export_throughput`.
 //! It also prints CPU seconds per GiB (user + system) of the `imsflow`
 //! process, of the raw GET client, and of the Ceph daemons: on a shared,
 //! small machine wall-clock ratios swing with the load, CPU per byte does not.
@@ -174,15 +178,6 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
     let gib_s =
         |bytes: u64, d: std::time::Duration| bytes as f64 / d.as_secs_f64() / (1u64 << 30) as f64;
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
-    // IMSFLOW_BENCH_BASE_BIN: another imsflow build (say, main's), measured in
-    // the same run, first, for a before/after ratio.
-    let mut bins = vec![(
-        "export",
-        std::ffi::OsString::from(env!("CARGO_BIN_EXE_imsflow")),
-    )];
-    if let Some(base) = std::env::var_os("IMSFLOW_BENCH_BASE_BIN") {
-        bins.insert(0, ("base", base));
-    }
     let mut cpu_lines = vec![
         format!(
             "{:>6} MiB raw GET: {:.2} CPU s/GiB client, {:.2} Ceph",
@@ -209,7 +204,7 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
     ];
     let mut disk = None;
     let mut last_archive = None;
-    for (label, bin) in bins {
+    for (label, bin) in measured_bins() {
         // Warm the compile cache so the measured run writes only the archive.
         let warm = tempfile::tempdir_in(out.path()).unwrap();
         assert!(run(&bin, warm.path()).status.success());
@@ -269,6 +264,19 @@ async fn bench(rootfs_mib: usize, cache: &std::path::Path) {
     }
 }
 
+/// The builds measured, labelled: IMSFLOW_BENCH_BASE_BIN (another build,
+/// say main's or the glibc one), first, for a before/after ratio in the same
+/// run; then IMSFLOW_BENCH_BIN, or this build's binary.
+fn measured_bins() -> Vec<(&'static str, std::ffi::OsString)> {
+    let ours = std::env::var_os("IMSFLOW_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_imsflow").into());
+    let mut bins = vec![("export", ours)];
+    if let Some(base) = std::env::var_os("IMSFLOW_BENCH_BASE_BIN") {
+        bins.insert(0, ("base", base));
+    }
+    bins
+}
+
 /// The restore direction on the same data set: every artifact is removed
 /// from S3, then `imsflow import overwrite --yes` puts the records and the
 /// artifacts back from the archive (end to end: preflight integrity check,
@@ -322,56 +330,58 @@ async fn import_phase(
         futures_join(puts.collect()).await;
     }
     let raw = t.elapsed();
-    // The system loses its artifacts (and the raw PUTs go too).
-    let listed = s3.list("boot-images", "").await.unwrap();
-    for (key, _, _) in listed {
-        s3.client()
-            .delete_object()
-            .bucket("boot-images")
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-    }
-    let backup = tempfile::tempdir().unwrap();
-    let before = children_blocks_written();
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_imsflow"))
-        .args(["--json", "import", "overwrite", "--yes", "-f"])
-        .arg(archive)
-        .arg("-b")
-        .arg(backup.path())
-        .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
-        .env("IMSFLOW_CACHE_DIR", cache)
-        .env("IMSFLOW_STATE_DIR", backup.path().join("state"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    let took = t.elapsed();
-    let written = (children_blocks_written() - before) * 512;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let peak = text
-        .split("\"peak_rss_kib\":")
-        .nth(1)
-        .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
     let gib_s = |d: std::time::Duration| total as f64 / d.as_secs_f64() / (1u64 << 30) as f64;
-    println!(
-        "{:>6} MiB import: {:.0} MiB of artifacts; raw PUT {:.2} GiB/s; imsflow import overwrite {:.2} GiB/s ({:.2}x the raw PUT, end to end); peak RSS {:.1} MiB; disk written {:.1} MiB (the backup: records only)",
-        rootfs_mib,
-        total as f64 / 1048576.0,
-        gib_s(raw),
-        gib_s(took),
-        gib_s(took) / gib_s(raw),
-        peak as f64 / 1024.0,
-        written as f64 / 1048576.0
-    );
+    for (label, bin) in measured_bins() {
+        // The system loses its artifacts (and the raw PUTs go too).
+        let listed = s3.list("boot-images", "").await.unwrap();
+        for (key, _, _) in listed {
+            s3.client()
+                .delete_object()
+                .bucket("boot-images")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        }
+        let backup = tempfile::tempdir().unwrap();
+        let before = children_blocks_written();
+        let t = Instant::now();
+        let out = Command::new(&bin)
+            .args(["--json", "import", "overwrite", "--yes", "-f"])
+            .arg(archive)
+            .arg("-b")
+            .arg(backup.path())
+            .env("IMSFLOW_CONFIG", sys.data.path().join("imsflow.toml"))
+            .env("IMSFLOW_CACHE_DIR", cache)
+            .env("IMSFLOW_STATE_DIR", backup.path().join("state"))
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let took = t.elapsed();
+        let written = (children_blocks_written() - before) * 512;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let peak = text
+            .split("\"peak_rss_kib\":")
+            .nth(1)
+            .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        println!(
+            "{:>6} MiB import {label}: {:.0} MiB of artifacts; raw PUT {:.2} GiB/s; imsflow import overwrite {:.2} GiB/s ({:.2}x the raw PUT, end to end); peak RSS {:.1} MiB; disk written {:.1} MiB (the backup: records only)",
+            rootfs_mib,
+            total as f64 / 1048576.0,
+            gib_s(raw),
+            gib_s(took),
+            gib_s(took) / gib_s(raw),
+            peak as f64 / 1024.0,
+            written as f64 / 1048576.0
+        );
+    }
 }
 
 /// 8 concurrent GETs of `urls`, bytes dropped (after their sha256 with

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// The config file read when none is named; the only one that may be absent.
 pub const DEFAULT_CONFIG: &str = "~/.config/imsflow/imsflow.toml";
+/// The node-wide config file (the package ships `imsflow.toml.example`
+/// beside it), read when none is named and the user has no `DEFAULT_CONFIG`.
+pub const SYSTEM_CONFIG: &str = "/etc/imsflow/imsflow.toml";
 
 /// Connection settings. Every field can come from the config file
 /// (`imsflow.toml`, same names), the environment (`IMSFLOW_<NAME>`) or a flag.
@@ -208,7 +211,7 @@ impl Connect {
 }
 
 /// The config file to read: `--config`, else `$IMSFLOW_CONFIG`, else
-/// `~/.config/imsflow/imsflow.toml`. A file named by the flag or the
+/// `~/.config/imsflow/imsflow.toml`, else `/etc/imsflow/imsflow.toml`. A file named by the flag or the
 /// variable must exist (as for kubectl and helm): with a mistyped path,
 /// falling back to the NCN defaults would talk to whatever system this host
 /// reaches. Only the default file may be absent (`None`).
@@ -224,7 +227,7 @@ pub fn config_file(flag: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> 
             Ok(false) => Err(ConfigError {
                 path,
                 message: format!(
-                    "named by {how}, does not exist (only the default {DEFAULT_CONFIG} may be absent); fix the path, or unset {how}"
+                    "named by {how}, does not exist (only the defaults {DEFAULT_CONFIG} and {SYSTEM_CONFIG} may be absent); fix the path, or unset {how}"
                 ),
             }),
             Err(e) => Err(ConfigError {
@@ -233,9 +236,12 @@ pub fn config_file(flag: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> 
             }),
         };
     }
-    Ok(std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(DEFAULT_CONFIG.trim_start_matches("~/")))
-        .filter(|p| p.exists()))
+    let user = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(DEFAULT_CONFIG.trim_start_matches("~/")));
+    Ok(user
+        .into_iter()
+        .chain([PathBuf::from(SYSTEM_CONFIG)])
+        .find(|p| p.exists()))
 }
 
 /// Keys of the config file whose values are secrets.

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod archive;
 pub mod backends;
 pub mod bindings;
+pub mod build_info;
 pub mod cancel;
 pub mod config;
 pub mod connect;
@@ -42,3 +43,10 @@ mod module_graph;
 pub mod stock {
     include!(concat!(env!("OUT_DIR"), "/stock.rs"));
 }
+
+/// The static (musl) build's allocator: musl's malloc serialises on one lock
+/// and made the export and import much slower than the glibc build under
+/// wasmtime's and tokio's threads. glibc builds keep the system's.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -35,8 +35,18 @@ impl Default for Timeouts {
     }
 }
 
+/// Makes ring the process's TLS crypto provider, once. Every client here
+/// (reqwest, the S3 client, kube) uses rustls with ring and no other
+/// provider: ring builds in seconds where aws-lc's C library took a minute,
+/// and reqwest needs the provider installed before it builds a client.
+pub fn install_crypto() {
+    // Err means a provider is installed already: ours, by an earlier call.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Every HTTP client of the CSM side starts here, so that none waits forever.
 pub(crate) fn http_client_builder(timeouts: &Timeouts) -> reqwest::ClientBuilder {
+    install_crypto();
     reqwest::Client::builder()
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.request)

@@ -111,11 +111,8 @@ impl S3Store {
     /// Path-style, and checksums only when required: Ceph RGW 16 rejects the
     /// SDK's default aws-chunked uploads.
     pub fn new(s: &S3Settings) -> S3Store {
-        let mut conf = aws_sdk_s3::Config::builder();
-        if let Some(ca) = &s.ca {
-            conf = conf.http_client(https_client_trusting(ca));
-        }
-        let conf = conf
+        let conf = aws_sdk_s3::Config::builder()
+            .http_client(https_client(s.ca.as_ref()))
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&s.endpoint)
             .region(Region::new("us-east-1"))
@@ -244,16 +241,16 @@ impl S3Store {
     }
 }
 
-/// The SDK's default HTTPS client (rustls with aws-lc, the system's roots,
-/// proxies from the environment), trusting `ca` as well. The SDK has no
-/// setting for extra roots: they need a client of our own.
-fn https_client_trusting(ca: &CaBundle) -> aws_sdk_s3::config::SharedHttpClient {
+/// What the SDK's default HTTPS client is (rustls, the system's roots,
+/// proxies from the environment), with ring instead of aws-lc, and trusting
+/// `ca` as well when given. The SDK has no setting for extra roots.
+fn https_client(ca: Option<&CaBundle>) -> aws_sdk_s3::config::SharedHttpClient {
     use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
-    let tls_context = ca.s3_tls().clone();
+    let tls_context = ca.map(|ca| ca.s3_tls().clone()).unwrap_or_default();
     Builder::new().build_with_connector_fn(move |settings, components| {
         let mut conn = ConnectorBuilder::default()
             .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
+                tls::rustls_provider::CryptoMode::Ring,
             ))
             .tls_context(tls_context.clone());
         conn.set_connector_settings(settings.cloned());

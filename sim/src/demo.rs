@@ -16,7 +16,7 @@ pub async fn run(data: &Path, s3: &S3Config, spec: &SeedSpec) -> anyhow::Result<
         running.base_url
     );
 
-    let http = reqwest::Client::new();
+    let http = crate::testing::http_client();
     let kubeconfig: Value =
         serde_yaml::from_str(&std::fs::read_to_string(data.join("kubeconfig"))?)?;
     let kube_token = kubeconfig["users"][0]["user"]["token"]

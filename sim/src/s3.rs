@@ -38,7 +38,9 @@ impl S3 {
     /// A client with the settings Ceph RGW needs: path-style addressing and
     /// checksums only when required (RGW 16 rejects aws-chunked trailers).
     pub fn new(cfg: &S3Config) -> S3 {
+        // Plain HTTP: the simulator talks to the local RGW only.
         let conf = aws_sdk_s3::Config::builder()
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&cfg.endpoint)
             .region(Region::new("us-east-1"))

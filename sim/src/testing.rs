@@ -111,6 +111,13 @@ impl Ceph {
     }
 }
 
+/// An HTTP client for talking to the simulator. reqwest's rustls needs a
+/// crypto provider installed first: ring, the one imsflow installs.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// `full` or `nearfull` when `ceph health detail` says an OSD or pool is so.
 pub fn full_state(health: &str) -> Option<&'static str> {
     let text = health.to_ascii_uppercase();

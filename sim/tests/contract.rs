@@ -15,7 +15,7 @@ struct Client {
 impl Client {
     async fn new() -> Client {
         let sys = System::start(&small_spec()).await;
-        let http = reqwest::Client::new();
+        let http = csm_sim::testing::http_client();
         let token = sys.token(&http).await;
         let s3 = S3::new(&sys.s3);
         Client {
@@ -931,6 +931,7 @@ async fn sts_session_tokens_are_non_empty_and_accepted_by_rgw() {
     let token = creds["SessionToken"].as_str().unwrap();
     assert!(!token.is_empty());
     let conf = aws_sdk_s3::Config::builder()
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(creds["EndpointURL"].as_str().unwrap())
         .region(Region::new("us-east-1"))

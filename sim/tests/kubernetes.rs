@@ -24,7 +24,7 @@ impl Kube {
         let token = sys.kube_token();
         Kube {
             sys,
-            http: reqwest::Client::new(),
+            http: csm_sim::testing::http_client(),
             token,
         }
     }

@@ -33,7 +33,7 @@ const TABLES: [&str; 7] = [
 impl Site {
     pub(crate) async fn start(spec: SeedSpec) -> Site {
         let sys = System::start(&spec).await;
-        let http = reqwest::Client::new();
+        let http = csm_sim::testing::http_client();
         let token = sys.token(&http).await;
         Site {
             sys,

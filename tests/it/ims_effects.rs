@@ -27,7 +27,7 @@ struct Ims {
 impl Ims {
     async fn start() -> Ims {
         let sys = System::start(&small_spec()).await;
-        let http = reqwest::Client::new();
+        let http = csm_sim::testing::http_client();
         let token = sys.token(&http).await;
         Ims { sys, http, token }
     }

@@ -20,6 +20,7 @@
 //! | the network: grants, caps, timeouts, TLS, secrets | `net` |
 //! | local files: FIFOs, devices, foreign state dirs | `local_files` |
 //! | site plugins: SDK, scaffold, example, contract | `site_plugins` |
+//! | installing: `--version`, completion, man pages, example config | `install` |
 mod support;
 
 mod archive;
@@ -33,6 +34,7 @@ mod grants;
 mod import;
 mod import_inputs;
 mod ims_effects;
+mod install;
 mod k8s;
 mod local_files;
 mod net;

@@ -122,7 +122,7 @@ async fn refused_url() -> String {
 
 fn gateway(url: &str) -> ServiceClient {
     ServiceClient {
-        http: reqwest::Client::new(),
+        http: csm_sim::testing::http_client(),
         gateway: url.to_string(),
         token: Some("admin-token".into()),
     }
@@ -619,7 +619,7 @@ pub(crate) fn test_tls_server_config() -> Arc<rustls::ServerConfig> {
     let key = PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY.as_bytes()).unwrap();
     Arc::new(
         rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
+            rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()

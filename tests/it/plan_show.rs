@@ -36,6 +36,7 @@ pub(crate) fn plan(effects: Vec<(&str, Effect)>) -> Plan {
         format: imsflow::plan::FORMAT,
         imsflow_version: "0.1.0".into(),
         contract: imsflow::plan::CONTRACT.into(),
+        build: None,
         workflow: WorkflowId {
             name: "golden".into(),
             source: "stock:golden".into(),

@@ -36,8 +36,19 @@ pub enum Exit {
 }
 
 #[derive(Parser)]
-#[command(name = "imsflow", version, about = "Workflow engine with sandboxed WebAssembly plugins; backs up and restores CSM IMS", after_help = EXIT_CODES)]
+#[command(
+    name = "imsflow",
+    version,
+    about = "Workflow engine with sandboxed WebAssembly plugins; backs up and restores CSM IMS",
+    after_help = EXIT_CODES,
+    // `--version` is ours: it takes `--json`, which clap's would not see.
+    disable_version_flag = true
+)]
 pub struct Cli {
+    /// Print the version, commit, build date, plugin contract, wasmtime
+    /// version and target (with --json: one JSON document).
+    #[arg(short = 'V', long)]
+    version: bool,
     /// Machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -47,11 +58,12 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
-    /// Connection config file [default: $IMSFLOW_CONFIG, ~/.config/imsflow/imsflow.toml].
+    /// Connection config file [default: $IMSFLOW_CONFIG, ~/.config/imsflow/imsflow.toml,
+    /// /etc/imsflow/imsflow.toml].
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -162,6 +174,16 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Print a shell completion script, e.g.
+    /// `imsflow completions bash > /etc/bash_completion.d/imsflow`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (imsflow.1 and one per subcommand) into DIR; the
+    /// package ships them.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -212,6 +234,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if cli.version {
+        return print_version(cli.json);
+    }
+    if cli.command.is_none() {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return ExitCode::from(64);
+    }
     init_logging(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -236,6 +266,19 @@ pub fn main() -> ExitCode {
             ExitCode::from(if cancel.is_cancelled() { 130 } else { 1 })
         }
     }
+}
+
+fn print_version(json: bool) -> ExitCode {
+    let build = imsflow::build_info::BuildInfo::current();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&build).unwrap_or_default()
+        );
+    } else {
+        println!("{}", build.lines().join("\n"));
+    }
+    ExitCode::SUCCESS
 }
 
 /// SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, Kubernetes) and SIGHUP (a
@@ -324,7 +367,10 @@ async fn dispatch(cli: &Cli, cancel: &imsflow::cancel::Cancel) -> anyhow::Result
         cancel.cancelled().await;
         anyhow::bail!("interrupted by {}", cancel.why())
     };
-    match &cli.command {
+    let Some(command) = &cli.command else {
+        unreachable!("main handles a command line without a command")
+    };
+    match command {
         Command::Run {
             workflow,
             params,
@@ -417,6 +463,24 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
         Command::Runs {
             command: RunsCommand::List,
         } => runs::list(cli),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "imsflow",
+                &mut std::io::stdout(),
+            );
+            Ok(Exit::Ok)
+        }
+        Command::Manpages { dir } => {
+            use anyhow::Context;
+            use clap::CommandFactory;
+            std::fs::create_dir_all(dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+                .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+            Ok(Exit::Ok)
+        }
         Command::Runs {
             command: RunsCommand::Show { run },
         } => runs::show(cli, run),

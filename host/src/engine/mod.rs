@@ -168,6 +168,7 @@ impl Engine {
                 format: plan::FORMAT,
                 imsflow_version: env!("CARGO_PKG_VERSION").into(),
                 contract: plan::CONTRACT.into(),
+                build: Some(crate::build_info::BuildInfo::current()),
                 workflow: WorkflowId {
                     name: wf.name.clone(),
                     source: crate::workflow::plan_source(wf),

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// The plan file format this imsflow writes and reads.
 pub const FORMAT: u32 = 2;
 /// The plugin contract the plan's effects come from.
-pub const CONTRACT: &str = "imsflow:plugin@0.3.0";
+pub use crate::build_info::CONTRACT;
 /// Largest plan file read (plans carry index documents of tens of MiB).
 const MAX_PLAN_BYTES: u64 = 1 << 30;
 
@@ -28,6 +28,10 @@ pub struct Plan {
     pub format: u32,
     pub imsflow_version: String,
     pub contract: String,
+    /// The imsflow build that made it (`imsflow --version`). Plans made
+    /// before builds were recorded have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::build_info::BuildInfo>,
     pub workflow: WorkflowId,
     /// Every step that ran, with its plugin's identity and its grants.
     pub steps: Vec<PlannedStep>,
@@ -190,6 +194,9 @@ impl Plan {
             "version".to_string(),
             serde_json::json!([self.format, self.imsflow_version, self.contract]),
         );
+        if let Some(build) = &self.build {
+            parts.insert("build".into(), json(build));
+        }
         parts.insert("workflow".into(), json(&self.workflow));
         parts.insert("steps".into(), json(&self.steps));
         parts.insert("params".into(), json(&self.params));

@@ -67,8 +67,14 @@ fn header(plan: &Plan, out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "  made by imsflow {} for run {} (timestamp {})",
-        plan.imsflow_version, plan.run.id, plan.run.timestamp
+        "  made by imsflow {}{} for run {} (timestamp {})",
+        plan.imsflow_version,
+        plan.build
+            .as_ref()
+            .map(|b| format!(" (commit {}, built {})", b.commit_label(), b.build_date))
+            .unwrap_or_default(),
+        plan.run.id,
+        plan.run.timestamp
     );
     let _ = writeln!(out, "  plan_hash {}", plan.plan_hash);
     if let Some(system) = &plan.system {
