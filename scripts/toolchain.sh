@@ -12,6 +12,6 @@ ensure_toolchain() {
     return 1
   fi
   if [ ! -d "${CARGO_TARGET_DIR:-$root/target}/wasm" ]; then
-    echo "First build: compiling imsflow, csm-sim and the stock plugins takes 7-8 minutes on 2 cores; later builds take seconds." >&2
+    echo "First build: compiling imsflow, csm-sim and the stock plugins takes about 6 minutes on 2 cores; later builds take seconds." >&2
   fi
 }
