@@ -58,6 +58,16 @@
 //! extra disk: the backup's records only. The preflight now checks sha256
 //! alone where the archive has it (`verify::Depth::Integrity`), not also
 //! every multipart ETag's MD5s.
+//!
+//! ## The static binary against the glibc one (session 7; same runs, archive on tmpfs)
+//!
+//! | build (vs glibc release) | rootfs | export GiB/s ratio | export CPU s/GiB ratio | import ratio | peak RSS export / import |
+//! |---|---|---|---|---|---|
+//! | musl + mimalloc, round 1 | 64 MiB | 0.93 | 1.01 | 1.02 | 106 / 144 MiB (glibc 69 / 105) |
+//! | musl + mimalloc, round 2 | 64 MiB | 0.96 | 0.81 | 1.13 | 106 / 78 MiB (glibc 69 / 61) |
+//! | musl + mimalloc, round 1 | 256 MiB | 1.00 | 1.01 | 1.39 | 124 / 85 MiB (glibc 78 / 62) |
+//! | musl + mimalloc, round 2 | 256 MiB | 1.38 | 0.75 | (Ceph's memstore full) | 107 MiB (glibc 75) |
+//! | musl's own malloc | 64 MiB | 0.99 | 1.12 | 1.02 | 61 / 65 MiB (glibc 71 / 105) |
 use csm_sim::seed::SeedSpec;
 use csm_sim::testing::System;
 use std::process::Command;

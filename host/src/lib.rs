@@ -44,9 +44,10 @@ pub mod stock {
     include!(concat!(env!("OUT_DIR"), "/stock.rs"));
 }
 
-/// The static (musl) build's allocator: musl's malloc serialises on one lock
-/// and made the export and import much slower than the glibc build under
-/// wasmtime's and tokio's threads. glibc builds keep the system's.
+/// The static (musl) build's allocator. With musl's own malloc the export
+/// cost 12% more CPU per GiB than the glibc build; with mimalloc, within 1%
+/// (`cargo bench --bench export_throughput`, IMSFLOW_BENCH_BIN). Its peak RSS
+/// is higher, though (see ARCHITECTURE.md). glibc builds keep the system's.
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
