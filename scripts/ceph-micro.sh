@@ -11,10 +11,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 # install packages once (about 20 s, ~270 MB)
 if ! command -v radosgw >/dev/null; then
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    radosgw ceph-mon ceph-osd ceph-common
+  . "$HERE/apt.sh"
+  apt_install radosgw ceph-mon ceph-osd ceph-common
 fi
 
 # a cluster may still run from DIR: stop it (by its pid files) before wiping DIR

@@ -237,11 +237,11 @@ pub fn main() -> ExitCode {
     if cli.version {
         return print_version(cli.json);
     }
-    if cli.command.is_none() {
+    let Some(command) = &cli.command else {
         use clap::CommandFactory;
         let _ = Cli::command().print_help();
         return ExitCode::from(64);
-    }
+    };
     init_logging(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -253,7 +253,7 @@ pub fn main() -> ExitCode {
     let cancel = imsflow::cancel::Cancel::default();
     let outcome = runtime.block_on(async {
         tokio::spawn(watch_signals(cancel.clone()));
-        dispatch(&cli, &cancel).await
+        dispatch(&cli, command, &cancel).await
     });
     match outcome {
         Ok(exit) => ExitCode::from(exit as u8),
@@ -362,13 +362,14 @@ fn runtime() -> anyhow::Result<Arc<imsflow::sandbox::Runtime>> {
 
 /// Commands that apply effects watch `cancel` themselves (they stop between
 /// effects and roll back); the others simply stop.
-async fn dispatch(cli: &Cli, cancel: &imsflow::cancel::Cancel) -> anyhow::Result<Exit> {
+async fn dispatch(
+    cli: &Cli,
+    command: &Command,
+    cancel: &imsflow::cancel::Cancel,
+) -> anyhow::Result<Exit> {
     let stop = async {
         cancel.cancelled().await;
         anyhow::bail!("interrupted by {}", cancel.why())
-    };
-    let Some(command) = &cli.command else {
-        unreachable!("main handles a command line without a command")
     };
     match command {
         Command::Run {
