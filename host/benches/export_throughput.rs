@@ -68,6 +68,15 @@
 //! | musl + mimalloc, round 1 | 256 MiB | 1.00 | 1.01 | 1.39 | 124 / 85 MiB (glibc 78 / 62) |
 //! | musl + mimalloc, round 2 | 256 MiB | 1.38 | 0.75 | (Ceph's memstore full) | 107 MiB (glibc 75) |
 //! | musl's own malloc | 64 MiB | 0.99 | 1.12 | 1.02 | 61 / 65 MiB (glibc 71 / 105) |
+//! | musl + mimalloc, THP off, purge 10 ms (`tune_allocator`), run 1 | 64 MiB | 1.02 | 1.04 | 0.98 | 82 / 97 MiB (glibc 76 / 115) |
+//! | the same, run 1 | 256 MiB | 0.97 | 1.06 | 0.89 | 86 / 72 MiB (glibc 79 / 66) |
+//! | the same, run 2 | 256 MiB | 1.00 | 1.05 | 0.78 | 83 / 99 MiB (glibc 78 / 123) |
+//! | the same, run 2 | 64 MiB | 1.02 | 1.04 | 1.09 | 82 / 74 MiB (glibc 71 / 63) |
+//! | the same, run 3, static measured first | 256 MiB | 1.00 | - | 1.18 | 83 / 94 MiB (glibc 77 / 122) |
+//!
+//! The build measured second imports slower whichever it is (run 3 swapped
+//! them: static 0.79x the raw PUT first, glibc 0.67x second; glibc had been
+//! 0.80x first in run 2). Compare builds in the same position.
 use csm_sim::seed::SeedSpec;
 use csm_sim::testing::System;
 use std::process::Command;

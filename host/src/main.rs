@@ -3,5 +3,6 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    imsflow::tune_allocator();
     cli::main()
 }
