@@ -71,7 +71,7 @@
 //! | musl + mimalloc, THP off, purge 10 ms (`tune_allocator`), run 1 | 64 MiB | 1.02 | 1.04 | 0.98 | 82 / 97 MiB (glibc 76 / 115) |
 //! | the same, run 1 | 256 MiB | 0.97 | 1.06 | 0.89 | 86 / 72 MiB (glibc 79 / 66) |
 //! | the same, run 2 | 256 MiB | 1.00 | 1.05 | 0.78 | 83 / 99 MiB (glibc 78 / 123) |
-//! | the same, run 2 | 64 MiB | 1.02 | 1.04 | 1.09 | 82 / 74 MiB (glibc 71 / 63) |
+//! | the same, run 2 | 64 MiB | 1.02 | 1.04 | 1.07 | 82 / 74 MiB (glibc 71 / 63) |
 //! | the same, run 3, static measured first | 256 MiB | 1.00 | - | 1.18 | 83 / 94 MiB (glibc 77 / 122) |
 //!
 //! The build measured second imports slower whichever it is (run 3 swapped
