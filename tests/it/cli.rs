@@ -158,3 +158,59 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(stderr.contains("planned"), "logs are there: {stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+/// Runs imsflow with its stdout a pipe whose reader is already gone, so every
+/// write fails with EPIPE (deterministically, unlike `| head`).
+fn imsflow_into_a_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    crate::support::imsflow_command()
+        .args(args)
+        .current_dir(repo_root())
+        .stdout(writer)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_output_pipe_ends_the_output_quietly_with_the_commands_own_exit_code() {
+    for (args, code) in [
+        (&["plugins", "list"][..], 0),
+        (&["workflows", "list"][..], 0),
+        (&["--json", "validate", "workflows/export.toml"][..], 0),
+        (&["completions", "bash"][..], 0),
+        (&["--version"][..], 0),
+    ] {
+        let out = imsflow_into_a_closed_pipe(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "imsflow {args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stderr), "", "imsflow {args:?}");
+    }
+
+    // A run whose reader went away is not cut short: the archive is written,
+    // and a dry run still says by its exit code that effects are pending.
+    let tmp = tempfile::tempdir().unwrap();
+    let target = format!("target_dir={}", tmp.path().display());
+    let out = imsflow_into_a_closed_pipe(&["run", "hello", "-p", &target, "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = imsflow_into_a_closed_pipe(&["run", "hello", "-p", &target]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+
+    // What a script under `set -o pipefail` sees.
+    let bin = env!("CARGO_BIN_EXE_imsflow");
+    let out = std::process::Command::new("bash")
+        .args(["-c", "set -o pipefail; \"$0\" plugins list | head -n 1"])
+        .arg(bin)
+        .env("IMSFLOW_CACHE_DIR", target_dir().join("test-compile-cache"))
+        .env("IMSFLOW_STATE_DIR", target_dir().join("test-state"))
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+}

@@ -1,5 +1,6 @@
 //! `export` (HPE's export_ims_data.py, on the stock `export` workflow) and
 //! `verify`.
+use super::out::outln;
 use super::{Cli, Exit};
 use anyhow::Context;
 use imsflow::connect::Connect;
@@ -130,17 +131,17 @@ pub async fn export(
     .await?;
     let plan = &report.plan;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if estimate {
         let summary = ExportSummary::from_output(report.output("plan"))?;
         let bytes = summary.estimated_bytes.unwrap_or(plan.total_bytes());
-        println!(
+        outln!(
             "With specified export options, estimated total export size is: {}",
             imsflow::units::hpe(bytes)
         );
     } else if dry_run {
         let c = ExportSummary::from_output(report.output("plan"))?.counts;
-        println!(
+        outln!(
             "Would export {} images, {} recipes, {} public keys, {} jobs{}",
             c.images,
             c.recipes,
@@ -152,20 +153,20 @@ pub async fn export(
             }
         );
         for e in &plan.effects {
-            println!("  + {}", e.effect.line());
+            outln!("  + {}", e.effect.line());
         }
-        println!(
+        outln!(
             "Total: {} effect(s), {}",
             plan.effects.len(),
             imsflow::units::bytes(plan.total_bytes())
         );
     } else if let Some(archive) = report.archive() {
         if archive.is_dir() {
-            println!("Data saved in directory: {}", archive.display());
+            outln!("Data saved in directory: {}", archive.display());
         } else {
-            println!("Data saved to tar archive: {}", archive.display());
+            outln!("Data saved to tar archive: {}", archive.display());
         }
-        println!("DONE!");
+        outln!("DONE!");
     }
     Ok(if dry_run && !estimate && !plan.effects.is_empty() {
         Exit::Pending
@@ -304,7 +305,7 @@ pub fn verify(cli: &Cli, archive: &Path) -> anyhow::Result<Exit> {
     let shown = escaped(&archive.display().to_string()).into_owned();
     let report = imsflow::verify::verify(archive).with_context(|| format!("reading {shown}"))?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         if !cli.quiet {
             // What each artifact could be checked against; names from the
@@ -315,13 +316,13 @@ pub fn verify(cli: &Cli, archive: &Path) -> anyhow::Result<Exit> {
                 } else {
                     c.checked.join(", ")
                 };
-                println!("ok ({checked}): {}", escaped(&c.url));
+                outln!("ok ({checked}): {}", escaped(&c.url));
             }
         }
         for p in &report.problems {
-            println!("problem: {p}");
+            outln!("problem: {p}");
         }
-        println!(
+        outln!(
             "{shown}: {} artifacts: {} verified by sha256, {} by ETag, {} by size only ({} read), {} problem(s)",
             report.artifacts,
             report.sha256_verified,

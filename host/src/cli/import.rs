@@ -4,6 +4,7 @@
 //! gate, and the apply under a journal, which ends with the post-import
 //! verification (an effect of the plan, so `apply` and `resume` end with it
 //! too).
+use super::out::{out, outln};
 use super::run::{
     GateFlags, announce, apply_durable, apply_options, engine, plan_workflow, print_applied,
     with_system,
@@ -153,7 +154,7 @@ pub async fn import(
 ) -> anyhow::Result<Exit> {
     let say = |line: &str| {
         if !cli.json && !cli.quiet {
-            println!("{line}");
+            outln!("{line}");
         }
     };
     if flags.work_dir.is_some() || flags.cleanup.is_some() {
@@ -221,7 +222,7 @@ pub async fn import(
     if !work && flags.plan_out.is_none() {
         if cli.json {
             let out = serde_json::json!({ "nothing_to_do": true, "review": review, "plan": plan });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
         say(&format!(
             "Nothing to do: IMS and S3 already hold what {} holds for import {}.",
@@ -236,7 +237,7 @@ pub async fn import(
     }
     if flags.dry_run {
         if cli.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&with_system(
                     serde_json::json!({ "review": review, "plan": plan }),
@@ -245,9 +246,9 @@ pub async fn import(
             );
         } else {
             let review = super::review::Review::from_output(&review)?;
-            print!("{}", render::render(&plan));
-            println!();
-            print!("{}", super::review::render(&review));
+            out!("{}", render::render(&plan));
+            outln!();
+            out!("{}", super::review::render(&review));
         }
         return Ok(if work { Exit::Pending } else { Exit::Ok });
     }
@@ -271,7 +272,7 @@ pub async fn import(
     .await
     .with_context(|| format!("importing {}", archive.display()))?;
     if cli.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&with_system(
                 serde_json::json!({

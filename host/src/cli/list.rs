@@ -1,4 +1,5 @@
 //! `validate`, `workflows list` and `plugins list`.
+use super::out::outln;
 use super::{Cli, Exit};
 use imsflow::workflow;
 
@@ -15,7 +16,7 @@ pub async fn validate(cli: &Cli, files: &[String]) -> anyhow::Result<Exit> {
         match outcome {
             Ok(wf) => {
                 if !cli.json {
-                    println!("{file}: ok ({} steps)", wf.steps.len());
+                    outln!("{file}: ok ({} steps)", wf.steps.len());
                 }
                 results.push(serde_json::json!({ "file": file, "ok": true }));
             }
@@ -30,7 +31,7 @@ pub async fn validate(cli: &Cli, files: &[String]) -> anyhow::Result<Exit> {
         }
     }
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", serde_json::to_string_pretty(&results)?);
     }
     if bad > 0 {
         anyhow::bail!("{bad} of {} workflow file(s) are invalid", files.len());
@@ -45,22 +46,24 @@ pub fn workflows(cli: &Cli) -> anyhow::Result<Exit> {
         rows.push(serde_json::json!({ "name": name, "description": wf.description, "steps": wf.steps.len(),
             "params": wf.params.iter().map(|p| serde_json::json!({"name": p.name, "type": p.ty, "default": p.default, "description": p.description})).collect::<Vec<_>>() }));
         if !cli.json {
-            println!("{name:<20} {}", wf.description);
+            outln!("{name:<20} {}", wf.description);
             for p in &wf.params {
                 let default = p
                     .default
                     .as_ref()
                     .map(|d| format!(" (default {d})"))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "    --param {}=<{:?}>{default}  {}",
-                    p.name, p.ty, p.description
+                    p.name,
+                    p.ty,
+                    p.description
                 );
             }
         }
     }
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(Exit::Ok)
 }
@@ -73,9 +76,9 @@ pub async fn plugins(cli: &Cli) -> anyhow::Result<Exit> {
         let plugin = rt.load(&bytes).await?;
         let i = &plugin.info;
         if !cli.json {
-            println!("{:<20} {:<8} sha256:{}", i.name, i.version, i.sha256);
-            println!("    {}", i.description);
-            println!(
+            outln!("{:<20} {:<8} sha256:{}", i.name, i.version, i.sha256);
+            outln!("    {}", i.description);
+            outln!(
                 "    services: {}",
                 if i.services.is_empty() {
                     "-".into()
@@ -83,7 +86,7 @@ pub async fn plugins(cli: &Cli) -> anyhow::Result<Exit> {
                     i.services.join(", ")
                 }
             );
-            println!(
+            outln!(
                 "    effects:  {}",
                 if i.effects.is_empty() {
                     "-".into()
@@ -91,12 +94,12 @@ pub async fn plugins(cli: &Cli) -> anyhow::Result<Exit> {
                     i.effects.join(", ")
                 }
             );
-            println!("    imports:  {}", i.imports.join(", "));
+            outln!("    imports:  {}", i.imports.join(", "));
         }
         rows.push(serde_json::to_value(i)?);
     }
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(Exit::Ok)
 }
@@ -150,7 +153,7 @@ pub async fn inspect(cli: &Cli, file: &std::path::Path) -> anyhow::Result<Exit> 
         let mut v = serde_json::to_value(i)?;
         v["file"] = file.display().to_string().into();
         v["contract"] = serde_json::to_value(&contracts)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
     }
     let list = |l: &[String]| {
@@ -160,17 +163,17 @@ pub async fn inspect(cli: &Cli, file: &std::path::Path) -> anyhow::Result<Exit> 
             l.join(", ")
         }
     };
-    println!("file:        {}", file.display());
-    println!("name:        {}", i.name);
-    println!("version:     {}", i.version);
-    println!("description: {}", i.description);
-    println!("sha256:      {}", i.sha256);
-    println!("contract:    {contract}");
-    println!("services:    {}", list(&i.services));
-    println!("effects:     {}", list(&i.effects));
-    println!("imports:");
+    outln!("file:        {}", file.display());
+    outln!("name:        {}", i.name);
+    outln!("version:     {}", i.version);
+    outln!("description: {}", i.description);
+    outln!("sha256:      {}", i.sha256);
+    outln!("contract:    {contract}");
+    outln!("services:    {}", list(&i.services));
+    outln!("effects:     {}", list(&i.effects));
+    outln!("imports:");
     for import in &i.imports {
-        println!("    {import}");
+        outln!("    {import}");
     }
     Ok(Exit::Ok)
 }
@@ -269,10 +272,10 @@ pub fn scaffold(
         std::fs::write(&dest, text).with_context(|| format!("writing {}", dest.display()))?;
     }
     if cli.json {
-        println!("{}", serde_json::json!({ "created": target, "sdk": sdk }));
+        outln!("{}", serde_json::json!({ "created": target, "sdk": sdk }));
     } else {
-        println!("created {} (SDK: {})", target.display(), sdk.display());
-        println!(
+        outln!("created {} (SDK: {})", target.display(), sdk.display());
+        outln!(
             "next: cd {} && cargo test && cargo build --release --target wasm32-wasip2",
             target.display()
         );

@@ -3,6 +3,7 @@
 mod export;
 mod import;
 mod list;
+mod out;
 mod review;
 mod run;
 mod runs;
@@ -11,6 +12,7 @@ mod view;
 use clap::{Parser, Subcommand};
 use imsflow::backends::SiteServices;
 use imsflow::connect::Connect;
+use out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -255,11 +257,18 @@ pub fn main() -> ExitCode {
         tokio::spawn(watch_signals(cancel.clone()));
         dispatch(&cli, command, &cancel).await
     });
+    if let Some(e) = out::finish() {
+        // Output was lost (not a closed pipe, which is fine): say so, once.
+        eprintln!("error: writing to standard output: {e}");
+        if matches!(outcome, Ok(Exit::Ok)) {
+            return ExitCode::from(1);
+        }
+    }
     match outcome {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
             if cli.json {
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                outln!("{}", serde_json::json!({ "error": format!("{e:#}") }));
             }
             eprintln!("error: {e:#}");
             // After a signal, whatever the command reported, it was interrupted.
@@ -271,12 +280,12 @@ pub fn main() -> ExitCode {
 fn print_version(json: bool) -> ExitCode {
     let build = imsflow::build_info::BuildInfo::current();
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&build).unwrap_or_default()
         );
     } else {
-        println!("{}", build.lines().join("\n"));
+        outln!("{}", build.lines().join("\n"));
     }
     ExitCode::SUCCESS
 }
@@ -466,12 +475,9 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
         } => runs::list(cli),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "imsflow",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "imsflow", &mut script);
+            out::bytes(&script);
             Ok(Exit::Ok)
         }
         Command::Manpages { dir } => {

@@ -1,6 +1,7 @@
 //! `run`, `plan`, `apply`, `resume` and `show`: the plan/apply cycle. Every
 //! apply is journalled (`imsflow::journal`): a run keeps its plan under the
 //! state directory, `apply FILE` keeps its journal beside FILE.
+use super::out::{out, outln};
 use super::{Cli, Exit};
 use anyhow::Context;
 use imsflow::apply::{
@@ -52,9 +53,9 @@ pub(super) fn announce(cli: &Cli, system: &SystemTarget) {
     if cli.json || cli.quiet {
         return;
     }
-    println!("Target system:");
+    outln!("Target system:");
     for line in system.lines() {
-        println!("  {line}");
+        outln!("  {line}");
     }
 }
 
@@ -175,7 +176,7 @@ pub async fn plan(
     let planned = plan_workflow(cli, &engine, &wf, &options(cli, params, false), cancel).await?;
     planned.plan.save(out)?;
     if cli.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "plan": out, "plan_hash": planned.plan.plan_hash,
@@ -183,8 +184,8 @@ pub async fn plan(
             })
         );
     } else if !cli.quiet {
-        print!("{}", render::render(&planned.plan));
-        println!(
+        out!("{}", render::render(&planned.plan));
+        outln!(
             "\nSaved the plan to {}. Review it with `imsflow show {0}`; apply exactly it with `imsflow apply {0}`.",
             out.display()
         );
@@ -216,7 +217,7 @@ pub async fn apply(
         .with_context(|| format!("applying the plan {}", path.display()))?;
     if cli.json {
         let doc = with_system(serde_json::to_value(&report)?, &engine)?;
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     }
     Ok(print_applied(cli, &plan, &report))
 }
@@ -326,20 +327,22 @@ pub(super) fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exi
         return exit;
     }
     if report.already_finished {
-        println!(
+        outln!(
             "run {} already finished: nothing to do ({} effect(s), plan_hash {})",
-            plan.run.id, report.total, plan.plan_hash
+            plan.run.id,
+            report.total,
+            plan.plan_hash
         );
     } else {
         print_progress(plan, report);
     }
     if let Some(found) = &report.verification {
-        println!("{}", found.line());
+        outln!("{}", found.line());
         for change in &found.etag_changes {
-            println!("note: ETag changed: {change}");
+            outln!("note: ETag changed: {change}");
         }
         if report.stopped.is_none() {
-            println!("DONE!");
+            outln!("DONE!");
         }
     }
     exit
@@ -348,14 +351,17 @@ pub(super) fn print_applied(cli: &Cli, plan: &Plan, report: &ApplyReport) -> Exi
 /// What an apply did, where it stopped, and what it wrote.
 fn print_progress(plan: &Plan, report: &ApplyReport) {
     for decision in &report.decisions {
-        println!("resume: {decision}");
+        outln!("resume: {decision}");
     }
     for note in &report.notes {
-        println!("note: {note}");
+        outln!("note: {note}");
     }
-    println!(
+    outln!(
         "applied {} effect(s); {} already done; {} in the plan (plan_hash {})",
-        report.applied, report.already_done, report.total, plan.plan_hash
+        report.applied,
+        report.already_done,
+        report.total,
+        plan.plan_hash
     );
     if let Some(stop) = &report.stopped {
         let how = if stop.why == GateWhy::Until {
@@ -365,24 +371,26 @@ fn print_progress(plan: &Plan, report: &ApplyReport) {
         };
         // A gate the apply raised itself (not one of the workflow's) says why.
         if !plan.gates.iter().any(|g| g.name == stop.gate) {
-            println!("{}", stop.description);
+            outln!("{}", stop.description);
         }
-        println!(
+        outln!(
             "Stopped at gate `{}` ({}): {} effect(s) behind it are not applied. To continue: {how}",
-            stop.gate, stop.why, stop.remaining
+            stop.gate,
+            stop.why,
+            stop.remaining
         );
     }
     if let Some(archive) = &report.archive {
-        println!("Data saved to: {}", archive.display());
+        outln!("Data saved to: {}", archive.display());
     }
 }
 
 pub fn show(cli: &Cli, path: &Path) -> anyhow::Result<Exit> {
     let plan = Plan::load(path)?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        outln!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
-        print!("{}", render::render(&plan));
+        out!("{}", render::render(&plan));
     }
     Ok(Exit::Ok)
 }
@@ -396,7 +404,7 @@ fn print_steps(cli: &Cli, steps: &[imsflow::engine::StepReport]) {
             (Some(a), Some(b)) => format!(" in {:.0} ms", b - a),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "step {:<20} {:<8}{took}, {} effect(s)",
             s.id,
             serde_json::to_value(s.status)
@@ -412,7 +420,7 @@ fn print_steps(cli: &Cli, steps: &[imsflow::engine::StepReport]) {
 fn print_report(cli: &Cli, report: &RunReport) -> Option<Exit> {
     if cli.json {
         match serde_json::to_string_pretty(report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => eprintln!("error: cannot render the report: {e}"),
         }
     }
@@ -426,7 +434,7 @@ fn print_report(cli: &Cli, report: &RunReport) -> Option<Exit> {
     let plan = &report.plan;
     match &report.apply {
         None => {
-            print!("{}", render::render(plan));
+            out!("{}", render::render(plan));
             None
         }
         Some(applied) => Some(print_applied(cli, plan, applied)),

@@ -1,4 +1,5 @@
 //! `runs list` and `runs show`: past and unfinished runs, from their journals.
+use super::out::{out, outln};
 use super::{Cli, Exit};
 use anyhow::Context;
 use imsflow::journal::{self, History, lock, runs};
@@ -8,11 +9,11 @@ use std::fmt::Write;
 pub fn list(cli: &Cli) -> anyhow::Result<Exit> {
     let all = runs::list()?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(Exit::Ok);
     }
     if all.is_empty() {
-        println!("No runs under {}.", runs::state_dir().display());
+        outln!("No runs under {}.", runs::state_dir().display());
         return Ok(Exit::Ok);
     }
     let id_w = all.iter().map(|r| r.id.len()).max().unwrap_or(0).max(3);
@@ -23,12 +24,15 @@ pub fn list(cli: &Cli) -> anyhow::Result<Exit> {
         .unwrap_or(0)
         .max(8);
     let state_w = all.iter().map(|r| r.state.len()).max().unwrap_or(0).max(5);
-    println!(
+    outln!(
         "{:<id_w$}  {:<wf_w$}  {:<state_w$}  {:>11}  STARTED",
-        "RUN", "WORKFLOW", "STATE", "EFFECTS"
+        "RUN",
+        "WORKFLOW",
+        "STATE",
+        "EFFECTS"
     );
     for r in &all {
-        println!(
+        outln!(
             "{:<id_w$}  {:<wf_w$}  {:<state_w$}  {:>11}  {}",
             r.id,
             r.workflow,
@@ -103,7 +107,7 @@ pub fn show(cli: &Cli, run: &str) -> anyhow::Result<Exit> {
                 serde_json::json!({ "id": e.id, "kind": e.effect.kind(), "state": state, "detail": detail })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "run": plan.run.id, "workflow": plan.workflow.name, "plan": plan_path,
@@ -158,6 +162,6 @@ pub fn show(cli: &Cli, run: &str) -> anyhow::Result<Exit> {
             e.effect.describe()
         );
     }
-    print!("{out}");
+    out!("{out}");
     Ok(Exit::Ok)
 }
