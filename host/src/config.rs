@@ -16,11 +16,14 @@ pub const SYSTEM_CONFIG: &str = "/etc/imsflow/imsflow.toml";
 /// (`imsflow.toml`, same names), the environment (`IMSFLOW_<NAME>`) or a flag.
 #[derive(Default, Clone, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Connection")]
 pub struct Connect {
     /// API gateway base URL [default: https://api-gw-service-nmn.local].
     #[arg(long, env = "IMSFLOW_GATEWAY")]
     pub gateway: Option<String>,
-    /// Bearer token for the gateway (skips Keycloak).
+    /// Bearer token for the gateway (skips Keycloak). Any user can read a
+    /// command line (`ps`): IMSFLOW_TOKEN, --token-file or the config file
+    /// keep it out of sight.
     #[arg(long, env = "IMSFLOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the bearer token.
@@ -37,8 +40,11 @@ pub struct Connect {
     /// S3 endpoint (skips STS when given with keys).
     #[arg(long, env = "IMSFLOW_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+    /// S3 access key; with --s3-secret-key and --s3-endpoint, STS is skipped.
     #[arg(long, env = "IMSFLOW_S3_ACCESS_KEY")]
     pub s3_access_key: Option<String>,
+    /// S3 secret key. Any user can read a command line (`ps`):
+    /// IMSFLOW_S3_SECRET_KEY or the config file keep it out of sight.
     #[arg(long, env = "IMSFLOW_S3_SECRET_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<String>,
     /// Seconds to open a connection (TCP and TLS) to the gateway, Keycloak,

@@ -214,3 +214,35 @@ fn a_closed_output_pipe_ends_the_output_quietly_with_the_commands_own_exit_code(
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 1);
 }
+
+#[test]
+fn workflows_and_runs_alone_list_as_their_list_subcommand_does() {
+    for (alone, list) in [
+        (&["workflows"][..], &["workflows", "list"][..]),
+        (&["runs"][..], &["runs", "list"][..]),
+    ] {
+        let (a, b) = (imsflow(alone), imsflow(list));
+        assert_eq!(a.status.code(), Some(0), "{alone:?}: {}", text(&a.stderr));
+        assert_eq!(text(&a.stdout), text(&b.stdout), "{alone:?}");
+    }
+    assert!(text(&imsflow(&["workflows"]).stdout).contains("import-overwrite"));
+}
+
+#[test]
+fn help_groups_connection_approval_and_global_flags_and_takes_y_for_yes() {
+    let help = text(&imsflow(&["import", "--help"]).stdout);
+    for heading in ["Connection:", "Approval:", "Global:"] {
+        assert!(help.contains(heading), "{heading} in\n{help}");
+    }
+    assert!(help.contains("-y, --yes"), "{help}");
+    // Secrets on the command line: the help says where they are safer.
+    let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("IMSFLOW_S3_SECRET_KEY or the config file keep it out of sight"),
+        "{help}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let target = format!("target_dir={}", tmp.path().display());
+    let out = imsflow(&["run", "hello", "-p", &target, "-y"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

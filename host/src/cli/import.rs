@@ -54,6 +54,7 @@ pub enum Cleanup {
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["file", "dir"])))]
 pub struct ImportFlags {
+    /// HPE's import mode: what happens to records already in IMS.
     #[arg(value_enum)]
     pub mode: Mode,
     /// The export tar to import (read in place: nothing is extracted).

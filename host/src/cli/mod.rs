@@ -52,17 +52,23 @@ pub struct Cli {
     #[arg(short = 'V', long)]
     version: bool,
     /// Machine-readable JSON on stdout instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global")]
     json: bool,
     /// More logging (-v debug, -vv trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global", action = clap::ArgAction::Count)]
     verbose: u8,
     /// Only errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        help_heading = "Global",
+        conflicts_with = "verbose"
+    )]
     quiet: bool,
     /// Connection config file [default: $IMSFLOW_CONFIG, ~/.config/imsflow/imsflow.toml,
     /// /etc/imsflow/imsflow.toml].
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,6 +79,7 @@ enum Command {
     /// Run a workflow (a stock name or a TOML file): plan, then apply.
     #[command(after_help = EXIT_CODES)]
     Run {
+        /// A stock workflow's name (`imsflow workflows`) or a workflow TOML file.
         workflow: String,
         #[command(flatten)]
         params: run::Params,
@@ -86,6 +93,7 @@ enum Command {
     },
     /// Plan a workflow and save the plan for review (`show`) and `apply`.
     Plan {
+        /// A stock workflow's name (`imsflow workflows`) or a workflow TOML file.
         workflow: String,
         #[command(flatten)]
         params: run::Params,
@@ -101,6 +109,7 @@ enum Command {
     /// where it stopped.
     #[command(after_help = EXIT_CODES)]
     Apply {
+        /// A plan file (`imsflow plan -o` or `import --plan-out`).
         plan: PathBuf,
         #[command(flatten)]
         gates: run::GateFlags,
@@ -113,19 +122,23 @@ enum Command {
     /// or a plan or journal file.
     #[command(after_help = EXIT_CODES)]
     Resume {
+        /// A run id (`imsflow runs`), or a plan or journal file.
         run: String,
         #[command(flatten)]
         gates: run::GateFlags,
         #[command(flatten)]
         connect: Connect,
     },
-    /// Past and unfinished runs, from their journals.
+    /// Past and unfinished runs, from their journals (`runs` alone lists them).
     Runs {
         #[command(subcommand)]
-        command: RunsCommand,
+        command: Option<RunsCommand>,
     },
     /// Render a saved plan for review: one line per effect, grouped, with totals.
-    Show { plan: PathBuf },
+    Show {
+        /// A plan file.
+        plan: PathBuf,
+    },
     /// Export IMS data and its S3 artifacts (the stock `export` workflow), as
     /// HPE's export_ims_data.py does, into TARGET_DIR.
     #[command(after_help = EXIT_CODES)]
@@ -160,16 +173,20 @@ enum Command {
     /// lists is present under s3_artifacts/, with the recorded size, and its
     /// bytes reproduce the recorded sha256 and S3 ETag (HPE archives have the
     /// ETag only). Says per artifact what it could check. Exit 0 or 1.
-    Verify { archive: PathBuf },
+    Verify {
+        /// An export archive: a tar file or its unpacked directory.
+        archive: PathBuf,
+    },
     /// Check workflow files without running them.
     Validate {
+        /// Workflow TOML files, or stock workflow names.
         #[arg(required = true)]
         files: Vec<String>,
     },
-    /// Stock workflows.
+    /// Stock workflows (`workflows` alone lists them).
     Workflows {
         #[command(subcommand)]
-        command: ListOnly,
+        command: Option<ListOnly>,
     },
     /// Stock plugins; inspect a plugin file; scaffold a site plugin.
     Plugins {
@@ -179,6 +196,7 @@ enum Command {
     /// Print a shell completion script, e.g.
     /// `imsflow completions bash > /etc/bash_completion.d/imsflow`.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -195,7 +213,10 @@ enum PluginsCommand {
     /// What a plugin file is: name, version, sha256 (its pin), contract
     /// version, declared services and effect kinds, and the imports it links.
     /// Refuses a file that is not a component of imsflow's `step` world.
-    Inspect { file: PathBuf },
+    Inspect {
+        /// A plugin component (`.wasm`).
+        file: PathBuf,
+    },
     /// Scaffolds a site plugin crate in DIR/NAME: Cargo.toml, src/lib.rs
     /// with a passing FakeHost test, and a README (test, build, pin, plug in).
     New {
@@ -216,6 +237,7 @@ enum PluginsCommand {
 
 #[derive(Subcommand)]
 enum ListOnly {
+    /// Each stock workflow: name, description and parameters.
     List,
 }
 
@@ -224,7 +246,10 @@ enum RunsCommand {
     /// Every run: id, workflow, state, effects done/total, start time.
     List,
     /// One run's effects with their outcomes.
-    Show { run: String },
+    Show {
+        /// A run id (`imsflow runs`), or a plan or journal file.
+        run: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -453,7 +478,7 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
         Command::Verify { archive } => export::verify(cli, archive),
         Command::Validate { files } => list::validate(cli, files).await,
         Command::Workflows {
-            command: ListOnly::List,
+            command: None | Some(ListOnly::List),
         } => list::workflows(cli),
         Command::Plugins {
             command: PluginsCommand::List,
@@ -471,7 +496,7 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
                 },
         } => list::scaffold(cli, *kind, name, dir, sdk.as_deref()),
         Command::Runs {
-            command: RunsCommand::List,
+            command: None | Some(RunsCommand::List),
         } => runs::list(cli),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -489,7 +514,7 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Runs {
-            command: RunsCommand::Show { run },
+            command: Some(RunsCommand::Show { run }),
         } => runs::show(cli, run),
         Command::Run { .. }
         | Command::Plan { .. }
@@ -497,5 +522,34 @@ async fn simple(cli: &Cli, command: &Command) -> anyhow::Result<Exit> {
         | Command::Resume { .. }
         | Command::Export { .. }
         | Command::Import { .. } => unreachable!("dispatched above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    fn undocumented(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            if arg.get_help().is_none() {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() {
+                missing.push(path.clone());
+            }
+            undocumented(sub, &path, missing);
+        }
+    }
+
+    /// `--help` is where an admin learns a flag: none is blank.
+    #[test]
+    fn every_command_flag_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "imsflow", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

@@ -235,9 +235,10 @@ pub async fn resume(
 
 /// Approval gates: how this invocation passes them.
 #[derive(clap::Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Approval")]
 pub struct GateFlags {
     /// Approve every approval gate (the stock imports stop before their first destructive phase).
-    #[arg(long)]
+    #[arg(short = 'y', long)]
     pub yes: bool,
     /// Stop at this gate; `imsflow resume RUN` continues from it later.
     #[arg(long, value_name = "GATE")]
