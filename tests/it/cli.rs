@@ -217,15 +217,29 @@ fn a_closed_output_pipe_ends_the_output_quietly_with_the_commands_own_exit_code(
 
 #[test]
 fn workflows_and_runs_alone_list_as_their_list_subcommand_does() {
+    // A state folder of its own: other tests add runs to the shared one.
+    let state = tempfile::tempdir().unwrap();
+    let hello = tempfile::tempdir().unwrap();
+    let target = format!("target_dir={}", hello.path().display());
+    let run = |args: &[&str]| {
+        crate::support::imsflow_command()
+            .env("IMSFLOW_STATE_DIR", state.path())
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&["run", "hello", "-p", &target]).status.code(), Some(0));
     for (alone, list) in [
         (&["workflows"][..], &["workflows", "list"][..]),
         (&["runs"][..], &["runs", "list"][..]),
     ] {
-        let (a, b) = (imsflow(alone), imsflow(list));
+        let (a, b) = (run(alone), run(list));
         assert_eq!(a.status.code(), Some(0), "{alone:?}: {}", text(&a.stderr));
         assert_eq!(text(&a.stdout), text(&b.stdout), "{alone:?}");
     }
-    assert!(text(&imsflow(&["workflows"]).stdout).contains("import-overwrite"));
+    assert!(text(&run(&["workflows"]).stdout).contains("import-overwrite"));
+    assert!(text(&run(&["runs"]).stdout).contains("hello"));
 }
 
 #[test]
