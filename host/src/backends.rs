@@ -98,8 +98,9 @@ pub struct ServiceResponse {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("no {0} is configured for this run")]
-    NotConfigured(&'static str),
+    /// Something the run needs and was not given: what, and how to give it.
+    #[error("no {0} is configured for this run; {1}")]
+    NotConfigured(&'static str, &'static str),
     /// A request that would leave what the grant covers.
     #[error("{0}")]
     Denied(String),
@@ -135,9 +136,10 @@ pub struct Backends {
 
 impl Backends {
     pub fn s3(&self) -> Result<&S3Store, BackendError> {
-        self.s3
-            .as_deref()
-            .ok_or(BackendError::NotConfigured("S3 endpoint"))
+        self.s3.as_deref().ok_or(BackendError::NotConfigured(
+            "S3 endpoint",
+            "set --s3-endpoint with its keys, or --gateway for STS",
+        ))
     }
 
     pub async fn service_get(
@@ -164,7 +166,7 @@ impl Backends {
         let client = self
             .services
             .as_ref()
-            .ok_or(BackendError::NotConfigured("CSM gateway"))?;
+            .ok_or(BackendError::NotConfigured("CSM gateway", "set --gateway"))?;
         let base = self
             .site_services
             .base(service)
@@ -296,10 +298,12 @@ impl Backends {
     /// the main one and the per-product split ones); `configmaps/<name>` reads
     /// one of them. Nothing else in the Kubernetes API is reachable.
     async fn catalog_get(&self, path: &str) -> Result<ServiceResponse, BackendError> {
-        let kube = self
-            .kube
-            .as_ref()
-            .ok_or(BackendError::NotConfigured("kubeconfig"))?;
+        let kube = self.kube.as_ref().ok_or(BackendError::NotConfigured(
+            "kubeconfig",
+            "the product catalog is read through Kubernetes: set --kubeconfig \
+                 (or KUBECONFIG), or leave the catalog's artifacts out with \
+                 --exclude-links-from-product-catalog",
+        ))?;
         let base = "/api/v1/namespaces/services/configmaps";
         let api_path = match path.trim_matches('/') {
             "configmaps" => format!("{base}?labelSelector=type%3Dcray-product-catalog"),

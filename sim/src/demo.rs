@@ -7,9 +7,14 @@ use anyhow::Context;
 use serde_json::Value;
 use std::path::Path;
 
-pub async fn run(data: &Path, s3: &S3Config, spec: &SeedSpec) -> anyhow::Result<crate::Running> {
+pub async fn run(
+    data: &Path,
+    s3: &S3Config,
+    spec: &SeedSpec,
+    port: u16,
+) -> anyhow::Result<crate::Running> {
     let expected = crate::seed::seed(data, s3, spec).await.context("seeding")?;
-    let running = crate::serve(data, 0).await.context("serving")?;
+    let running = crate::serve(data, port).await.context("serving")?;
     println!(
         "Simulated CSM seeded in {} and serving at {}",
         data.display(),

@@ -40,6 +40,8 @@ impl S3Args {
 enum Command {
     /// Create a deterministic system in an empty data directory and its S3 buckets.
     Seed {
+        /// An empty directory: the system's records, kubeconfig and
+        /// imsflow.toml are written there.
         #[arg(long)]
         data: PathBuf,
         #[command(flatten)]
@@ -49,6 +51,7 @@ enum Command {
     },
     /// Serve a seeded data directory on loopback until interrupted.
     Serve {
+        /// A directory `seed` (or `demo`) filled.
         #[arg(long)]
         data: PathBuf,
         /// 0 picks a free port.
@@ -62,15 +65,24 @@ enum Command {
     /// Seed a system into an empty data directory, serve it, show what it
     /// serves, and keep serving until interrupted.
     Demo {
+        /// An empty directory: the system's records, kubeconfig and
+        /// imsflow.toml are written there.
         #[arg(long)]
         data: PathBuf,
+        /// 0 picks a free port.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
         #[command(flatten)]
         s3: S3Args,
         #[command(flatten)]
         spec: csm_sim::seed::SeedSpec,
+        /// As `serve` takes them.
+        #[command(flatten)]
+        knobs: csm_sim::k8s::cluster::Knobs,
     },
     /// Print the seeder's expected answers for a data directory.
     Expected {
+        /// A directory `seed` (or `demo`) filled.
         #[arg(long)]
         data: PathBuf,
     },
@@ -114,8 +126,15 @@ async fn main() -> anyhow::Result<()> {
             );
             tokio::signal::ctrl_c().await?;
         }
-        Command::Demo { data, s3, spec } => {
-            let running = csm_sim::demo::run(&data, &s3.config(), &spec).await?;
+        Command::Demo {
+            data,
+            port,
+            s3,
+            spec,
+            knobs,
+        } => {
+            let running = csm_sim::demo::run(&data, &s3.config(), &spec, port).await?;
+            running.state.set_knobs(knobs);
             println!("csm-sim ready: {}", running.base_url);
             tokio::signal::ctrl_c().await?;
         }

@@ -1165,3 +1165,38 @@ async fn problem_details_are_the_real_ims_texts() {
         "{body}"
     );
 }
+
+/// `csm-sim demo --port P` serves on P, as `serve --port` does, so a demo
+/// can stay inside a port range a site assigns.
+#[test]
+fn demo_serves_on_the_port_it_is_given() {
+    use std::io::BufRead;
+    let ceph = csm_sim::testing::Ceph::from_env();
+    let (tenant, s3) = ceph.tenant();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_csm-sim"))
+        .arg("demo")
+        .arg("--data")
+        .arg(data.path().join("csm"))
+        .args(["--port", &port.to_string(), "--running-jobs", "0"])
+        .args(["--s3-endpoint", &s3.endpoint])
+        .args(["--s3-access-key", &s3.access_key])
+        .args(["--s3-secret-key", &s3.secret_key])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("csm-sim ready: ").map(str::to_string));
+    let _ = child.kill();
+    let _ = child.wait();
+    ceph.remove_tenant(&tenant);
+    assert_eq!(ready, Some(format!("http://127.0.0.1:{port}")));
+}

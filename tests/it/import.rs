@@ -207,6 +207,16 @@ async fn export_damage_then_overwrite_gives_back_the_records_under_their_ids_and
     let run = site.import("overwrite", &archive, &["--yes"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("DONE!"), "{}", run.stdout);
+    // The backup is named as the backup, not as the import's result.
+    let backup = format!("{}/export-ims-data-", site.dir("backup").display());
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("Pre-import backup saved to: {backup}"))),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("Data saved to:"), "{}", run.stdout);
     assert!(
         run.stdout.contains("Post-import verification"),
         "{}",

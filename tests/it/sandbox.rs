@@ -138,13 +138,33 @@ async fn granted_reads_pass_the_grant_check() {
     // grant check and fails on the missing backend instead.
     assert_eq!(
         out["service"],
-        "failed: no CSM gateway is configured for this run"
+        "failed: no CSM gateway is configured for this run; set --gateway"
     );
     assert_eq!(
         out["s3_head"],
-        "failed: no S3 endpoint is configured for this run"
+        "failed: no S3 endpoint is configured for this run; set --s3-endpoint with its keys, or --gateway for STS"
     );
     assert_eq!(out["archive"], "ok");
+
+    // The product catalog without a kubeconfig says both ways out.
+    let wf = s.workflow(&format!(
+        "{}\n[steps.grants]\nservices = [\"product-catalog\"]\n",
+        one_step(
+            "snoop",
+            "with = { service = \"product-catalog\", bucket = \"ims\" }"
+        )
+    ));
+    let report = run(&wf, &[], false).await.unwrap();
+    let said = report.steps[0].output["service"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        said.starts_with("failed: no kubeconfig is configured for this run")
+            && said.contains("--kubeconfig")
+            && said.contains("--exclude-links-from-product-catalog"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

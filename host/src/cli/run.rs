@@ -382,7 +382,12 @@ fn print_progress(plan: &Plan, report: &ApplyReport) {
         );
     }
     if let Some(archive) = &report.archive {
-        outln!("Data saved to: {}", archive.display());
+        // An import's archive is the backup taken before it, not its result.
+        let what = match imsflow_kinds::ImportMode::from_workflow(&plan.run.workflow) {
+            Some(_) => "Pre-import backup saved to",
+            None => "Data saved to",
+        };
+        outln!("{what}: {}", archive.display());
     }
 }
 

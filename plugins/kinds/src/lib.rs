@@ -125,6 +125,11 @@ impl ImportMode {
         }
     }
 
+    /// The mode whose stock workflow is `name`, if it is one.
+    pub fn from_workflow(name: &str) -> Option<ImportMode> {
+        Self::ALL.into_iter().find(|m| m.workflow() == name)
+    }
+
     /// HPE's help text for the mode.
     pub fn help(self) -> &'static str {
         match self {
