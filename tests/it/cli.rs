@@ -260,3 +260,18 @@ fn help_groups_connection_approval_and_global_flags_and_takes_y_for_yes() {
     let out = imsflow(&["run", "hello", "-p", &target, "-y"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn json_validate_of_an_invalid_workflow_is_one_document_and_exit_1() {
+    let out = imsflow(&["--json", "validate", "tests/ui/cycle.toml", "hello"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}):\n{}", text(&out.stdout)));
+    assert_eq!(doc[0]["ok"], false);
+    assert!(doc[0]["errors"][0]["line"].as_u64().is_some(), "{doc}");
+    assert_eq!(doc[1]["ok"], true);
+
+    let out = imsflow(&["validate", "tests/ui/cycle.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).ends_with("error: 1 of 1 workflow file(s) are invalid\n"));
+}
