@@ -304,6 +304,13 @@ async fn flags_shape_the_export_as_hpe_does() {
         "{}",
         estimate.stdout
     );
+    // --json gives the estimate alone, as one document.
+    let json = export_into(&sys, out.path(), &["--estimate-size", "--json"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["estimated_bytes"], "{doc}");
+    assert!(doc["estimated_bytes"].as_u64().unwrap() > 0, "{doc}");
     let dry = export_into(&sys, out.path(), &["--dry-run"]);
     assert_eq!(dry.code, 2, "{}", dry.stderr);
     assert!(

@@ -136,15 +136,20 @@ pub async fn export(
     )
     .await?;
     let plan = &report.plan;
-    if cli.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else if estimate {
+    if estimate {
         let summary = ExportSummary::from_output(report.output("plan"))?;
         let bytes = summary.estimated_bytes.unwrap_or(plan.total_bytes());
-        outln!(
-            "With specified export options, estimated total export size is: {}",
-            imsflow::units::hpe(bytes)
-        );
+        if cli.json {
+            // The estimate is the answer, not the run that computed it.
+            outln!("{}", serde_json::json!({ "estimated_bytes": bytes }));
+        } else {
+            outln!(
+                "With specified export options, estimated total export size is: {}",
+                imsflow::units::hpe(bytes)
+            );
+        }
+    } else if cli.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if dry_run {
         let c = ExportSummary::from_output(report.output("plan"))?.counts;
         outln!(
