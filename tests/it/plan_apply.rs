@@ -333,6 +333,13 @@ async fn a_half_applied_plan_applies_again_to_completion_without_redoing_work() 
             first.stderr
         );
     }
+    // Running text, not a plan column: no padding inside the parentheses.
+    let failed = first
+        .stderr
+        .lines()
+        .find(|l| l.contains("failed: injected"))
+        .unwrap();
+    assert!(!failed.contains("  "), "{failed}");
     let mut before = Vec::new();
     for i in 0..6 {
         before.push(last_modified(&sys, &format!("f{i}")).await);

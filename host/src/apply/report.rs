@@ -25,9 +25,7 @@ impl fmt::Display for PartialFailure {
         writeln!(
             f,
             "effect {} ({}) failed: {}",
-            self.effect,
-            self.line.trim(),
-            self.failure
+            self.effect, self.line, self.failure
         )?;
         let applied: usize = self.applied.values().sum();
         if applied == 0 {
@@ -58,11 +56,10 @@ impl fmt::Display for PartialFailure {
                 self.archive_discarded
             )?;
         }
-        writeln!(
-            f,
-            "  not applied: this effect and the {} after it",
-            self.not_applied.saturating_sub(1)
-        )?;
+        match self.not_applied.saturating_sub(1) {
+            0 => writeln!(f, "  not applied: this effect")?,
+            after => writeln!(f, "  not applied: this effect and the {after} after it")?,
+        }
         write!(
             f,
             "  Fix the cause, then apply the same plan again: effects that already took effect are detected and skipped."

@@ -373,7 +373,7 @@ impl Run<'_> {
         }
         ApplyError::Failed(Box::new(PartialFailure {
             effect: e.id.clone(),
-            line: e.effect.line(),
+            line: e.effect.summary(),
             failure,
             applied: self.applied_kinds.clone(),
             already_done: self.report.already_done,

@@ -16,7 +16,8 @@ pub async fn validate(cli: &Cli, files: &[String]) -> anyhow::Result<Exit> {
         match outcome {
             Ok(wf) => {
                 if !cli.json {
-                    outln!("{file}: ok ({} steps)", wf.steps.len());
+                    let n = wf.steps.len();
+                    outln!("{file}: ok ({n} step{})", if n == 1 { "" } else { "s" });
                 }
                 results.push(serde_json::json!({ "file": file, "ok": true }));
             }

@@ -104,7 +104,8 @@ pub(super) async fn plan_workflow(
             }
             Err(e.into())
         }
-        Err(e) => Err(e).with_context(|| format!("planning workflow `{}`", wf.name)),
+        // The engine's errors name the workflow themselves.
+        Err(e) => Err(e).context("planning the run"),
     }
 }
 
@@ -410,15 +411,11 @@ fn print_steps(cli: &Cli, steps: &[imsflow::engine::StepReport]) {
             (Some(a), Some(b)) => format!(" in {:.0} ms", b - a),
             _ => String::new(),
         };
-        outln!(
-            "step {:<20} {:<8}{took}, {} effect(s)",
-            s.id,
-            serde_json::to_value(s.status)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            s.effects
-        );
+        let status = serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        outln!("step {:<20} {status}{took}, {} effect(s)", s.id, s.effects);
     }
 }
 

@@ -391,13 +391,22 @@ impl Effect {
         )
     }
 
-    /// One plan line: kind, what, size.
+    /// One plan line: kind, what, size; the kind padded into a column.
     pub fn line(&self) -> String {
+        self.text(24)
+    }
+
+    /// The same for running text (an error message), without the padding.
+    pub fn summary(&self) -> String {
+        self.text(0)
+    }
+
+    fn text(&self, kind_width: usize) -> String {
         let size = self
             .size()
             .map(|s| format!(" ({})", crate::units::bytes(s)))
             .unwrap_or_default();
-        format!("{:<24} {}{size}", self.kind(), self.describe())
+        format!("{:<kind_width$} {}{size}", self.kind(), self.describe())
     }
 }
 

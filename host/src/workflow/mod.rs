@@ -852,11 +852,8 @@ impl Workflow {
                 .find(|p| &p.name == name)
                 .ok_or_else(|| {
                     let known: Vec<_> = self.params.iter().map(|p| p.name.as_str()).collect();
-                    format!(
-                        "workflow `{}` has no param `{name}` (params: {})",
-                        self.name,
-                        known.join(", ")
-                    )
+                    // The caller's error names the workflow.
+                    format!("no param `{name}` (params: {})", known.join(", "))
                 })?;
             values.insert(name.clone(), param_from_cli(param, text)?);
         }
