@@ -78,6 +78,7 @@ pub struct Cli {
 enum Command {
     /// Run a workflow (a stock name or a TOML file): plan, then apply.
     #[command(after_help = EXIT_CODES)]
+    #[command(display_order = 10)]
     Run {
         /// A stock workflow's name (`imsflow workflows`) or a workflow TOML file.
         workflow: String,
@@ -92,6 +93,7 @@ enum Command {
         connect: Connect,
     },
     /// Plan a workflow and save the plan for review (`show`) and `apply`.
+    #[command(display_order = 11)]
     Plan {
         /// A stock workflow's name (`imsflow workflows`) or a workflow TOML file.
         workflow: String,
@@ -103,11 +105,13 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
-    /// Apply exactly a saved plan, after checking that it is intact, made by
-    /// this imsflow and its plugins, and not stale. The journal
+    /// Apply exactly a saved plan
+    ///
+    /// First it checks that the plan is intact, made by this imsflow and its
+    /// plugins, and not stale. The journal
     /// (`PLAN.journal`) records every effect; applying a plan again continues
     /// where it stopped.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, display_order = 13)]
     Apply {
         /// A plan file (`imsflow plan -o` or `import --plan-out`).
         plan: PathBuf,
@@ -116,11 +120,12 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
-    /// Continue a run that stopped (killed, interrupted, failed, or at a
-    /// gate): effects journalled as done are skipped, the one in progress is
+    /// Continue a run that stopped (killed, interrupted, failed, or at a gate)
+    ///
+    /// Effects journalled as done are skipped, the one in progress is
     /// checked, and the rest applied. RUN is a run id (`imsflow runs list`),
     /// or a plan or journal file.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, display_order = 4)]
     Resume {
         /// A run id (`imsflow runs`), or a plan or journal file.
         run: String,
@@ -130,18 +135,22 @@ enum Command {
         connect: Connect,
     },
     /// Past and unfinished runs, from their journals (`runs` alone lists them).
+    #[command(display_order = 5)]
     Runs {
         #[command(subcommand)]
         command: Option<RunsCommand>,
     },
     /// Render a saved plan for review: one line per effect, grouped, with totals.
+    #[command(display_order = 12)]
     Show {
         /// A plan file.
         plan: PathBuf,
     },
-    /// Export IMS data and its S3 artifacts (the stock `export` workflow), as
-    /// HPE's export_ims_data.py does, into TARGET_DIR.
-    #[command(after_help = EXIT_CODES)]
+    /// Export IMS data and its S3 artifacts into an archive (export_ims_data.py)
+    ///
+    /// The stock `export` workflow, as HPE's export_ims_data.py does it, into
+    /// TARGET_DIR: the same tar, which HPE's import reads.
+    #[command(after_help = EXIT_CODES, display_order = 1)]
     Export {
         /// Existing directory for the archive [default: the current directory].
         target_dir: Option<PathBuf>,
@@ -156,11 +165,12 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
-    /// Import an export archive (HPE's import_ims_data.py, same flags), through
-    /// the stock `import-<mode>` workflow: preflight, pre-import backup (to
+    /// Import an export archive (import_ims_data.py, same flags and modes)
+    ///
+    /// The stock `import-<mode>` workflow: preflight, pre-import backup (to
     /// -b), an approval gate before the first destructive phase, the apply
     /// under a journal (`imsflow resume`), and a post-import verification.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, display_order = 2)]
     Import {
         #[command(flatten)]
         flags: import::ImportFlags,
@@ -169,32 +179,40 @@ enum Command {
         #[command(flatten)]
         connect: Connect,
     },
-    /// Check an export archive (tar or directory): every artifact export.json
-    /// lists is present under s3_artifacts/, with the recorded size, and its
+    /// Check an export archive's artifacts against its export.json
+    ///
+    /// A tar file or its directory: every artifact export.json lists is
+    /// present under s3_artifacts/, with the recorded size, and its
     /// bytes reproduce the recorded sha256 and S3 ETag (HPE archives have the
     /// ETag only). Says per artifact what it could check. Exit 0 or 1.
+    #[command(display_order = 3)]
     Verify {
         /// An export archive: a tar file or its unpacked directory.
         archive: PathBuf,
     },
     /// Check workflow files without running them.
+    #[command(display_order = 20)]
     Validate {
         /// Workflow TOML files, or stock workflow names.
         #[arg(required = true)]
         files: Vec<String>,
     },
     /// Stock workflows (`workflows` alone lists them).
+    #[command(display_order = 21)]
     Workflows {
         #[command(subcommand)]
         command: Option<ListOnly>,
     },
     /// Stock plugins; inspect a plugin file; scaffold a site plugin.
+    #[command(display_order = 22)]
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
     },
-    /// Print a shell completion script, e.g.
-    /// `imsflow completions bash > /etc/bash_completion.d/imsflow`.
+    /// Print a shell completion script
+    ///
+    /// For example `imsflow completions bash > /etc/bash_completion.d/imsflow`.
+    #[command(display_order = 30)]
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
@@ -542,6 +560,22 @@ mod tests {
                 missing.push(path.clone());
             }
             undocumented(sub, &path, missing);
+        }
+    }
+
+    /// `imsflow --help` lists the commands a line each (the long text is in
+    /// `help CMD`), the admin's own first.
+    #[test]
+    fn the_command_list_is_a_line_each_with_export_import_verify_first() {
+        let cli = Cli::command();
+        let mut commands: Vec<_> = cli.get_subcommands().filter(|c| !c.is_hide_set()).collect();
+        commands.sort_by_key(|c| c.get_display_order());
+        let names: Vec<_> = commands.iter().map(|c| c.get_name()).collect();
+        assert_eq!(names[..3], ["export", "import", "verify"], "{names:?}");
+        for c in commands {
+            let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+            // 100 columns minus the name column.
+            assert!(about.len() <= 85, "{}: {about}", c.get_name());
         }
     }
 
