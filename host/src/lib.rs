@@ -61,7 +61,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// - v3 gives freed memory back to the OS after 1 s; the export's buffers
 ///   turn over faster than that. 10 ms is v2's default.
 ///
-/// With both, 75-76 MiB (ARCHITECTURE.md has the figures).
+/// With both, 82-86 MiB against the glibc build's 71-83 in the same runs
+/// (ARCHITECTURE.md has the figures).
 pub fn tune_allocator() {
     #[cfg(target_env = "musl")]
     {

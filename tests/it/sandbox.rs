@@ -17,6 +17,16 @@ plugin = "@PLUGINS@/{plugin}.wasm"
     )
 }
 
+/// What the snoop plugin's host calls answered, each as `ok`, `denied: …` or
+/// `failed: …`, when it reads `service` and `bucket`; `tail` is TOML after
+/// the step (its `[steps.grants]`, an `[archive]`).
+async fn snoop(s: &Scratch, service: &str, bucket: &str, tail: &str) -> serde_json::Value {
+    let with = format!("with = {{ service = \"{service}\", bucket = \"{bucket}\" }}");
+    let wf = s.workflow(&format!("{}\n{tail}", one_step("snoop", &with)));
+    let report = run(&wf, &[], false).await.unwrap();
+    report.steps[0].output.clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_loop_is_stopped_at_its_time_limit_and_other_steps_finish() {
     let s = Scratch::new();
@@ -106,12 +116,7 @@ async fn output_over_the_cap_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ungranted_service_bucket_and_archive_are_denied() {
     let s = Scratch::new();
-    let wf = s.workflow(&one_step(
-        "snoop",
-        "with = { service = \"ims\", bucket = \"boot-images\" }",
-    ));
-    let report = run(&wf, &[], false).await.unwrap();
-    let out = &report.steps[0].output;
+    let out = snoop(&s, "ims", "boot-images", "").await;
     for call in ["service", "s3_head", "s3_list", "s3_get", "archive"] {
         let verdict = out[call].as_str().unwrap();
         assert!(
@@ -127,13 +132,11 @@ async fn granted_reads_pass_the_grant_check() {
     let archive = s.path().join("in");
     std::fs::create_dir(&archive).unwrap();
     std::fs::write(archive.join("export.json"), "{}").unwrap();
-    let wf = s.workflow(&format!(
-        "{}\n[steps.grants]\nservices = [\"ims\"]\nbuckets = [\"boot-images\"]\narchive = true\n[archive]\ninput = \"{}\"\n",
-        one_step("snoop", "with = { service = \"ims\", bucket = \"boot-images\" }"),
+    let grants = format!(
+        "[steps.grants]\nservices = [\"ims\"]\nbuckets = [\"boot-images\"]\narchive = true\n[archive]\ninput = \"{}\"\n",
         archive.display()
-    ));
-    let report = run(&wf, &[], false).await.unwrap();
-    let out = &report.steps[0].output;
+    );
+    let out = snoop(&s, "ims", "boot-images", &grants).await;
     // No gateway or S3 is configured in this test: the call gets past the
     // grant check and fails on the missing backend instead.
     assert_eq!(
@@ -147,18 +150,9 @@ async fn granted_reads_pass_the_grant_check() {
     assert_eq!(out["archive"], "ok");
 
     // The product catalog without a kubeconfig says both ways out.
-    let wf = s.workflow(&format!(
-        "{}\n[steps.grants]\nservices = [\"product-catalog\"]\n",
-        one_step(
-            "snoop",
-            "with = { service = \"product-catalog\", bucket = \"ims\" }"
-        )
-    ));
-    let report = run(&wf, &[], false).await.unwrap();
-    let said = report.steps[0].output["service"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let grants = "[steps.grants]\nservices = [\"product-catalog\"]\n";
+    let out = snoop(&s, "product-catalog", "ims", grants).await;
+    let said = out["service"].as_str().unwrap();
     assert!(
         said.starts_with("failed: no kubeconfig is configured for this run")
             && said.contains("--kubeconfig")
@@ -170,16 +164,15 @@ async fn granted_reads_pass_the_grant_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_grant_covers_only_that_bucket() {
     let s = Scratch::new();
-    let wf = s.workflow(&format!(
-        "{}\n[steps.grants]\nbuckets = [\"ims\"]\n",
-        one_step(
-            "snoop",
-            "with = { service = \"bos\", bucket = \"boot-images\" }"
-        )
-    ));
-    let report = run(&wf, &[], false).await.unwrap();
+    let out = snoop(
+        &s,
+        "bos",
+        "boot-images",
+        "[steps.grants]\nbuckets = [\"ims\"]\n",
+    )
+    .await;
     assert!(
-        report.steps[0].output["s3_list"]
+        out["s3_list"]
             .as_str()
             .unwrap()
             .contains("no grant for bucket `boot-images`")

@@ -53,16 +53,16 @@ pub struct ExportFlags {
     /// Do not abort when IMS jobs are still running.
     #[arg(long)]
     ignore_running_jobs: bool,
-    /// Do not export the S3 artifacts that BOS session templates reference (boot images, kernels, initrds)
-    /// beyond IMS's own.
+    /// Do not export the S3 artifacts that BOS session templates reference
+    /// (boot images, kernels, initrds) beyond IMS's own.
     #[arg(long)]
     exclude_links_from_bos: bool,
     /// Do not export the S3 artifacts that BSS boot parameters reference
     /// beyond IMS's own.
     #[arg(long)]
     exclude_links_from_bss: bool,
-    /// Do not export the S3 artifacts that the Cray product catalog (a Kubernetes ConfigMap) lists
-    /// beyond IMS's own.
+    /// Do not export the S3 artifacts that the Cray product catalog (a
+    /// Kubernetes ConfigMap) lists beyond IMS's own.
     #[arg(long)]
     exclude_links_from_product_catalog: bool,
     /// IMS records only: no S3 artifacts, no link sources, no tar.

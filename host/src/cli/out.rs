@@ -17,22 +17,28 @@ static FAILED: Mutex<Option<io::Error>> = Mutex::new(None);
 
 /// Writes to stdout (through [`out!`] and [`outln!`]).
 pub fn write(args: std::fmt::Arguments<'_>) {
+    emit(|stdout| stdout.write_fmt(args));
+}
+
+/// Writes bytes already rendered (a completion script).
+pub fn bytes(data: &[u8]) {
+    emit(|stdout| stdout.write_all(data));
+}
+
+/// One write and its flush, unless stdout is already closed; a failure
+/// closes it for the rest of the command.
+fn emit(put: impl FnOnce(&mut io::StdoutLock<'static>) -> io::Result<()>) {
     if CLOSED.load(Ordering::Relaxed) {
         return;
     }
     let mut stdout = io::stdout().lock();
-    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+    if let Err(e) = put(&mut stdout).and_then(|()| stdout.flush()) {
         CLOSED.store(true, Ordering::Relaxed);
         if e.kind() != io::ErrorKind::BrokenPipe {
             let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
             failed.get_or_insert(e);
         }
     }
-}
-
-/// Writes bytes already rendered (a completion script).
-pub fn bytes(data: &[u8]) {
-    write(format_args!("{}", String::from_utf8_lossy(data)));
 }
 
 /// The write error that is not a closed pipe, if stdout had one.
